@@ -1,0 +1,168 @@
+//! What turnout does with each command, beyond routing by key.
+//!
+//! Most commands are forwarded: by their keys, or to the default route when they have none.
+//! Commands that set connection state are applied to every upstream connection of the
+//! session. Commands whose meaning a per-namespace proxy cannot keep are refused with a clear
+//! `-ERR turnout: …` rather than sent to a guessed endpoint.
+
+use super::table::COMMANDS;
+use std::sync::LazyLock;
+
+/// Connection state that must hold on every upstream connection of a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateKind {
+    /// `HELLO`: protocol version (and optional SETNAME).
+    Hello = 0,
+    /// `SELECT`: the logical database.
+    Select = 1,
+    /// `CLIENT SETNAME`.
+    SetName = 2,
+    /// `CLIENT SETINFO` (Redis 7.2+).
+    SetInfo = 3,
+    /// `CLIENT NO-EVICT`.
+    NoEvict = 4,
+    /// `CLIENT NO-TOUCH` (Redis 7.2+).
+    NoTouch = 5,
+}
+
+/// Number of [`StateKind`]s.
+pub const STATE_KINDS: usize = 6;
+
+/// Turnout's treatment of one command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policy {
+    /// Route by keys; keyless commands go to the default route.
+    Forward,
+    /// Apply to every upstream connection of the session and replay on new ones.
+    State(StateKind),
+    /// `QUIT`: answered by turnout, then the connection closes.
+    Quit,
+    /// Refused with `-ERR turnout: {reason}`; the connection stays open.
+    Refuse(&'static str),
+}
+
+const NOT_YET_TRANSACTIONS: &str = "transactions (MULTI/EXEC/WATCH) are not supported yet";
+const NOT_YET_PUBSUB: &str = "subscriptions are not supported yet";
+const NOT_YET_AUTH: &str = "AUTH is not supported yet";
+const WHOLE_KEYSPACE: &str =
+    "this command affects every namespace; run it on each endpoint directly";
+const CONNECTION_TAKEOVER: &str =
+    "this command takes over the upstream connection and cannot be proxied";
+
+/// Policy of a top-level command without subcommands, by table index.
+pub fn of_top(index: usize) -> Policy {
+    static POLICIES: LazyLock<Vec<Policy>> =
+        LazyLock::new(|| COMMANDS.iter().map(|c| by_name(c.name)).collect());
+    POLICIES.get(index).copied().unwrap_or(Policy::Forward)
+}
+
+/// Policy of a subcommand, by its `container|sub` name (subcommands are rare on the hot path).
+pub fn of_sub(name: &str) -> Policy {
+    by_name(name)
+}
+
+fn by_name(name: &str) -> Policy {
+    match name {
+        "quit" => Policy::Quit,
+        "select" => Policy::State(StateKind::Select),
+        "hello" => Policy::State(StateKind::Hello),
+        "client|setname" => Policy::State(StateKind::SetName),
+        "client|setinfo" => Policy::State(StateKind::SetInfo),
+        "client|no-evict" => Policy::State(StateKind::NoEvict),
+        "client|no-touch" => Policy::State(StateKind::NoTouch),
+        "multi" | "exec" | "discard" | "watch" | "unwatch" => Policy::Refuse(NOT_YET_TRANSACTIONS),
+        "subscribe" | "psubscribe" | "ssubscribe" | "unsubscribe" | "punsubscribe"
+        | "sunsubscribe" => Policy::Refuse(NOT_YET_PUBSUB),
+        "auth" => Policy::Refuse(NOT_YET_AUTH),
+        "client|reply" => Policy::Refuse("CLIENT REPLY is not supported yet"),
+        "client|tracking" | "client|caching" => {
+            Policy::Refuse("client-side caching is not supported yet")
+        }
+        "reset" => Policy::Refuse("RESET is not supported yet"),
+        "flushall" | "flushdb" | "swapdb" => Policy::Refuse(WHOLE_KEYSPACE),
+        "monitor" | "sync" | "psync" | "replconf" => Policy::Refuse(CONNECTION_TAKEOVER),
+        "shutdown" => Policy::Refuse(
+            "SHUTDOWN is refused: it would stop an endpoint shared by every namespace",
+        ),
+        "migrate" => {
+            Policy::Refuse("MIGRATE is not supported: it moves keys outside the route table")
+        }
+        "readonly" | "readwrite" | "asking" => {
+            Policy::Refuse("cluster connection commands are not supported yet")
+        }
+        _ => Policy::Forward,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_named_command_exists_in_the_table() {
+        // A typo in the match above would silently forward the command.
+        let names = [
+            "quit",
+            "select",
+            "hello",
+            "multi",
+            "exec",
+            "discard",
+            "watch",
+            "unwatch",
+            "subscribe",
+            "psubscribe",
+            "ssubscribe",
+            "unsubscribe",
+            "punsubscribe",
+            "sunsubscribe",
+            "auth",
+            "reset",
+            "flushall",
+            "flushdb",
+            "swapdb",
+            "monitor",
+            "sync",
+            "psync",
+            "replconf",
+            "shutdown",
+            "migrate",
+            "readonly",
+            "readwrite",
+            "asking",
+        ];
+        for name in names {
+            assert!(
+                COMMANDS.iter().any(|c| c.name == name),
+                "{name} missing from the table"
+            );
+        }
+        let client = COMMANDS
+            .iter()
+            .find(|c| c.name == "client")
+            .expect("client");
+        for sub in [
+            "client|setname",
+            "client|no-evict",
+            "client|reply",
+            "client|tracking",
+            "client|caching",
+        ] {
+            assert!(
+                client.subcommands.iter().any(|c| c.name == sub),
+                "{sub} missing"
+            );
+        }
+    }
+
+    #[test]
+    fn ordinary_commands_are_forwarded() {
+        let get = COMMANDS.iter().position(|c| c.name == "get").expect("get");
+        assert_eq!(of_top(get), Policy::Forward);
+        let quit = COMMANDS
+            .iter()
+            .position(|c| c.name == "quit")
+            .expect("quit");
+        assert_eq!(of_top(quit), Policy::Quit);
+    }
+}

@@ -1,0 +1,65 @@
+//! The config file exactly as written.
+//!
+//! Unknown keys are errors. They are collected with `serde_ignored` rather than
+//! `#[serde(deny_unknown_fields)]`, which stops at the first one: an operator fixing a file
+//! wants every problem in one pass. Nothing here is trusted yet; `super::validate` turns it
+//! into a [`super::Config`].
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+/// The whole TOML file.
+#[derive(Debug, Deserialize)]
+pub struct FileConfig {
+    pub proxy: FileProxy,
+    pub admin: FileAdmin,
+    pub state: FileState,
+    pub endpoints: BTreeMap<String, FileEndpoint>,
+    #[serde(default)]
+    pub namespaces: Vec<FileNamespace>,
+    pub default: FileDefault,
+}
+
+/// `[proxy]`.
+#[derive(Debug, Deserialize)]
+pub struct FileProxy {
+    pub listen: String,
+    pub max_clients: Option<usize>,
+    pub max_request_bytes: Option<usize>,
+    pub max_buffered_bytes: Option<usize>,
+    pub connect_timeout: Option<String>,
+    pub shutdown_grace: Option<String>,
+}
+
+/// `[admin]`.
+#[derive(Debug, Deserialize)]
+pub struct FileAdmin {
+    pub listen: String,
+    pub token_env: Option<String>,
+}
+
+/// `[state]`.
+#[derive(Debug, Deserialize)]
+pub struct FileState {
+    pub path: String,
+}
+
+/// `[endpoints.NAME]`.
+#[derive(Debug, Deserialize)]
+pub struct FileEndpoint {
+    pub address: String,
+}
+
+/// `[[namespaces]]`.
+#[derive(Debug, Deserialize)]
+pub struct FileNamespace {
+    pub name: String,
+    pub prefixes: Vec<String>,
+    pub target: String,
+}
+
+/// `[default]`.
+#[derive(Debug, Deserialize)]
+pub struct FileDefault {
+    pub target: String,
+}

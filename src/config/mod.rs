@@ -1,0 +1,526 @@
+//! Configuration: the TOML file, its validation, and the secrets it points at.
+//!
+//! Loading has two stages. [`file`] mirrors the file as written; [`Config::from_toml`] checks it
+//! and produces a validated [`Config`] with parsed addresses, durations and defaults applied.
+//! Every problem is reported at once, each with its path (`namespaces[2].target: …`).
+
+mod file;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use file::FileConfig;
+
+/// Default for `[proxy] max_clients`.
+pub const DEFAULT_MAX_CLIENTS: usize = 10_000;
+/// Default for `[proxy] max_request_bytes`: Redis's own `proto-max-bulk-len`.
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 512 * 1024 * 1024;
+/// Default for `[proxy] max_buffered_bytes`: bytes buffered per client before turnout stops
+/// reading from it (backpressure, not an error).
+pub const DEFAULT_MAX_BUFFERED_BYTES: usize = 16 * 1024 * 1024;
+/// Default for `[proxy] connect_timeout`.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Default for `[proxy] shutdown_grace`.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// At most this many endpoints: a session tracks endpoints in a 64-bit set.
+pub const MAX_ENDPOINTS: usize = 64;
+/// The reserved name of the route for keys outside every namespace.
+pub const DEFAULT_ROUTE: &str = "default";
+
+/// Index of an endpoint in [`Config::endpoints`].
+pub type EndpointId = usize;
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `[proxy]`.
+    pub proxy: ProxyConfig,
+    /// `[admin]`.
+    pub admin: AdminConfig,
+    /// `[state] path`.
+    pub state_path: PathBuf,
+    /// Endpoints, sorted by name; an [`EndpointId`] indexes this.
+    pub endpoints: Vec<EndpointConfig>,
+    /// Namespaces in file order.
+    pub namespaces: Vec<NamespaceConfig>,
+    /// Initial target of the `default` route.
+    pub default_target: EndpointId,
+}
+
+/// `[proxy]`, validated.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// Client-facing listen address.
+    pub listen: SocketAddr,
+    /// Connections beyond this get `-ERR max number of clients reached`.
+    pub max_clients: usize,
+    /// Largest single request, in bytes.
+    pub max_request_bytes: usize,
+    /// Per-client buffered bytes before turnout stops reading from the client.
+    pub max_buffered_bytes: usize,
+    /// Bound on opening an upstream connection.
+    pub connect_timeout: Duration,
+    /// Bound on graceful shutdown.
+    pub shutdown_grace: Duration,
+}
+
+/// `[admin]`, validated.
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    /// Admin HTTP listen address.
+    pub listen: SocketAddr,
+    /// Bearer token for mutating calls, when configured.
+    pub token: Option<Secret>,
+}
+
+/// One endpoint.
+#[derive(Debug, Clone)]
+pub struct EndpointConfig {
+    /// Its name (`legacy`, `new`, …).
+    pub name: String,
+    /// `host:port`, resolved at connect time.
+    pub address: String,
+}
+
+/// One namespace.
+#[derive(Debug, Clone)]
+pub struct NamespaceConfig {
+    /// Its name.
+    pub name: String,
+    /// Key prefixes that select it.
+    pub prefixes: Vec<String>,
+    /// Initial target.
+    pub target: EndpointId,
+}
+
+/// A secret string whose `Debug` and `Display` never show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: String) -> Self {
+        Secret(value)
+    }
+
+    /// The secret itself; use only to compare or send it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// One problem found in a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Where: `namespaces[2].target`.
+    pub path: String,
+    /// What.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// Why a config could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or a value has the wrong type.
+    #[error("{0}")]
+    Syntax(String),
+    /// The file parsed but is not valid; every problem is listed.
+    #[error("{}", display_problems(.0))]
+    Invalid(Vec<Problem>),
+}
+
+fn display_problems(problems: &[Problem]) -> String {
+    let lines: Vec<String> = problems.iter().map(Problem::to_string).collect();
+    lines.join("\n")
+}
+
+impl ConfigError {
+    /// Every problem as one line each, `path: message`.
+    pub fn lines(&self) -> Vec<String> {
+        match self {
+            ConfigError::Invalid(problems) => problems.iter().map(Problem::to_string).collect(),
+            other => vec![other.to_string()],
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    ///
+    /// # Errors
+    /// [`ConfigError`] listing every problem found.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::from_toml(&text, &|name| std::env::var(name).ok())
+    }
+
+    /// Validates config text; `env` looks up environment variables (injected for tests).
+    ///
+    /// # Errors
+    /// [`ConfigError`] listing every problem found.
+    pub fn from_toml(
+        text: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let mut problems = Vec::new();
+        let deserializer = toml::Deserializer::new(text);
+        let parsed: FileConfig = serde_ignored::deserialize(deserializer, |path| {
+            problems.push(Problem {
+                path: toml_path(&path),
+                message: "unknown field".to_string(),
+            });
+        })
+        .map_err(|e| ConfigError::Syntax(e.to_string().trim_end().to_string()))?;
+        let config = validate(parsed, env, &mut problems);
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+
+    /// Looks an endpoint up by name.
+    pub fn endpoint_id(&self, name: &str) -> Option<EndpointId> {
+        self.endpoints.iter().position(|e| e.name == name)
+    }
+}
+
+/// Formats a `serde_ignored` path the way the rest of turnout names config paths.
+fn toml_path(path: &serde_ignored::Path<'_>) -> String {
+    use serde_ignored::Path as P;
+    match path {
+        P::Root => String::new(),
+        P::Seq { parent, index } => format!("{}[{}]", toml_path(parent), index),
+        P::Map { parent, key } => {
+            let parent = toml_path(parent);
+            if parent.is_empty() {
+                key.to_string()
+            } else {
+                format!("{parent}.{key}")
+            }
+        }
+        P::Some { parent } | P::NewtypeStruct { parent } | P::NewtypeVariant { parent } => {
+            toml_path(parent)
+        }
+    }
+}
+
+fn problem(problems: &mut Vec<Problem>, path: impl Into<String>, message: impl Into<String>) {
+    problems.push(Problem {
+        path: path.into(),
+        message: message.into(),
+    });
+}
+
+fn validate(
+    file: FileConfig,
+    env: &dyn Fn(&str) -> Option<String>,
+    problems: &mut Vec<Problem>,
+) -> Config {
+    let placeholder: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 0));
+    let proxy = validate_proxy(&file.proxy, problems, placeholder);
+    let admin = validate_admin(&file.admin, env, problems, placeholder);
+    if file.state.path.trim().is_empty() {
+        problem(problems, "state.path", "must not be empty");
+    }
+
+    let endpoints = validate_endpoints(&file.endpoints, problems);
+    let ids: HashMap<&str, EndpointId> = endpoints
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (e.name.as_str(), i))
+        .collect();
+    let resolve = |path: String, name: &str, problems: &mut Vec<Problem>| -> EndpointId {
+        match ids.get(name) {
+            Some(id) => *id,
+            None => {
+                let known: Vec<&str> = endpoints.iter().map(|e| e.name.as_str()).collect();
+                problem(
+                    problems,
+                    path,
+                    format!("unknown endpoint \"{name}\" (known: {})", known.join(", ")),
+                );
+                0
+            }
+        }
+    };
+
+    let mut names: HashMap<&str, usize> = HashMap::new();
+    let mut prefixes: HashMap<&str, (usize, &str)> = HashMap::new();
+    let mut namespaces = Vec::with_capacity(file.namespaces.len());
+    for (i, ns) in file.namespaces.iter().enumerate() {
+        let path = format!("namespaces[{i}]");
+        if ns.name.is_empty() {
+            problem(problems, format!("{path}.name"), "must not be empty");
+        } else if ns.name == DEFAULT_ROUTE {
+            problem(
+                problems,
+                format!("{path}.name"),
+                "\"default\" is reserved for the [default] route",
+            );
+        } else if let Some(first) = names.insert(ns.name.as_str(), i) {
+            problem(
+                problems,
+                format!("{path}.name"),
+                format!(
+                    "duplicate namespace \"{}\" (also namespaces[{first}])",
+                    ns.name
+                ),
+            );
+        }
+        if ns.prefixes.is_empty() {
+            problem(
+                problems,
+                format!("{path}.prefixes"),
+                "must list at least one prefix",
+            );
+        }
+        for (j, prefix) in ns.prefixes.iter().enumerate() {
+            let ppath = format!("{path}.prefixes[{j}]");
+            if prefix.is_empty() {
+                problem(
+                    problems,
+                    ppath,
+                    "an empty prefix would match every key; use [default] instead",
+                );
+            } else if let Some((other, other_name)) =
+                prefixes.insert(prefix.as_str(), (i, ns.name.as_str()))
+            {
+                problem(
+                    problems,
+                    ppath,
+                    format!("duplicate prefix \"{prefix}\" (also in namespaces[{other}] \"{other_name}\")"),
+                );
+            }
+        }
+        let target = resolve(format!("{path}.target"), &ns.target, problems);
+        namespaces.push(NamespaceConfig {
+            name: ns.name.clone(),
+            prefixes: ns.prefixes.clone(),
+            target,
+        });
+    }
+    let default_target = resolve("default.target".to_string(), &file.default.target, problems);
+
+    Config {
+        proxy,
+        admin,
+        state_path: PathBuf::from(&file.state.path),
+        endpoints,
+        namespaces,
+        default_target,
+    }
+}
+
+fn validate_proxy(
+    p: &file::FileProxy,
+    problems: &mut Vec<Problem>,
+    placeholder: SocketAddr,
+) -> ProxyConfig {
+    let listen = parse_socket_addr("proxy.listen", &p.listen, problems).unwrap_or(placeholder);
+    let positive =
+        |path: &str, value: Option<usize>, default: usize, problems: &mut Vec<Problem>| match value
+        {
+            Some(0) => {
+                problem(problems, path, "must be greater than 0");
+                default
+            }
+            Some(v) => v,
+            None => default,
+        };
+    let max_request_bytes = positive(
+        "proxy.max_request_bytes",
+        p.max_request_bytes,
+        DEFAULT_MAX_REQUEST_BYTES,
+        problems,
+    );
+    if max_request_bytes > u32::MAX as usize {
+        problem(
+            problems,
+            "proxy.max_request_bytes",
+            format!("must be at most {}", u32::MAX),
+        );
+    }
+    ProxyConfig {
+        listen,
+        max_clients: positive(
+            "proxy.max_clients",
+            p.max_clients,
+            DEFAULT_MAX_CLIENTS,
+            problems,
+        ),
+        max_request_bytes,
+        max_buffered_bytes: positive(
+            "proxy.max_buffered_bytes",
+            p.max_buffered_bytes,
+            DEFAULT_MAX_BUFFERED_BYTES,
+            problems,
+        ),
+        connect_timeout: parse_duration(
+            "proxy.connect_timeout",
+            p.connect_timeout.as_deref(),
+            DEFAULT_CONNECT_TIMEOUT,
+            problems,
+        ),
+        shutdown_grace: parse_duration(
+            "proxy.shutdown_grace",
+            p.shutdown_grace.as_deref(),
+            DEFAULT_SHUTDOWN_GRACE,
+            problems,
+        ),
+    }
+}
+
+fn validate_admin(
+    a: &file::FileAdmin,
+    env: &dyn Fn(&str) -> Option<String>,
+    problems: &mut Vec<Problem>,
+    placeholder: SocketAddr,
+) -> AdminConfig {
+    let listen = parse_socket_addr("admin.listen", &a.listen, problems);
+    let token = match &a.token_env {
+        None => None,
+        Some(var) => match env(var) {
+            Some(value) if !value.is_empty() => Some(Secret::new(value)),
+            _ => {
+                problem(
+                    problems,
+                    "admin.token_env",
+                    format!("environment variable {var} is not set or empty"),
+                );
+                None
+            }
+        },
+    };
+    if let Some(addr) = listen {
+        if !addr.ip().is_loopback() && a.token_env.is_none() {
+            problem(
+                problems,
+                "admin.listen",
+                format!("{addr} is not a loopback address; set admin.token_env so that mutating calls need a token"),
+            );
+        }
+    }
+    AdminConfig {
+        listen: listen.unwrap_or(placeholder),
+        token,
+    }
+}
+
+fn validate_endpoints(
+    file: &BTreeMap<String, file::FileEndpoint>,
+    problems: &mut Vec<Problem>,
+) -> Vec<EndpointConfig> {
+    if file.is_empty() {
+        problem(problems, "endpoints", "at least one endpoint is required");
+    }
+    if file.len() > MAX_ENDPOINTS {
+        problem(
+            problems,
+            "endpoints",
+            format!("at most {MAX_ENDPOINTS} endpoints are supported"),
+        );
+    }
+    let mut out = Vec::with_capacity(file.len());
+    for (name, ep) in file {
+        let path = format!("endpoints.{name}");
+        if name == DEFAULT_ROUTE {
+            problem(problems, &path, "\"default\" cannot name an endpoint");
+        }
+        if let Err(message) = check_host_port(&ep.address) {
+            problem(problems, format!("{path}.address"), message);
+        }
+        out.push(EndpointConfig {
+            name: name.clone(),
+            address: ep.address.clone(),
+        });
+    }
+    out
+}
+
+/// Checks a `host:port` string (IPv6 hosts in brackets).
+fn check_host_port(address: &str) -> Result<(), String> {
+    let bad = || format!("\"{address}\" is not host:port");
+    let (host, port) = address.rsplit_once(':').ok_or_else(bad)?;
+    if host.is_empty()
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .is_empty()
+    {
+        return Err(bad());
+    }
+    match port.parse::<u16>() {
+        Ok(0) | Err(_) => Err(format!("\"{address}\": port must be 1-65535")),
+        Ok(_) => Ok(()),
+    }
+}
+
+fn parse_socket_addr(path: &str, value: &str, problems: &mut Vec<Problem>) -> Option<SocketAddr> {
+    match value.parse::<SocketAddr>() {
+        Ok(addr) => Some(addr),
+        Err(_) => {
+            problem(
+                problems,
+                path,
+                format!("\"{value}\" is not an IP:port address"),
+            );
+            None
+        }
+    }
+}
+
+fn parse_duration(
+    path: &str,
+    value: Option<&str>,
+    default: Duration,
+    problems: &mut Vec<Problem>,
+) -> Duration {
+    match value {
+        None => default,
+        Some(text) => match humantime::parse_duration(text) {
+            Ok(d) if !d.is_zero() => d,
+            Ok(_) => {
+                problem(problems, path, "must be greater than 0");
+                default
+            }
+            Err(e) => {
+                problem(
+                    problems,
+                    path,
+                    format!("\"{text}\" is not a duration like \"500ms\" or \"2s\": {e}"),
+                );
+                default
+            }
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,195 @@
+use super::*;
+
+const GOOD: &str = r#"
+[proxy]
+listen = "127.0.0.1:6380"
+[admin]
+listen = "127.0.0.1:9900"
+[state]
+path = "turnout-state.json"
+[endpoints.legacy]
+address = "127.0.0.1:6379"
+[endpoints.new]
+address = "127.0.0.1:6390"
+[[namespaces]]
+name = "web-cache"
+prefixes = ["web:"]
+target = "legacy"
+[[namespaces]]
+name = "token-cache"
+prefixes = ["tok:", "session:"]
+target = "new"
+[default]
+target = "legacy"
+"#;
+
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+fn problems(text: &str) -> Vec<String> {
+    match Config::from_toml(text, &no_env) {
+        Ok(_) => Vec::new(),
+        Err(e) => e.lines(),
+    }
+}
+
+#[test]
+fn the_issue_example_is_valid_with_defaults() {
+    let config = Config::from_toml(GOOD, &no_env).expect("valid");
+    assert_eq!(config.proxy.listen.to_string(), "127.0.0.1:6380");
+    assert_eq!(config.proxy.max_clients, DEFAULT_MAX_CLIENTS);
+    assert_eq!(config.proxy.connect_timeout, DEFAULT_CONNECT_TIMEOUT);
+    assert_eq!(config.endpoints.len(), 2);
+    let new = config.endpoint_id("new").expect("new exists");
+    assert_eq!(config.namespaces[1].target, new);
+    assert_eq!(config.namespaces[1].prefixes, vec!["tok:", "session:"]);
+    assert_eq!(config.endpoints[config.default_target].name, "legacy");
+    assert!(config.admin.token.is_none());
+}
+
+#[test]
+fn every_problem_is_reported_at_once_with_its_path() {
+    let text = GOOD
+        .replace(
+            "listen = \"127.0.0.1:6380\"",
+            "listen = \"127.0.0.1:6380\"\nlisen = 1",
+        )
+        .replace(
+            "prefixes = [\"tok:\", \"session:\"]",
+            "prefixes = [\"tok:\", \"web:\"]",
+        )
+        .replace("target = \"new\"", "target = \"nwe\"")
+        .replace(
+            "[default]\ntarget = \"legacy\"",
+            "[default]\ntarget = \"legacy\"\nextra = true",
+        );
+    let lines = problems(&text);
+    assert!(
+        lines.contains(&"proxy.lisen: unknown field".to_string()),
+        "{lines:?}"
+    );
+    assert!(
+        lines.contains(&"default.extra: unknown field".to_string()),
+        "{lines:?}"
+    );
+    assert!(
+        lines.contains(&"namespaces[1].prefixes[1]: duplicate prefix \"web:\" (also in namespaces[0] \"web-cache\")".to_string()),
+        "{lines:?}"
+    );
+    assert!(
+        lines.contains(
+            &"namespaces[1].target: unknown endpoint \"nwe\" (known: legacy, new)".to_string()
+        ),
+        "{lines:?}"
+    );
+    assert_eq!(lines.len(), 4, "{lines:?}");
+}
+
+#[test]
+fn duplicate_names_reserved_names_and_empty_prefixes_are_errors() {
+    let text = GOOD
+        .replace("name = \"token-cache\"", "name = \"web-cache\"")
+        .replace("prefixes = [\"web:\"]", "prefixes = [\"\"]");
+    let lines = problems(&text);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("namespaces[1].name: duplicate namespace \"web-cache\"")),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("namespaces[0].prefixes[0]: an empty prefix")),
+        "{lines:?}"
+    );
+    let lines = problems(&GOOD.replace("name = \"web-cache\"", "name = \"default\""));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("namespaces[0].name: \"default\" is reserved")),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn addresses_and_durations_are_parsed() {
+    let text = GOOD
+        .replace(
+            "listen = \"127.0.0.1:6380\"",
+            "listen = \"localhost\"\nconnect_timeout = \"soon\"\nshutdown_grace = \"0s\"",
+        )
+        .replace(
+            "address = \"127.0.0.1:6390\"",
+            "address = \"redis.example:0\"",
+        );
+    let lines = problems(&text);
+    assert!(
+        lines.contains(&"proxy.listen: \"localhost\" is not an IP:port address".to_string()),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("proxy.connect_timeout: \"soon\" is not a duration")),
+        "{lines:?}"
+    );
+    assert!(
+        lines.contains(&"proxy.shutdown_grace: must be greater than 0".to_string()),
+        "{lines:?}"
+    );
+    assert!(
+        lines.contains(
+            &"endpoints.new.address: \"redis.example:0\": port must be 1-65535".to_string()
+        ),
+        "{lines:?}"
+    );
+    let text = GOOD.replace(
+        "listen = \"127.0.0.1:6380\"",
+        "listen = \"127.0.0.1:6380\"\nconnect_timeout = \"250ms\"",
+    );
+    let config = Config::from_toml(&text, &no_env).expect("valid");
+    assert_eq!(config.proxy.connect_timeout, Duration::from_millis(250));
+}
+
+#[test]
+fn admin_token_comes_from_the_environment_and_is_never_printed() {
+    let text = GOOD.replace(
+        "listen = \"127.0.0.1:9900\"",
+        "listen = \"127.0.0.1:9900\"\ntoken_env = \"T\"",
+    );
+    let lines = problems(&text);
+    assert_eq!(
+        lines,
+        vec!["admin.token_env: environment variable T is not set or empty".to_string()]
+    );
+    let env = |name: &str| (name == "T").then(|| "s3cret".to_string());
+    let config = Config::from_toml(&text, &env).expect("valid");
+    let token = config.admin.token.as_ref().expect("token");
+    assert_eq!(token.expose(), "s3cret");
+    assert!(!format!("{config:?}").contains("s3cret"));
+}
+
+#[test]
+fn a_non_loopback_admin_needs_a_token() {
+    let text = GOOD.replace("listen = \"127.0.0.1:9900\"", "listen = \"0.0.0.0:9900\"");
+    let lines = problems(&text);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].starts_with("admin.listen: 0.0.0.0:9900 is not a loopback address"),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn syntax_and_type_errors_say_where() {
+    let err = Config::from_toml("[proxy\nlisten=1", &no_env).expect_err("bad toml");
+    assert!(matches!(err, ConfigError::Syntax(_)));
+    let err = Config::from_toml(
+        &GOOD.replace("address = \"127.0.0.1:6379\"", "address = 6379"),
+        &no_env,
+    )
+    .expect_err("bad type");
+    assert!(err.to_string().contains("address"), "{err}");
+}

@@ -1,0 +1,124 @@
+//! The `turnout` binary: parses the command line, sets up logging, calls the library.
+
+#![forbid(unsafe_code)]
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use turnout::config::Config;
+use turnout::ctl::{CtlArgs, CtlCommand};
+
+/// A RESP-aware sidecar proxy for zero-downtime Redis endpoint cutover.
+#[derive(Parser)]
+#[command(name = "turnout", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy and its admin API until SIGTERM or SIGINT.
+    Run {
+        /// The config file (TOML).
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Validate a config file, print every problem, and exit non-zero if there are any.
+    Check {
+        /// The config file (TOML).
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Talk to a running turnout's admin API.
+    Ctl {
+        #[command(flatten)]
+        args: CtlArgs,
+        #[command(subcommand)]
+        command: CtlCommand,
+    },
+    /// Start two local redis-server processes (legacy, and new as its replica) and the proxy.
+    Demo {
+        /// The demo config file.
+        #[arg(short, long, value_name = "FILE", default_value = "config/demo.toml")]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    match cli.command {
+        Command::Check { config } => check(&config),
+        Command::Run { config } => exit(run(&config)),
+        Command::Ctl { args, command } => {
+            exit(runtime().and_then(|rt| rt.block_on(turnout::ctl::run(args, command))))
+        }
+        Command::Demo { config } => {
+            exit(runtime().and_then(|rt| rt.block_on(turnout::demo::run(&config))))
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn exit(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("turnout: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    match Config::load(path) {
+        Ok(config) => {
+            println!(
+                "config OK: {} endpoints, {} namespaces, proxy on {}, admin on {}",
+                config.endpoints.len(),
+                config.namespaces.len(),
+                config.proxy.listen,
+                config.admin.listen
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            let lines = e.lines();
+            eprintln!("{}: {} problem(s):", path.display(), lines.len());
+            for line in lines {
+                eprintln!("{line}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(path: &std::path::Path) -> anyhow::Result<()> {
+    let config = Config::load(path).map_err(|e| {
+        anyhow::anyhow!(
+            "invalid config {}:\n{}",
+            path.display(),
+            e.lines().join("\n")
+        )
+    })?;
+    runtime()?.block_on(turnout::server::run_until_signalled(config))?;
+    Ok(())
+}

@@ -1,0 +1,238 @@
+//! Namespaces and the route table.
+//!
+//! Namespaces and their prefixes are fixed by the config ([`Namespaces`]); what changes at
+//! run time is where each one points. That lives in an immutable, versioned [`RouteTable`]
+//! snapshot behind an `ArcSwap`: a session loads it once per batch of commands (one atomic
+//! load), and a change builds a new table and swaps it in whole ([`change`]).
+
+pub mod change;
+pub mod trie;
+
+use crate::config::{Config, EndpointId, DEFAULT_ROUTE};
+use arc_swap::{ArcSwap, Guard};
+use std::sync::Arc;
+use std::time::SystemTime;
+pub use trie::NsId;
+use trie::PrefixTrie;
+
+/// The namespaces of the config, the `default` route last.
+#[derive(Debug)]
+pub struct Namespaces {
+    names: Vec<String>,
+    prefixes: Vec<Vec<String>>,
+    trie: PrefixTrie,
+}
+
+impl Namespaces {
+    /// Builds the namespace set from a validated config.
+    pub fn new(config: &Config) -> Self {
+        let mut names: Vec<String> = config.namespaces.iter().map(|n| n.name.clone()).collect();
+        let mut prefixes: Vec<Vec<String>> = config
+            .namespaces
+            .iter()
+            .map(|n| n.prefixes.clone())
+            .collect();
+        names.push(DEFAULT_ROUTE.to_string());
+        prefixes.push(Vec::new());
+        let trie = PrefixTrie::new(
+            config
+                .namespaces
+                .iter()
+                .enumerate()
+                .flat_map(|(i, n)| n.prefixes.iter().map(move |p| (p.as_bytes(), i as NsId))),
+        );
+        Namespaces {
+            names,
+            prefixes,
+            trie,
+        }
+    }
+
+    /// The id of the `default` route.
+    pub fn default_id(&self) -> NsId {
+        (self.names.len() - 1) as NsId
+    }
+
+    /// The namespace of a key (the default route when no prefix matches).
+    #[inline]
+    pub fn of_key(&self, key: &[u8]) -> NsId {
+        self.trie.lookup(key).unwrap_or_else(|| self.default_id())
+    }
+
+    /// Number of routes, `default` included.
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    /// Always false: the default route exists.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// A route's name.
+    pub fn name(&self, ns: NsId) -> &str {
+        self.names
+            .get(usize::from(ns))
+            .map_or(DEFAULT_ROUTE, String::as_str)
+    }
+
+    /// A route's prefixes (none for `default`).
+    pub fn prefixes(&self, ns: NsId) -> &[String] {
+        self.prefixes
+            .get(usize::from(ns))
+            .map_or(&[], Vec::as_slice)
+    }
+
+    /// Looks a route up by name.
+    pub fn id(&self, name: &str) -> Option<NsId> {
+        self.names.iter().position(|n| n == name).map(|i| i as NsId)
+    }
+}
+
+/// How a route serves its namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// Every command goes to the target.
+    Direct,
+}
+
+/// Where one namespace points.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// The primary endpoint.
+    pub target: EndpointId,
+    /// How it is served.
+    pub mode: Mode,
+    /// When it last changed (start-up time for routes never changed).
+    pub changed_at: SystemTime,
+    /// Why it last changed.
+    pub reason: String,
+}
+
+/// An immutable, versioned snapshot of every route, indexed by [`NsId`].
+#[derive(Debug, Clone)]
+pub struct RouteTable {
+    /// Goes up by one with every accepted change.
+    pub version: u64,
+    /// One route per namespace, `default` last.
+    pub routes: Vec<Route>,
+}
+
+impl RouteTable {
+    /// The initial table from the config.
+    pub fn from_config(config: &Config, now: SystemTime) -> Self {
+        let route = |target| Route {
+            target,
+            mode: Mode::Direct,
+            changed_at: now,
+            reason: "initial target from the config file".to_string(),
+        };
+        let mut routes: Vec<Route> = config.namespaces.iter().map(|n| route(n.target)).collect();
+        routes.push(route(config.default_target));
+        RouteTable { version: 1, routes }
+    }
+
+    /// The endpoint a namespace's commands go to.
+    #[inline]
+    pub fn target(&self, ns: NsId) -> EndpointId {
+        self.routes.get(usize::from(ns)).map_or(0, |r| r.target)
+    }
+
+    /// Endpoints some route points at.
+    pub fn endpoints_in_use(&self) -> Vec<EndpointId> {
+        let mut used: Vec<EndpointId> = self.routes.iter().map(|r| r.target).collect();
+        used.sort_unstable();
+        used.dedup();
+        used
+    }
+}
+
+/// The live routing state shared by every session: fixed namespaces plus the swappable table.
+#[derive(Debug)]
+pub struct Router {
+    /// The namespaces (fixed for the process lifetime).
+    pub namespaces: Namespaces,
+    table: ArcSwap<RouteTable>,
+}
+
+impl Router {
+    /// A router starting from `table`.
+    pub fn new(namespaces: Namespaces, table: RouteTable) -> Self {
+        Router {
+            namespaces,
+            table: ArcSwap::from_pointee(table),
+        }
+    }
+
+    /// The current snapshot: one atomic load, no lock.
+    #[inline]
+    pub fn load(&self) -> Guard<Arc<RouteTable>> {
+        self.table.load()
+    }
+
+    /// The current snapshot as an owned `Arc` (for the admin API).
+    pub fn snapshot(&self) -> Arc<RouteTable> {
+        self.table.load_full()
+    }
+
+    /// Publishes a new snapshot. Only [`change::RouteControl`] calls this, after persisting.
+    pub(crate) fn store(&self, table: RouteTable) {
+        self.table.store(Arc::new(table));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> Config {
+        let text = r#"
+            [proxy]
+            listen = "127.0.0.1:6380"
+            [admin]
+            listen = "127.0.0.1:9900"
+            [state]
+            path = "s.json"
+            [endpoints.legacy]
+            address = "127.0.0.1:6379"
+            [endpoints.new]
+            address = "127.0.0.1:6390"
+            [[namespaces]]
+            name = "web-cache"
+            prefixes = ["web:"]
+            target = "new"
+            [[namespaces]]
+            name = "token-cache"
+            prefixes = ["tok:", "session:"]
+            target = "legacy"
+            [default]
+            target = "legacy"
+        "#;
+        Config::from_toml(text, &|_| None).expect("valid")
+    }
+
+    #[test]
+    fn keys_map_to_namespaces_and_targets() {
+        let config = config();
+        let ns = Namespaces::new(&config);
+        let table = RouteTable::from_config(&config, SystemTime::UNIX_EPOCH);
+        let new = config.endpoint_id("new").expect("new");
+        let legacy = config.endpoint_id("legacy").expect("legacy");
+        assert_eq!(ns.name(ns.of_key(b"web:1")), "web-cache");
+        assert_eq!(ns.name(ns.of_key(b"session:1")), "token-cache");
+        assert_eq!(ns.name(ns.of_key(b"other")), "default");
+        assert_eq!(table.target(ns.of_key(b"web:1")), new);
+        assert_eq!(table.target(ns.of_key(b"tok:1")), legacy);
+        assert_eq!(table.target(ns.default_id()), legacy);
+        assert_eq!(
+            table.endpoints_in_use(),
+            vec![legacy.min(new), legacy.max(new)]
+        );
+        assert_eq!(ns.id("default"), Some(ns.default_id()));
+        assert_eq!(
+            ns.prefixes(1),
+            &["tok:".to_string(), "session:".to_string()]
+        );
+    }
+}

@@ -1,0 +1,268 @@
+//! From request bytes to an endpoint's write buffer.
+//!
+//! Each complete request is classified through the command table, its keys are mapped to
+//! namespaces and through the route snapshot to one endpoint, and its original bytes are
+//! appended to that endpoint's link. The route snapshot is loaded once per batch.
+
+use super::{Pending, Session, Source};
+use crate::command::keys::{for_each_key, KeysError};
+use crate::command::policy::StateKind;
+use crate::command::{self, CommandId, Policy};
+use crate::config::EndpointId;
+use crate::metrics::{self, ErrorKind};
+use crate::resp::{self, request::Parsed};
+use crate::route::{NsId, RouteTable};
+use bytes::{Buf, Bytes, BytesMut};
+use std::ops::ControlFlow;
+use std::time::Instant;
+
+/// Where a request's keys lead.
+enum Destination {
+    /// One endpoint (keyless requests: the default route's).
+    One { ns: NsId, endpoint: EndpointId },
+    /// Keys on two endpoints: the first key's and the first key elsewhere.
+    Split { first: NsId, other: NsId },
+    /// Keys that cannot be found from the command's arguments.
+    Unknowable,
+}
+
+impl Session {
+    /// Dispatches every complete request in the client buffer, as far as limits allow.
+    pub(super) fn dispatch_buffered(&mut self) {
+        if self.cin.is_empty() || !self.wants_requests() {
+            return;
+        }
+        let shared = self.shared.clone();
+        let table = shared.router.load();
+        let now = Instant::now();
+        let max_request = shared.config.proxy.max_request_bytes;
+        let mut cin = std::mem::take(&mut self.cin);
+        while self.wants_requests() {
+            let mut args = std::mem::take(&mut self.args);
+            let parsed = resp::request::parse(&cin, &mut args, max_request);
+            match parsed {
+                Ok(Parsed::Incomplete) => {
+                    self.args = args;
+                    break;
+                }
+                Ok(Parsed::Empty { len }) => cin.advance(len),
+                Ok(Parsed::Multibulk { len }) => {
+                    self.request(&cin[..len], &args, &table, now);
+                    cin.advance(len);
+                }
+                Ok(Parsed::Inline { len }) => {
+                    let mut inline = std::mem::take(&mut self.inline);
+                    inline.clear();
+                    let converted = resp::request::inline_to_multibulk(&cin[..len], &mut inline)
+                        .and_then(|()| resp::request::parse(&inline, &mut args, usize::MAX));
+                    match converted {
+                        Ok(Parsed::Multibulk { len }) => {
+                            self.request(&inline[..len], &args, &table, now)
+                        }
+                        Ok(_) => {}
+                        Err(e) => self.protocol_error(e, now),
+                    }
+                    self.inline = inline;
+                    cin.advance(len);
+                }
+                Err(e) => {
+                    self.protocol_error(e, now);
+                    cin.clear();
+                }
+            }
+            self.args = args;
+        }
+        self.cin = cin;
+    }
+
+    /// Answers a malformed request and stops reading: Redis closes such connections too.
+    fn protocol_error(&mut self, err: resp::ProtocolError, now: Instant) {
+        metrics::error(ErrorKind::Protocol);
+        tracing::debug!(cause = %err, "client protocol error");
+        let mut reply = BytesMut::new();
+        resp::write_protocol_error(&mut reply, err);
+        self.local(reply.freeze(), now);
+        self.stop_reading = true;
+    }
+
+    /// Queues a reply made by turnout.
+    fn local(&mut self, reply: Bytes, since: Instant) {
+        if self.pending.is_empty() && !self.front_started {
+            self.cout.extend_from_slice(&reply);
+            return;
+        }
+        self.pending.push_back(Pending {
+            source: Source::Local(reply),
+            since,
+        });
+    }
+
+    fn refuse(&mut self, message: &str, kind: ErrorKind, since: Instant) {
+        metrics::error(kind);
+        let mut reply = BytesMut::with_capacity(message.len() + 16);
+        resp::write_error(&mut reply, message);
+        self.local(reply.freeze(), since);
+    }
+
+    /// Handles one request, `frame` being its complete multibulk bytes.
+    fn request(
+        &mut self,
+        frame: &[u8],
+        args: &[std::ops::Range<usize>],
+        table: &RouteTable,
+        now: Instant,
+    ) {
+        let Some(name) = args.first().map(|r| &frame[r.clone()]) else {
+            return;
+        };
+        let second = args.get(1).map(|r| &frame[r.clone()]);
+        let resolved = command::resolve(name, second);
+        match resolved.policy {
+            Policy::Forward => {}
+            Policy::Quit => {
+                self.local(Bytes::from_static(b"+OK\r\n"), now);
+                self.stop_reading = true;
+                return;
+            }
+            Policy::Refuse(reason) => {
+                self.refuse(&format!("ERR turnout: {reason}"), ErrorKind::Refused, now);
+                return;
+            }
+            Policy::State(kind) => {
+                self.connection_state(kind, frame, args, table, resolved.id, now);
+                return;
+            }
+        }
+        match self.destination(resolved.spec, frame, args, table) {
+            Destination::One { ns, endpoint } => {
+                self.forward(endpoint, frame, ns, resolved.id, now)
+            }
+            Destination::Split { first, other } => {
+                let namespaces = &self.shared.router.namespaces;
+                let endpoints = &self.shared.config.endpoints;
+                let message = format!(
+                    "ERR turnout: keys of '{}' are routed to different endpoints ({} -> {}, {} -> {})",
+                    command::label(resolved.id),
+                    namespaces.name(first),
+                    endpoints[table.target(first)].name,
+                    namespaces.name(other),
+                    endpoints[table.target(other)].name,
+                );
+                self.refuse(&message, ErrorKind::CrossEndpoint, now);
+            }
+            Destination::Unknowable => {
+                let message = format!(
+                    "ERR turnout: the keys of this '{}' cannot be determined from its arguments, so it cannot be routed",
+                    command::label(resolved.id)
+                );
+                self.refuse(&message, ErrorKind::Refused, now);
+            }
+        }
+    }
+
+    fn destination(
+        &self,
+        spec: Option<&'static command::CommandSpec>,
+        frame: &[u8],
+        args: &[std::ops::Range<usize>],
+        table: &RouteTable,
+    ) -> Destination {
+        let namespaces = &self.shared.router.namespaces;
+        let mut first: Option<(NsId, EndpointId)> = None;
+        let mut other: Option<NsId> = None;
+        if let Some(spec) = spec {
+            let walked = for_each_key(spec, frame, args, |key| {
+                let ns = namespaces.of_key(key);
+                let endpoint = table.target(ns);
+                match first {
+                    None => first = Some((ns, endpoint)),
+                    Some((_, e)) if e != endpoint => {
+                        other = Some(ns);
+                        return ControlFlow::Break(());
+                    }
+                    Some(_) => {}
+                }
+                ControlFlow::Continue(())
+            });
+            if walked == Err(KeysError::Unknowable) {
+                return Destination::Unknowable;
+            }
+        }
+        match (first, other) {
+            (Some((first, _)), Some(other)) => Destination::Split { first, other },
+            (Some((ns, endpoint)), None) => Destination::One { ns, endpoint },
+            (None, _) => {
+                let ns = namespaces.default_id();
+                Destination::One {
+                    ns,
+                    endpoint: table.target(ns),
+                }
+            }
+        }
+    }
+
+    /// Appends a request to an endpoint's link and records whose reply is next.
+    fn forward(
+        &mut self,
+        endpoint: EndpointId,
+        frame: &[u8],
+        ns: NsId,
+        command: CommandId,
+        now: Instant,
+    ) {
+        self.prepare_link(endpoint);
+        let link = &mut self.links[endpoint];
+        link.wbuf.extend_from_slice(frame);
+        link.owed += 1;
+        self.pending.push_back(Pending {
+            source: Source::Upstream(endpoint),
+            since: now,
+        });
+        self.stats
+            .request(&self.shared.stats, ns, endpoint, command);
+    }
+
+    /// SELECT, HELLO, CLIENT SETNAME and the like: applied to every upstream connection the
+    /// session has (at least the default route's), and replayed on connections opened later.
+    fn connection_state(
+        &mut self,
+        kind: StateKind,
+        frame: &[u8],
+        args: &[std::ops::Range<usize>],
+        table: &RouteTable,
+        command: CommandId,
+        now: Instant,
+    ) {
+        if kind == StateKind::Hello
+            && args
+                .iter()
+                .skip(2)
+                .any(|r| frame[r.clone()].eq_ignore_ascii_case(b"AUTH"))
+        {
+            self.refuse(
+                "ERR turnout: HELLO with AUTH is not supported yet",
+                ErrorKind::Refused,
+                now,
+            );
+            return;
+        }
+        let default_ns = self.shared.router.namespaces.default_id();
+        let primary = table.target(default_ns);
+        self.prepare_link(primary);
+        let mut mask = 0u64;
+        for (ep, link) in self.links.iter_mut().enumerate() {
+            if link.is_active() || link.prepared {
+                link.wbuf.extend_from_slice(frame);
+                link.owed += 1;
+                mask |= 1 << ep;
+                self.stats
+                    .request(&self.shared.stats, default_ns, ep, command);
+            }
+        }
+        self.state[kind as usize] = Some(Bytes::copy_from_slice(frame));
+        self.pending.push_back(Pending {
+            source: Source::Gather { mask, primary },
+            since: now,
+        });
+    }
+}

@@ -1,0 +1,240 @@
+//! A session's link to one endpoint: its connection, buffers and reply accounting.
+//!
+//! Replies from one connection come back in request order, so a link only counts: how many
+//! replies it owes the session, how many leading replies answer turnout's own state replay
+//! (swallowed), and, after a failure, how many complete replies were already received
+//! (delivered first) and how many became errors (delivered next). The session's FIFO of
+//! pending replies says whose turn it is.
+
+use crate::config::EndpointId;
+use crate::metrics::{self, ErrorKind, GaugeGuard};
+use crate::resp::reply;
+use crate::upstream::UpstreamError;
+use bytes::{Buf, Bytes, BytesMut};
+use std::future::Future;
+use std::pin::Pin;
+use tokio::net::TcpStream;
+
+/// A connection attempt in progress.
+pub type ConnectFuture = Pin<Box<dyn Future<Output = Result<TcpStream, UpstreamError>> + Send>>;
+
+/// The connection of a link.
+pub enum Conn {
+    /// Not connected; the next command opens a connection.
+    Idle,
+    /// Connecting; commands queue in the write buffer meanwhile.
+    Connecting(ConnectFuture),
+    /// Connected.
+    Ready(TcpStream, GaugeGuard),
+}
+
+/// What the next reply of a link is, once skipped replies are consumed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Next {
+    /// Not received yet.
+    Wait,
+    /// A complete reply of this many bytes at the start of the read buffer.
+    Frame(usize),
+    /// The start of a reply is in the read buffer, the rest is still to come; it can be
+    /// streamed to the client as it arrives.
+    Partial,
+    /// An error reply turnout owes on behalf of a failed connection.
+    Error,
+}
+
+/// One endpoint's link.
+pub struct Link {
+    /// The endpoint.
+    pub endpoint: EndpointId,
+    /// The connection.
+    pub conn: Conn,
+    /// Requests not yet written.
+    pub wbuf: BytesMut,
+    /// Replies not yet delivered.
+    pub rbuf: BytesMut,
+    /// Replies owed to the session's pending FIFO.
+    pub owed: u64,
+    /// Leading replies to swallow: answers to replayed connection state.
+    pub skip: u32,
+    /// Complete replies of a failed connection still in `rbuf`, delivered before `owed_errors`.
+    pub stale: u64,
+    /// Replies that became errors when the connection failed.
+    pub owed_errors: u64,
+    /// The error reply for `owed_errors`.
+    pub error_reply: Bytes,
+    /// The session's connection state is queued for the next connection.
+    pub prepared: bool,
+}
+
+impl Link {
+    /// An idle link.
+    pub fn new(endpoint: EndpointId) -> Self {
+        Link {
+            endpoint,
+            conn: Conn::Idle,
+            wbuf: BytesMut::new(),
+            rbuf: BytesMut::new(),
+            owed: 0,
+            skip: 0,
+            stale: 0,
+            owed_errors: 0,
+            error_reply: Bytes::new(),
+            prepared: false,
+        }
+    }
+
+    /// Whether a connection is open or opening.
+    pub fn is_active(&self) -> bool {
+        !matches!(self.conn, Conn::Idle)
+    }
+
+    /// Whether replies are expected from the connection itself.
+    pub fn expects_replies(&self) -> bool {
+        self.owed > self.owed_errors || self.skip > 0
+    }
+
+    /// Consumes swallowed replies and says what the next reply is, without consuming it.
+    ///
+    /// # Errors
+    /// The endpoint sent bytes that are not RESP.
+    pub fn next(&mut self) -> Result<Next, UpstreamError> {
+        loop {
+            if self.stale == 0 && self.owed_errors > 0 {
+                return Ok(Next::Error);
+            }
+            let len = reply::complete_len(&self.rbuf).map_err(UpstreamError::Protocol)?;
+            match len {
+                None if self.rbuf.is_empty() || (self.stale == 0 && self.skip > 0) => {
+                    return Ok(Next::Wait)
+                }
+                None => return Ok(Next::Partial),
+                Some(len) if self.stale == 0 && self.skip > 0 => {
+                    if self.rbuf.first() == Some(&b'-') {
+                        let text = String::from_utf8_lossy(&self.rbuf[1..len.saturating_sub(2)])
+                            .into_owned();
+                        tracing::warn!(endpoint = self.endpoint, reply = %text, "replaying connection state failed");
+                    }
+                    self.rbuf.advance(len);
+                    self.skip -= 1;
+                }
+                Some(len) => return Ok(Next::Frame(len)),
+            }
+        }
+    }
+
+    /// Marks the reply that [`Link::next`] returned as delivered. A `Partial` reply's bytes
+    /// were already taken from `rbuf` as they streamed.
+    pub fn consumed(&mut self, next: &Next) {
+        match next {
+            Next::Frame(len) => {
+                self.rbuf.advance(*len);
+                self.stale = self.stale.saturating_sub(1);
+            }
+            Next::Partial => self.stale = self.stale.saturating_sub(1),
+            Next::Error => self.owed_errors -= 1,
+            Next::Wait => return,
+        }
+        self.owed -= 1;
+    }
+
+    /// Whether a connection may be opened: a failed connection's replies must be delivered
+    /// first, so that a new connection's replies (and replayed state) never interleave with them.
+    pub fn may_connect(&self) -> bool {
+        matches!(self.conn, Conn::Idle) && self.stale == 0 && self.owed_errors == 0
+    }
+
+    /// Records that the connection failed: complete replies already received stay deliverable,
+    /// every other owed reply becomes `-ERR turnout: endpoint 'NAME' unavailable: <cause>`, and
+    /// the link goes idle so that the next command reconnects.
+    ///
+    /// A connection is only opened once earlier failures are settled ([`Link::may_connect`]),
+    /// so here `stale` and `owed_errors` are zero and swallowed replies lead `rbuf`.
+    pub fn fail(&mut self, name: &str, cause: &UpstreamError) {
+        let had_connection = matches!(self.conn, Conn::Ready(..));
+        self.conn = Conn::Idle;
+        self.prepared = false;
+        self.wbuf.clear();
+        let mut kept = 0usize;
+        let mut frames = 0u64;
+        let owed = self.owed - self.owed_errors;
+        while frames < owed {
+            match reply::complete_len(&self.rbuf[kept..]) {
+                Ok(Some(len)) if self.skip > 0 => {
+                    self.rbuf.advance(len);
+                    self.skip -= 1;
+                }
+                Ok(Some(len)) => {
+                    kept += len;
+                    frames += 1;
+                }
+                _ => break,
+            }
+        }
+        self.rbuf.truncate(kept);
+        self.skip = 0;
+        self.stale += frames;
+        let errors = owed - frames;
+        if errors > 0 {
+            self.owed_errors += errors;
+            self.error_reply = Bytes::from(format!(
+                "-ERR turnout: endpoint '{name}' unavailable: {cause}\r\n"
+            ));
+            let kind = if had_connection {
+                ErrorKind::UpstreamClosed
+            } else {
+                ErrorKind::UpstreamUnavailable
+            };
+            metrics::error(kind);
+            tracing::warn!(endpoint = %name, cause = %cause, failed_replies = errors, "endpoint unavailable");
+        } else {
+            tracing::debug!(endpoint = %name, cause = %cause, "idle upstream connection closed");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_keeps_received_replies_and_owes_errors_for_the_rest() {
+        let mut link = Link::new(0);
+        link.owed = 3;
+        link.rbuf.extend_from_slice(b"+OK\r\n:1\r\n$5\r\nhel");
+        link.fail("new", &UpstreamError::Closed);
+        assert_eq!((link.stale, link.owed_errors), (2, 1));
+        let first = link.next().expect("valid");
+        assert_eq!(first, Next::Frame(5));
+        link.consumed(&first);
+        let second = link.next().expect("valid");
+        assert_eq!(second, Next::Frame(4));
+        link.consumed(&second);
+        assert_eq!(link.next().expect("valid"), Next::Error);
+        link.consumed(&Next::Error);
+        assert_eq!(link.owed, 0);
+        assert_eq!(
+            &link.error_reply[..],
+            b"-ERR turnout: endpoint 'new' unavailable: connection closed by the endpoint\r\n"
+        );
+    }
+
+    #[test]
+    fn replayed_state_replies_are_swallowed() {
+        let mut link = Link::new(0);
+        link.owed = 1;
+        link.skip = 2;
+        link.rbuf.extend_from_slice(b"+OK\r\n-ERR x\r\n$1\r\na\r\n");
+        assert_eq!(link.next().expect("valid"), Next::Frame(7));
+        assert_eq!(link.skip, 0);
+    }
+
+    #[test]
+    fn a_failure_before_any_reply_owes_only_errors() {
+        let mut link = Link::new(0);
+        link.owed = 2;
+        link.skip = 1;
+        link.fail("legacy", &UpstreamError::Closed);
+        assert_eq!((link.stale, link.owed_errors, link.skip), (0, 2, 0));
+        assert!(link.rbuf.is_empty());
+    }
+}

@@ -1,0 +1,364 @@
+//! One client connection: reading requests, routing them, and returning replies in order.
+//!
+//! A session is one task that owns its client socket and one [`link::Link`] per endpoint it
+//! uses. Its loop is: parse every complete request in the read buffer and append each to its
+//! endpoint's write buffer ([`dispatch`]); move every reply that is next in line to the
+//! client's write buffer ([`deliver`]); then wait for any socket to be ready. Writes happen
+//! at the start of the next wait, so everything parsed from one read goes upstream in one
+//! write per endpoint and client pipelining stays pipelining.
+//!
+//! Memory is bounded: past `max_buffered_bytes` of queued output the session stops reading
+//! from its client (and from endpoints whose replies are not yet due), which pushes back on
+//! the client through TCP instead of failing it.
+
+mod deliver;
+mod dispatch;
+pub mod link;
+
+use crate::command::policy::STATE_KINDS;
+use crate::config::{Config, EndpointId};
+use crate::metrics::{LocalStats, RequestStats};
+use crate::resp::reply::ReplyScan;
+use crate::route::Router;
+use crate::upstream::UpstreamError;
+use bytes::{Buf, Bytes, BytesMut};
+use link::{Conn, Link};
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::io;
+use std::ops::Range;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+use tokio::io::AsyncWrite;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio_util::io::poll_read_buf;
+
+/// Most replies a session may owe its client before it stops reading requests.
+pub const MAX_PENDING: usize = 64 * 1024;
+/// Read buffers grow by this much when they run out of room.
+const READ_CHUNK: usize = 16 * 1024;
+/// An empty buffer larger than this is released, so a burst does not pin memory.
+const SHRINK_ABOVE: usize = 64 * 1024;
+
+/// What every session shares.
+#[derive(Debug)]
+pub struct Shared {
+    /// The validated config.
+    pub config: Arc<Config>,
+    /// Live routes.
+    pub router: Arc<Router>,
+    /// Per-command counters.
+    pub stats: RequestStats,
+}
+
+/// Where a pending reply comes from.
+#[derive(Debug)]
+enum Source {
+    /// The next reply of one endpoint's link.
+    Upstream(EndpointId),
+    /// A reply turnout made itself.
+    Local(Bytes),
+    /// One reply from each endpoint in `mask` (connection state applied everywhere); the
+    /// client gets the first error, else `primary`'s reply.
+    Gather { mask: u64, primary: EndpointId },
+}
+
+/// One reply the client is owed, in request order.
+#[derive(Debug)]
+struct Pending {
+    source: Source,
+    since: Instant,
+}
+
+/// Why a session ended early.
+#[derive(Debug, thiserror::Error)]
+enum End {
+    #[error("client connection error: {0}")]
+    Client(io::Error),
+    #[error("endpoint {endpoint} failed in the middle of a reply: {cause}")]
+    MidReply {
+        endpoint: String,
+        cause: UpstreamError,
+    },
+}
+
+/// A client connection being served.
+struct Session {
+    shared: Arc<Shared>,
+    client: TcpStream,
+    /// Client bytes not yet parsed.
+    cin: BytesMut,
+    /// Reply bytes not yet written to the client.
+    cout: BytesMut,
+    /// One link per endpoint, indexed by [`EndpointId`].
+    links: Vec<Link>,
+    /// Replies owed to the client, oldest first.
+    pending: VecDeque<Pending>,
+    /// Argument ranges of the request being dispatched (reused).
+    args: Vec<Range<usize>>,
+    /// Scratch buffer for inline commands rewritten as multibulk.
+    inline: BytesMut,
+    /// Connection-state commands to replay on every new upstream connection.
+    state: [Option<Bytes>; STATE_KINDS],
+    /// Progress through the front reply while it streams.
+    front: ReplyScan,
+    /// Whether the front reply has started streaming.
+    front_started: bool,
+    /// No more requests will be read: QUIT, a protocol error, EOF or shutdown.
+    stop_reading: bool,
+    stats: LocalStats,
+}
+
+/// Serves one client connection until it closes, then returns.
+pub async fn serve(client: TcpStream, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    let links = (0..shared.config.endpoints.len()).map(Link::new).collect();
+    let mut session = Session {
+        shared,
+        client,
+        cin: BytesMut::new(),
+        cout: BytesMut::new(),
+        links,
+        pending: VecDeque::new(),
+        args: Vec::new(),
+        inline: BytesMut::new(),
+        state: Default::default(),
+        front: ReplyScan::new(),
+        front_started: false,
+        stop_reading: false,
+        stats: LocalStats::default(),
+    };
+    match session.run(&mut shutdown).await {
+        Ok(()) => tracing::debug!("client connection closed"),
+        Err(End::Client(e)) => tracing::debug!(cause = %e, "client connection ended"),
+        Err(e @ End::MidReply { .. }) => tracing::warn!(cause = %e, "closing client connection"),
+    }
+    session.stats.flush(&session.shared.stats);
+}
+
+impl Session {
+    async fn run(&mut self, shutdown: &mut watch::Receiver<bool>) -> Result<(), End> {
+        if *shutdown.borrow() {
+            return Ok(());
+        }
+        loop {
+            self.dispatch_buffered();
+            self.deliver()?;
+            self.stats.flush(&self.shared.stats);
+            self.connect_waiting_links();
+            if self.stop_reading && self.pending.is_empty() && self.cout.is_empty() {
+                return Ok(());
+            }
+            self.release_idle_buffers();
+            tokio::select! {
+                biased;
+                result = poll_fn(|cx| self.poll_io(cx)) => result?,
+                _ = shutdown.changed(), if !self.stop_reading => {
+                    // Finish what was read and dispatched; read nothing more.
+                    self.stop_reading = true;
+                    self.cin.clear();
+                }
+            }
+        }
+    }
+
+    /// Whether the session may read more requests now.
+    fn wants_requests(&self) -> bool {
+        !self.stop_reading
+            && self.pending.len() < MAX_PENDING
+            && self.buffered() < self.shared.config.proxy.max_buffered_bytes
+    }
+
+    /// Bytes queued in this session's output buffers.
+    fn buffered(&self) -> usize {
+        self.cout.len() + self.links.iter().map(|l| l.wbuf.len()).sum::<usize>()
+    }
+
+    /// Whose reply is due next, if an endpoint's.
+    fn front_endpoint(&self) -> Option<EndpointId> {
+        match self.pending.front().map(|p| &p.source) {
+            Some(Source::Upstream(ep)) => Some(*ep),
+            _ => None,
+        }
+    }
+
+    /// Polls every socket once; `Ready` when anything moved.
+    fn poll_io(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), End>> {
+        let mut progressed = false;
+        while !self.cout.is_empty() {
+            match Pin::new(&mut self.client).poll_write(cx, &self.cout) {
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Err(End::Client(io::ErrorKind::WriteZero.into())))
+                }
+                Poll::Ready(Ok(n)) => {
+                    self.cout.advance(n);
+                    progressed = true;
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(End::Client(e))),
+                Poll::Pending => break,
+            }
+        }
+        for ep in 0..self.links.len() {
+            progressed |= self.poll_link_write(ep, cx)?;
+        }
+        if self.wants_requests() {
+            if self.cin.capacity() - self.cin.len() < READ_CHUNK / 4 {
+                self.cin.reserve(READ_CHUNK);
+            }
+            match poll_read_buf(Pin::new(&mut self.client), cx, &mut self.cin) {
+                Poll::Ready(Ok(0)) => {
+                    self.stop_reading = true;
+                    progressed = true;
+                }
+                Poll::Ready(Ok(_)) => progressed = true,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(End::Client(e))),
+                Poll::Pending => {}
+            }
+        }
+        let front = self.front_endpoint();
+        let room = self.cout.len() < self.shared.config.proxy.max_buffered_bytes;
+        for ep in 0..self.links.len() {
+            let may_read = room
+                && (front == Some(ep)
+                    || self.links[ep].rbuf.len() < self.shared.config.proxy.max_buffered_bytes);
+            if may_read {
+                progressed |= self.poll_link_read(ep, cx)?;
+            }
+        }
+        if progressed {
+            Poll::Ready(Ok(()))
+        } else {
+            Poll::Pending
+        }
+    }
+
+    /// Drives a link's connection attempt and writes its buffered requests.
+    fn poll_link_write(&mut self, ep: EndpointId, cx: &mut Context<'_>) -> Result<bool, End> {
+        let link = &mut self.links[ep];
+        let mut progressed = false;
+        if let Conn::Connecting(attempt) = &mut link.conn {
+            match attempt.as_mut().poll(cx) {
+                Poll::Ready(Ok(stream)) => {
+                    let name = &self.shared.config.endpoints[ep].name;
+                    link.conn = Conn::Ready(stream, crate::metrics::upstream_connected(name));
+                    progressed = true;
+                }
+                Poll::Ready(Err(cause)) => {
+                    self.fail_link(ep, cause)?;
+                    return Ok(true);
+                }
+                Poll::Pending => return Ok(false),
+            }
+        }
+        let link = &mut self.links[ep];
+        let Conn::Ready(stream, _) = &mut link.conn else {
+            return Ok(progressed);
+        };
+        while !link.wbuf.is_empty() {
+            match Pin::new(&mut *stream).poll_write(cx, &link.wbuf) {
+                Poll::Ready(Ok(0)) => {
+                    self.fail_link(ep, UpstreamError::Closed)?;
+                    return Ok(true);
+                }
+                Poll::Ready(Ok(n)) => {
+                    link.wbuf.advance(n);
+                    progressed = true;
+                }
+                Poll::Ready(Err(e)) => {
+                    self.fail_link(ep, UpstreamError::Io(e))?;
+                    return Ok(true);
+                }
+                Poll::Pending => break,
+            }
+        }
+        Ok(progressed)
+    }
+
+    /// Reads what an endpoint sent.
+    fn poll_link_read(&mut self, ep: EndpointId, cx: &mut Context<'_>) -> Result<bool, End> {
+        let link = &mut self.links[ep];
+        let Conn::Ready(stream, _) = &mut link.conn else {
+            return Ok(false);
+        };
+        if link.rbuf.capacity() - link.rbuf.len() < READ_CHUNK / 4 {
+            link.rbuf.reserve(READ_CHUNK);
+        }
+        match poll_read_buf(Pin::new(stream), cx, &mut link.rbuf) {
+            Poll::Ready(Ok(0)) => {
+                self.fail_link(ep, UpstreamError::Closed)?;
+                Ok(true)
+            }
+            Poll::Ready(Ok(_)) => Ok(true),
+            Poll::Ready(Err(e)) => {
+                self.fail_link(ep, UpstreamError::Io(e))?;
+                Ok(true)
+            }
+            Poll::Pending => Ok(false),
+        }
+    }
+
+    /// Fails a link's connection. If the client is in the middle of receiving one of its
+    /// replies, no error can be spliced into that frame: the client connection must end.
+    fn fail_link(&mut self, ep: EndpointId, cause: UpstreamError) -> Result<(), End> {
+        let name = self.shared.config.endpoints[ep].name.clone();
+        if self.front_started && self.front_endpoint() == Some(ep) {
+            return Err(End::MidReply {
+                endpoint: name,
+                cause,
+            });
+        }
+        self.links[ep].fail(&name, &cause);
+        Ok(())
+    }
+
+    /// Opens connections for links that have requests queued and may connect.
+    fn connect_waiting_links(&mut self) {
+        for ep in 0..self.links.len() {
+            if self.links[ep].prepared && self.links[ep].may_connect() {
+                self.start_connect(ep);
+            }
+        }
+    }
+
+    /// Makes a link ready to take requests: the first request queued for a new connection is
+    /// preceded by the session's connection state (SELECT, HELLO, …), captured now so that
+    /// requests keep the state they were sent under; then connecting starts if it may.
+    fn prepare_link(&mut self, ep: EndpointId) {
+        let link = &mut self.links[ep];
+        if !link.is_active() && !link.prepared {
+            for frame in self.state.iter().flatten() {
+                link.wbuf.extend_from_slice(frame);
+                link.skip += 1;
+            }
+            link.prepared = true;
+        }
+        if link.may_connect() {
+            self.start_connect(ep);
+        }
+    }
+
+    fn start_connect(&mut self, ep: EndpointId) {
+        let config = &self.shared.config;
+        let address = config.endpoints[ep].address.clone();
+        let timeout = config.proxy.connect_timeout;
+        self.links[ep].conn =
+            Conn::Connecting(Box::pin(crate::upstream::connect_owned(address, timeout)));
+    }
+
+    /// Drops large empty buffers so an idle connection holds little memory.
+    fn release_idle_buffers(&mut self) {
+        fn shrink(buf: &mut BytesMut) {
+            if buf.is_empty() && buf.capacity() > SHRINK_ABOVE {
+                *buf = BytesMut::new();
+            }
+        }
+        shrink(&mut self.cin);
+        shrink(&mut self.cout);
+        for link in &mut self.links {
+            shrink(&mut link.wbuf);
+            shrink(&mut link.rbuf);
+        }
+    }
+}
