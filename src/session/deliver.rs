@@ -49,7 +49,7 @@ impl Session {
             let next = if self.front_started {
                 Next::Partial
             } else {
-                match self.links[ep].next() {
+                match self.links[ep].next_reply() {
                     Ok(next) => next,
                     Err(cause) => return self.broken_endpoint(ep, cause).map(|()| false),
                 }
@@ -95,7 +95,7 @@ impl Session {
     fn gather(&mut self, mask: u64, primary: EndpointId) -> Result<bool, End> {
         let mut nexts = [const { None }; crate::config::MAX_ENDPOINTS];
         for ep in (0..self.links.len()).filter(|ep| mask & (1 << ep) != 0) {
-            match self.links[ep].next() {
+            match self.links[ep].next_reply() {
                 Ok(Next::Wait | Next::Partial) => return Ok(false),
                 Ok(next) => nexts[ep] = Some(next),
                 Err(cause) => return self.broken_endpoint(ep, cause).map(|()| false),

@@ -97,7 +97,7 @@ impl Link {
     ///
     /// # Errors
     /// The endpoint sent bytes that are not RESP.
-    pub fn next(&mut self) -> Result<Next, UpstreamError> {
+    pub fn next_reply(&mut self) -> Result<Next, UpstreamError> {
         loop {
             if self.stale == 0 && self.owed_errors > 0 {
                 return Ok(Next::Error);
@@ -122,7 +122,7 @@ impl Link {
         }
     }
 
-    /// Marks the reply that [`Link::next`] returned as delivered. A `Partial` reply's bytes
+    /// Marks the reply that [`Link::next_reply`] returned as delivered. A `Partial` reply's bytes
     /// were already taken from `rbuf` as they streamed.
     pub fn consumed(&mut self, next: &Next) {
         match next {
@@ -203,13 +203,13 @@ mod tests {
         link.rbuf.extend_from_slice(b"+OK\r\n:1\r\n$5\r\nhel");
         link.fail("new", &UpstreamError::Closed);
         assert_eq!((link.stale, link.owed_errors), (2, 1));
-        let first = link.next().expect("valid");
+        let first = link.next_reply().expect("valid");
         assert_eq!(first, Next::Frame(5));
         link.consumed(&first);
-        let second = link.next().expect("valid");
+        let second = link.next_reply().expect("valid");
         assert_eq!(second, Next::Frame(4));
         link.consumed(&second);
-        assert_eq!(link.next().expect("valid"), Next::Error);
+        assert_eq!(link.next_reply().expect("valid"), Next::Error);
         link.consumed(&Next::Error);
         assert_eq!(link.owed, 0);
         assert_eq!(
@@ -224,7 +224,7 @@ mod tests {
         link.owed = 1;
         link.skip = 2;
         link.rbuf.extend_from_slice(b"+OK\r\n-ERR x\r\n$1\r\na\r\n");
-        assert_eq!(link.next().expect("valid"), Next::Frame(7));
+        assert_eq!(link.next_reply().expect("valid"), Next::Frame(7));
         assert_eq!(link.skip, 0);
     }
 
