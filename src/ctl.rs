@@ -96,7 +96,7 @@ pub async fn run(args: CtlArgs, command: CtlCommand) -> anyhow::Result<()> {
             for e in doc["entries"].as_array().into_iter().flatten() {
                 println!(
                     "{:<8} {:<25} {:<16} {:<10} {:<10} {:<24} {}",
-                    e["version"],
+                    e["version"].as_u64().unwrap_or_default(),
                     s(&e["at"]),
                     s(&e["namespace"]),
                     s(&e["from"]),

@@ -64,6 +64,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     for address in [&legacy, &new] {
         wait_for_ping(address).await?;
     }
+    wait_for_replication(&new).await?;
     print_banner(&config, &legacy, &new);
     let result = crate::server::run_until_signalled(config).await;
     for child in &mut children {
@@ -115,6 +116,9 @@ fn spawn_redis(
         "no",
         "--daemonize",
         "no",
+        // Sync a fresh replica at once instead of after the default 5 s diskless delay.
+        "--repl-diskless-sync",
+        "no",
     ])
     .arg("--dir")
     .arg(&data)
@@ -139,6 +143,28 @@ async fn wait_for_ping(address: &str) -> anyhow::Result<()> {
             }
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
+    }
+}
+
+/// Waits until the new server's replication link to legacy is up, so data written through
+/// the proxy before a flip is readable after it.
+async fn wait_for_replication(address: &str) -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        let mut stream = crate::upstream::connect(address, Duration::from_millis(500)).await?;
+        stream
+            .write_all(b"*2\r\n$4\r\nINFO\r\n$11\r\nreplication\r\n")
+            .await?;
+        let mut buf = vec![0u8; 8192];
+        let n = tokio::time::timeout(Duration::from_millis(500), stream.read(&mut buf)).await??;
+        if String::from_utf8_lossy(&buf[..n]).contains("master_link_status:up") {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("new ({address}) did not finish syncing from legacy within {START_TIMEOUT:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
