@@ -1,0 +1,687 @@
+#!/usr/bin/env bash
+# scripts/bench.sh — the single source of turnout's published performance numbers.
+#
+# In one run, on one machine, it benchmarks the same Redis three ways, interleaved
+# (A B C A B C ...), and prints medians and ratios:
+#   A  direct     redis-benchmark -> redis-server
+#   B  turnout    redis-benchmark -> turnout   -> redis-server
+#   C  twemproxy  redis-benchmark -> nutcracker -> redis-server
+#
+# Usage: scripts/bench.sh [--quick] [--rounds K] [--install] [--help]
+#   --quick      small N and 1 round: a smoke test of the script, not a measurement
+#   --rounds K   rounds per (workload, target, command); the median is reported (default 3)
+#   --install    apt-get install the missing Debian packages, then continue
+#
+# Environment:
+#   BENCH_SKIP_TURNOUT=1   skip building and benchmarking turnout (direct + twemproxy only)
+#   BENCH_KEEP_TMP=1       keep the temporary directory (logs, configs, raw runs)
+#   BENCH_RUN_TIMEOUT=S    upper bound for a single redis-benchmark run (default 300 s)
+#   BENCH_N1, BENCH_N2     requests per run for W1 / W2 (defaults below)
+#   BENCH_KEYSPACE         -r value, number of distinct keys per workload (default 100000)
+#   BENCH_VALUE_SIZE       value size in bytes (default 64)
+#   BENCH_CLIENTS          -c value for both workloads (default 50)
+#   RUST_LOG               passed to turnout (default: info, as in production)
+#
+# Output: a Markdown report on stdout, also written to target/bench/results.md, and the raw
+# data plus medians as JSON in target/bench/results.json.
+#
+# Everything listens on 127.0.0.1 on free ports picked at run time; every child process is
+# stopped on exit (normal exit, error, Ctrl-C or SIGTERM), and every wait is bounded.
+
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+OUT_DIR="$ROOT/target/bench"
+
+# ---------------------------------------------------------------------------------------------
+# Parameters
+
+ROUNDS=3
+QUICK=0
+INSTALL=0
+
+usage() { sed -n '2,/^$/{s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; }
+
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --quick) QUICK=1; shift ;;
+        --rounds)
+            [[ $# -ge 2 && "$2" =~ ^[1-9][0-9]*$ ]] || { echo "bench.sh: --rounds needs a positive integer" >&2; exit 2; }
+            ROUNDS="$2"; shift 2 ;;
+        --rounds=*)
+            ROUNDS="${1#--rounds=}"
+            [[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || { echo "bench.sh: --rounds needs a positive integer" >&2; exit 2; }
+            shift ;;
+        --install) INSTALL=1; shift ;;
+        -h|--help) usage; exit 0 ;;
+        *) echo "bench.sh: unknown argument: $1 (see --help)" >&2; exit 2 ;;
+    esac
+done
+
+# Workloads. Both run SET then GET with redis-benchmark's custom-command form, e.g.
+#   redis-benchmark -c 50 -P 16 -n N -r 100000 --csv SET web:__rand_int__ <value>
+# instead of `-t get,set`: `-t` always uses keys `key:__rand_int__`, which would only ever
+# exercise turnout's [default] route. With `-r R`, redis-benchmark replaces __rand_int__ by a
+# 12-digit zero-padded number in [0, R), so W1's keys are web:000000000000..web:000000099999
+# (namespace web-cache) and W2's are session:000000000000.. (namespace token-cache, its second
+# prefix). Every key of both ranges is written once before the first run, so GETs always hit.
+# The value is a fixed string of BENCH_VALUE_SIZE bytes (the custom-command form ignores -d).
+#
+#   W1  pipelined:    -c 50 -P 16, N = 1,000,000 per run (throughput-bound)
+#   W2  unpipelined:  -c 50 -P 1,  N =   200,000 per run (round-trip-bound)
+# N is sized for runs of roughly 2-7 s each on a 2-core machine (twemproxy is the slowest
+# target on W1, turnout on W2); the whole script with 3 rounds takes about 3 minutes there.
+# On a noisy machine prefer more rounds (--rounds 5) over larger N: the median absorbs bursts.
+CLIENTS="${BENCH_CLIENTS:-50}"
+KEYSPACE="${BENCH_KEYSPACE:-100000}"
+VALUE_SIZE="${BENCH_VALUE_SIZE:-64}"
+N1="${BENCH_N1:-1000000}"
+N2="${BENCH_N2:-200000}"
+if [[ $QUICK -eq 1 ]]; then
+    N1="${BENCH_N1:-100000}"
+    N2="${BENCH_N2:-20000}"
+    KEYSPACE="${BENCH_KEYSPACE:-10000}"
+    ROUNDS=1
+fi
+RUN_TIMEOUT="${BENCH_RUN_TIMEOUT:-300}"
+SKIP_TURNOUT="${BENCH_SKIP_TURNOUT:-0}"
+[[ "$SKIP_TURNOUT" == "0" || -z "$SKIP_TURNOUT" ]] && SKIP_TURNOUT=0 || SKIP_TURNOUT=1
+
+for v in CLIENTS KEYSPACE VALUE_SIZE N1 N2 RUN_TIMEOUT; do
+    [[ "${!v}" =~ ^[1-9][0-9]*$ ]] || { echo "bench.sh: $v must be a positive integer (got '${!v}')" >&2; exit 2; }
+done
+
+#            name  pipeline  requests  key prefix
+WORKLOADS=("W1 16 $N1 web:" "W2 1 $N2 session:")
+COMMANDS=(SET GET)
+if [[ $SKIP_TURNOUT -eq 1 ]]; then TARGETS=(direct twemproxy); else TARGETS=(direct turnout twemproxy); fi
+
+log() { printf '[bench] %s\n' "$*" >&2; }
+die() { printf '[bench] error: %s\n' "$*" >&2; exit 1; }
+
+# ---------------------------------------------------------------------------------------------
+# Prerequisites
+
+find_nutcracker() {
+    if command -v nutcracker >/dev/null 2>&1; then command -v nutcracker
+    elif [[ -x /usr/sbin/nutcracker ]]; then echo /usr/sbin/nutcracker
+    else return 1
+    fi
+}
+
+missing_pkgs=()
+command -v redis-server >/dev/null 2>&1 || missing_pkgs+=(redis-server)
+command -v redis-benchmark >/dev/null 2>&1 || missing_pkgs+=(redis-tools)
+find_nutcracker >/dev/null || missing_pkgs+=(nutcracker)
+command -v python3 >/dev/null 2>&1 || missing_pkgs+=(python3)
+command -v timeout >/dev/null 2>&1 || missing_pkgs+=(coreutils)
+if [[ ${#missing_pkgs[@]} -gt 0 ]]; then
+    if [[ $INSTALL -eq 1 ]]; then
+        sudo_cmd=()
+        [[ $(id -u) -eq 0 ]] || sudo_cmd=(sudo)
+        log "installing: ${missing_pkgs[*]}"
+        "${sudo_cmd[@]}" apt-get update
+        "${sudo_cmd[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing_pkgs[@]}"
+    else
+        echo "bench.sh: missing tools. Install them with:" >&2
+        echo "    sudo apt-get install -y ${missing_pkgs[*]}" >&2
+        echo "(or rerun with --install)" >&2
+        exit 1
+    fi
+fi
+if [[ $SKIP_TURNOUT -eq 0 ]] && ! command -v cargo >/dev/null 2>&1; then
+    echo "bench.sh: cargo not found. Install a Rust toolchain (>= 1.80) with rustup:" >&2
+    echo "    curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh" >&2
+    echo "(Debian's own 'cargo' package is too old for turnout), or set BENCH_SKIP_TURNOUT=1." >&2
+    exit 1
+fi
+NUTCRACKER="$(find_nutcracker)"
+CLK_TCK="$(getconf CLK_TCK)"
+
+# ---------------------------------------------------------------------------------------------
+# Build
+
+TURNOUT_BIN=""
+if [[ $SKIP_TURNOUT -eq 0 ]]; then
+    log "building turnout: cargo build --release"
+    (cd "$ROOT" && cargo build --release) >&2 || die "cargo build --release failed"
+    TURNOUT_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/turnout"
+    [[ "$TURNOUT_BIN" = /* ]] || TURNOUT_BIN="$ROOT/$TURNOUT_BIN"
+    [[ -x "$TURNOUT_BIN" ]] || die "built, but $TURNOUT_BIN is missing"
+fi
+
+# ---------------------------------------------------------------------------------------------
+# Process bookkeeping and cleanup
+
+TMP="$(mktemp -d "${TMPDIR:-/tmp}/turnout-bench.XXXXXX")"
+CHILD_PIDS=()
+CURRENT_BG=""
+
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    set +e
+    if [[ -n "$CURRENT_BG" ]]; then kill -TERM "$CURRENT_BG" 2>/dev/null; fi
+    local pid
+    for pid in "${CHILD_PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null; done
+    # Give them up to 10 s to exit (turnout's shutdown grace may apply), then SIGKILL.
+    local deadline=$((SECONDS + 10)) alive
+    while :; do
+        alive=0
+        for pid in "${CHILD_PIDS[@]}" $CURRENT_BG; do kill -0 "$pid" 2>/dev/null && alive=1; done
+        [[ $alive -eq 0 || $SECONDS -ge $deadline ]] && break
+        sleep 0.1
+    done
+    for pid in "${CHILD_PIDS[@]}" $CURRENT_BG; do kill -KILL "$pid" 2>/dev/null; done
+    wait 2>/dev/null
+    # Keep the logs when something failed (not after a plain Ctrl-C / SIGTERM).
+    if [[ "${BENCH_KEEP_TMP:-0}" != "0" || ( $rc -ne 0 && $rc -ne 130 && $rc -ne 143 ) ]]; then
+        log "temporary files kept in $TMP"
+    else
+        rm -rf "$TMP"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ---------------------------------------------------------------------------------------------
+# Python helper (stdlib only): free ports, PING, prefill, sanity checks, the final report.
+
+HELPER="$TMP/bench_helper.py"
+cat >"$HELPER" <<'PY'
+import csv, json, os, socket, statistics, sys
+
+def resp(*args):
+    out = [b"*%d\r\n" % len(args)]
+    for a in args:
+        a = a if isinstance(a, bytes) else str(a).encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(a), a))
+    return b"".join(out)
+
+class Conn:
+    def __init__(self, port, timeout=2.0):
+        self.s = socket.create_connection(("127.0.0.1", int(port)), timeout=timeout)
+        self.buf = b""
+    def _line(self):
+        while b"\r\n" not in self.buf:
+            chunk = self.s.recv(65536)
+            if not chunk:
+                raise EOFError("connection closed")
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        return line
+    def reply(self):
+        line = self._line()
+        t, rest = line[:1], line[1:]
+        if t in (b"+", b":"):
+            return rest.decode()
+        if t == b"-":
+            raise RuntimeError(rest.decode())
+        if t == b"$":
+            n = int(rest)
+            if n < 0:
+                return None
+            while len(self.buf) < n + 2:
+                chunk = self.s.recv(65536)
+                if not chunk:
+                    raise EOFError("connection closed")
+                self.buf += chunk
+            val, self.buf = self.buf[:n], self.buf[n + 2:]
+            return val.decode()
+        raise RuntimeError("unexpected reply %r" % line)
+    def cmd(self, *args):
+        self.s.sendall(resp(*args))
+        return self.reply()
+
+def cmd_ports(n):
+    socks = []
+    for _ in range(int(n)):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.bind(("127.0.0.1", 0))
+        socks.append(s)
+    print(" ".join(str(s.getsockname()[1]) for s in socks))
+
+def cmd_ping(port):
+    try:
+        c = Conn(port, timeout=1.0)
+        ok = c.cmd("PING") == "PONG"
+    except Exception:
+        ok = False
+    sys.exit(0 if ok else 1)
+
+def cmd_prefill(port, keyspace, value_size, *prefixes):
+    # Writes PREFIX%012d for every i in [0, keyspace) — the keys redis-benchmark -r generates.
+    c = Conn(port, timeout=60.0)
+    value = b"x" * int(value_size)
+    keyspace = int(keyspace)
+    c.cmd("FLUSHALL")
+    for p in prefixes:
+        batch = 10000
+        for start in range(0, keyspace, batch):
+            end = min(start + batch, keyspace)
+            c.s.sendall(b"".join(resp("SET", ("%s%012d" % (p, i)).encode(), value) for i in range(start, end)))
+            for _ in range(start, end):
+                if c.reply() != "OK":
+                    raise SystemExit("prefill: unexpected reply")
+    print(c.cmd("DBSIZE"))
+
+def cmd_sanity(target, port, direct_port, prefix, value_size):
+    # Through the target: GET a prefilled key, SET a fresh key and read it back directly.
+    t, d = Conn(port), Conn(direct_port)
+    expect = "x" * int(value_size)
+    got = t.cmd("GET", "%s%012d" % (prefix, 0))
+    if got != expect:
+        raise SystemExit("sanity(%s): GET %s%012d returned %r" % (target, prefix, 0, got))
+    key = "%ssanity:%s" % (prefix, target)
+    if t.cmd("SET", key, target) != "OK":
+        raise SystemExit("sanity(%s): SET failed" % target)
+    if d.cmd("GET", key) != target:
+        raise SystemExit("sanity(%s): key written through %s not found on redis" % (target, target))
+    d.cmd("DEL", key)
+
+def fmt_int(x):
+    return "{:,}".format(int(round(x))) if x is not None else "—"
+
+def fmt_ratio(a, b):
+    return "%.2f" % (a / b) if a and b else "—"
+
+def cmd_report(runs_tsv, meta_json, out_json, out_md):
+    meta = json.load(open(meta_json))
+    runs = []
+    with open(runs_tsv) as f:
+        for line in f:
+            rnd, wl, target, command, n, wall, proxy_ticks, redis_ticks, csvline = line.rstrip("\n").split("\t", 8)
+            row = next(csv.reader([csvline]))
+            rec = {
+                "round": int(rnd), "workload": wl, "target": target, "command": command,
+                "requests": int(n), "wall_seconds": float(wall),
+                "rps": float(row[1]), "avg_latency_ms": float(row[2]), "p50_latency_ms": float(row[4]),
+                "p99_latency_ms": float(row[6]), "max_latency_ms": float(row[7]),
+                "proxy_cpu_seconds": (int(proxy_ticks) / meta["clk_tck"]) if proxy_ticks != "-" else None,
+                "redis_cpu_seconds": int(redis_ticks) / meta["clk_tck"],
+            }
+            runs.append(rec)
+    targets = meta["targets"]
+    workloads = [w["name"] for w in meta["workloads"]]
+    commands = meta["commands"]
+    med = {}
+    for wl in workloads:
+        for cmd in commands:
+            for t in targets:
+                rs = [r for r in runs if r["workload"] == wl and r["command"] == cmd and r["target"] == t]
+                if rs:
+                    med[(wl, cmd, t)] = {
+                        "rounds": len(rs),
+                        "rps": statistics.median(r["rps"] for r in rs),
+                        "p50_latency_ms": statistics.median(r["p50_latency_ms"] for r in rs),
+                        "p99_latency_ms": statistics.median(r["p99_latency_ms"] for r in rs),
+                    }
+    cpu = {}
+    for wl in workloads:
+        for t in targets:
+            rs = [r for r in runs if r["workload"] == wl and r["target"] == t]
+            ops = sum(r["requests"] for r in rs)
+            if not ops:
+                continue
+            proxy = [r["proxy_cpu_seconds"] for r in rs]
+            cpu[(wl, t)] = {
+                "operations": ops,
+                "proxy_cpu_seconds_per_million_ops": (sum(proxy) / ops * 1e6) if None not in proxy else None,
+                "redis_cpu_seconds_per_million_ops": sum(r["redis_cpu_seconds"] for r in rs) / ops * 1e6,
+            }
+
+    def rps(wl, cmd, t):
+        m = med.get((wl, cmd, t))
+        return m["rps"] if m else None
+
+    md = []
+    md.append("## turnout benchmark (scripts/bench.sh)")
+    md.append("")
+    md.append("- date: %s" % meta["date"])
+    md.append("- machine: %s, %s CPUs (nproc), kernel %s" % (meta["cpu_model"], meta["nproc"], meta["kernel"]))
+    md.append("- versions: %s; %s; %s; turnout %s" % (meta["redis_version"], meta["nutcracker_version"], meta["rustc_version"], meta["turnout_version"]))
+    md.append("- rounds: %d, targets interleaved %s; median ops/s per cell" % (meta["rounds"], " ".join(targets)))
+    md.append("- redis-server, the proxy and redis-benchmark all share this machine's CPUs (loopback TCP)")
+    md.append("- twemproxy: one pool, `hash: fnv1a_64`, `distribution: ketama`, one server, defaults otherwise")
+    md.append("- value size %d bytes, keyspace %d keys per workload (all prefilled, so every GET hits)" % (meta["value_size"], meta["keyspace"]))
+    for w in meta["workloads"]:
+        md.append("- %s: `%s`" % (w["name"], w["command_line"]))
+    md.append("")
+    md.append("| workload | command | direct ops/s | turnout ops/s | twemproxy ops/s | turnout/direct | turnout/twemproxy |")
+    md.append("|---|---|---:|---:|---:|---:|---:|")
+    for wl in workloads:
+        for cmd in commands:
+            d, t, c = rps(wl, cmd, "direct"), rps(wl, cmd, "turnout"), rps(wl, cmd, "twemproxy")
+            md.append("| %s | %s | %s | %s | %s | %s | %s |" % (wl, cmd, fmt_int(d), fmt_int(t), fmt_int(c), fmt_ratio(t, d), fmt_ratio(t, c)))
+    md.append("")
+    md.append("Latency, median over rounds of redis-benchmark's p50 / p99 (ms):")
+    md.append("")
+    md.append("| workload | command | direct | turnout | twemproxy |")
+    md.append("|---|---|---:|---:|---:|")
+    for wl in workloads:
+        for cmd in commands:
+            cells = []
+            for t in ("direct", "turnout", "twemproxy"):
+                m = med.get((wl, cmd, t))
+                cells.append("%.3f / %.3f" % (m["p50_latency_ms"], m["p99_latency_ms"]) if m else "—")
+            md.append("| %s | %s | %s |" % (wl, cmd, " | ".join(cells)))
+    md.append("")
+    md.append("CPU seconds per million operations (utime+stime from /proc/PID/stat over all runs of the workload):")
+    md.append("")
+    md.append("| workload | turnout process | twemproxy process | redis-server (direct) | redis-server (via turnout) | redis-server (via twemproxy) |")
+    md.append("|---|---:|---:|---:|---:|---:|")
+    for wl in workloads:
+        def c(t, k):
+            v = cpu.get((wl, t), {}).get(k)
+            return "%.3f" % v if v is not None else "—"
+        md.append("| %s | %s | %s | %s | %s | %s |" % (
+            wl, c("turnout", "proxy_cpu_seconds_per_million_ops"), c("twemproxy", "proxy_cpu_seconds_per_million_ops"),
+            c("direct", "redis_cpu_seconds_per_million_ops"), c("turnout", "redis_cpu_seconds_per_million_ops"),
+            c("twemproxy", "redis_cpu_seconds_per_million_ops")))
+    md.append("")
+    text = "\n".join(md)
+
+    result = {
+        "meta": meta,
+        "medians": [dict(workload=k[0], command=k[1], target=k[2], **v) for k, v in med.items()],
+        "ratios": [
+            {"workload": wl, "command": cmd,
+             "turnout_over_direct": (rps(wl, cmd, "turnout") / rps(wl, cmd, "direct")) if rps(wl, cmd, "turnout") and rps(wl, cmd, "direct") else None,
+             "turnout_over_twemproxy": (rps(wl, cmd, "turnout") / rps(wl, cmd, "twemproxy")) if rps(wl, cmd, "turnout") and rps(wl, cmd, "twemproxy") else None}
+            for wl in workloads for cmd in commands],
+        "cpu": [dict(workload=k[0], target=k[1], **v) for k, v in cpu.items()],
+        "runs": runs,
+    }
+    with open(out_json, "w") as f:
+        json.dump(result, f, indent=2)
+        f.write("\n")
+    with open(out_md, "w") as f:
+        f.write(text + "\n")
+    print(text)
+
+if __name__ == "__main__":
+    cmd, args = sys.argv[1], sys.argv[2:]
+    {"ports": cmd_ports, "ping": cmd_ping, "prefill": cmd_prefill, "sanity": cmd_sanity, "report": cmd_report}[cmd](*args)
+PY
+
+helper() { python3 "$HELPER" "$@"; }
+
+# wait_ping NAME PORT PID TIMEOUT_S: until the server answers PING, or fail.
+wait_ping() {
+    local name="$1" port="$2" pid="$3" timeout_s="$4" logfile="${5:-}"
+    local deadline=$((SECONDS + timeout_s))
+    while ! helper ping "$port"; do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            [[ -n "$logfile" && -f "$logfile" ]] && tail -n 30 "$logfile" >&2
+            die "$name (pid $pid) exited before answering PING on 127.0.0.1:$port"
+        fi
+        if [[ $SECONDS -ge $deadline ]]; then
+            [[ -n "$logfile" && -f "$logfile" ]] && tail -n 30 "$logfile" >&2
+            die "$name did not answer PING on 127.0.0.1:$port within ${timeout_s}s"
+        fi
+        sleep 0.1
+    done
+}
+
+# cpu_ticks PID: utime+stime of the whole process (all threads), in clock ticks.
+cpu_ticks() {
+    local stat rest
+    stat="$(</proc/"$1"/stat)"
+    rest="${stat##*) }"            # drop "pid (comm) ", comm may contain spaces
+    local -a f
+    read -r -a f <<<"$rest"        # f[0] is field 3 (state); utime = field 14, stime = field 15
+    echo $(( f[11] + f[12] ))
+}
+
+# ---------------------------------------------------------------------------------------------
+# Start the servers
+
+# Six distinct free loopback ports, bound at once by the OS (port 0) then released; the
+# servers bind them a moment later (a small race with other programs, never a fixed port).
+read -r P_LEGACY P_NEW P_TURNOUT P_ADMIN P_TWEM P_TWEM_STATS <<<"$(helper ports 6)"
+
+start_redis() {  # NAME PORT -> sets REDIS_PID
+    local name="$1" port="$2"
+    mkdir -p "$TMP/$name"
+    redis-server --bind 127.0.0.1 --port "$port" --save '' --appendonly no --daemonize no \
+        --dir "$TMP/$name" --logfile "$TMP/$name.log" --protected-mode yes &
+    REDIS_PID=$!
+    CHILD_PIDS+=("$REDIS_PID")
+}
+
+# "legacy" serves every workload (all routes point at it, as before a migration); "new" is
+# the second endpoint of turnout's config, started so that the config is a realistic one
+# and for workloads that need two endpoints.
+log "starting redis-server legacy on 127.0.0.1:$P_LEGACY and new on 127.0.0.1:$P_NEW"
+start_redis legacy "$P_LEGACY"; PID_LEGACY=$REDIS_PID
+start_redis new "$P_NEW"; PID_NEW=$REDIS_PID
+wait_ping "redis-server legacy" "$P_LEGACY" "$PID_LEGACY" 20 "$TMP/legacy.log"
+wait_ping "redis-server new" "$P_NEW" "$PID_NEW" 20 "$TMP/new.log"
+
+PID_TURNOUT=""
+if [[ $SKIP_TURNOUT -eq 0 ]]; then
+    cat >"$TMP/turnout.toml" <<EOF
+# generated by scripts/bench.sh
+[proxy]
+listen = "127.0.0.1:$P_TURNOUT"
+
+[admin]
+listen = "127.0.0.1:$P_ADMIN"
+
+[state]
+path = "$TMP/turnout-state.json"
+
+[endpoints.legacy]
+address = "127.0.0.1:$P_LEGACY"
+
+[endpoints.new]
+address = "127.0.0.1:$P_NEW"
+
+[[namespaces]]
+name = "web-cache"
+prefixes = ["web:"]
+target = "legacy"
+
+[[namespaces]]
+name = "token-cache"
+prefixes = ["tok:", "session:"]
+target = "legacy"
+
+[[namespaces]]
+name = "impact"
+prefixes = ["impact:"]
+target = "legacy"
+
+[default]
+target = "legacy"
+EOF
+    "$TURNOUT_BIN" check --config "$TMP/turnout.toml" >"$TMP/turnout-check.log" 2>&1 \
+        || { cat "$TMP/turnout-check.log" >&2; die "turnout check rejected the generated config"; }
+    log "starting turnout on 127.0.0.1:$P_TURNOUT (admin 127.0.0.1:$P_ADMIN)"
+    RUST_LOG="${RUST_LOG:-info}" "$TURNOUT_BIN" run --config "$TMP/turnout.toml" 2>"$TMP/turnout.log" &
+    PID_TURNOUT=$!
+    CHILD_PIDS+=("$PID_TURNOUT")
+    wait_ping turnout "$P_TURNOUT" "$PID_TURNOUT" 30 "$TMP/turnout.log"
+fi
+
+cat >"$TMP/nutcracker.yml" <<EOF
+# generated by scripts/bench.sh
+bench:
+  listen: 127.0.0.1:$P_TWEM
+  redis: true
+  hash: fnv1a_64
+  distribution: ketama
+  auto_eject_hosts: false
+  servers:
+    - 127.0.0.1:$P_LEGACY:1
+EOF
+"$NUTCRACKER" -t -c "$TMP/nutcracker.yml" >"$TMP/nutcracker-test.log" 2>&1 \
+    || { cat "$TMP/nutcracker-test.log" >&2; die "nutcracker rejected its generated config"; }
+log "starting twemproxy (nutcracker) on 127.0.0.1:$P_TWEM (stats 127.0.0.1:$P_TWEM_STATS)"
+"$NUTCRACKER" -c "$TMP/nutcracker.yml" -s "$P_TWEM_STATS" -a 127.0.0.1 \
+    -o "$TMP/nutcracker.log" -p "$TMP/nutcracker.pid" &
+PID_TWEM=$!
+CHILD_PIDS+=("$PID_TWEM")
+wait_ping twemproxy "$P_TWEM" "$PID_TWEM" 20 "$TMP/nutcracker.log"
+
+target_port() {
+    case "$1" in direct) echo "$P_LEGACY" ;; turnout) echo "$P_TURNOUT" ;; twemproxy) echo "$P_TWEM" ;; esac
+}
+target_pid() {   # the proxy process whose CPU is recorded ("-" for direct)
+    case "$1" in direct) echo "-" ;; turnout) echo "$PID_TURNOUT" ;; twemproxy) echo "$PID_TWEM" ;; esac
+}
+
+# ---------------------------------------------------------------------------------------------
+# Prefill and sanity checks
+
+prefixes=()
+for w in "${WORKLOADS[@]}"; do read -r _ _ _ prefix <<<"$w"; prefixes+=("$prefix"); done
+log "prefilling ${prefixes[*]} x $KEYSPACE keys of $VALUE_SIZE bytes on legacy"
+dbsize="$(helper prefill "$P_LEGACY" "$KEYSPACE" "$VALUE_SIZE" "${prefixes[@]}")"
+log "legacy DBSIZE after prefill: $dbsize"
+for t in "${TARGETS[@]}"; do
+    for prefix in "${prefixes[@]}"; do
+        helper sanity "$t" "$(target_port "$t")" "$P_LEGACY" "$prefix" "$VALUE_SIZE" || die "sanity check through $t failed"
+    done
+done
+
+# ---------------------------------------------------------------------------------------------
+# Benchmark
+
+VALUE="$(head -c "$VALUE_SIZE" /dev/zero | tr '\0' 'x')"
+RUNS="$TMP/runs.tsv"
+: >"$RUNS"
+
+# bench_run TARGET PIPELINE N PREFIX COMMAND -> sets BENCH_LINE to redis-benchmark's CSV data line.
+# (Not a $(...) subshell: the trap must be able to stop the run, which is started in the
+# background and waited for, so that INT/TERM interrupt the wait at once.)
+BENCH_LINE=""
+bench_run() {
+    local target="$1" pipeline="$2" n="$3" prefix="$4" command="$5" port
+    port="$(target_port "$target")"
+    local -a cmd=(redis-benchmark -h 127.0.0.1 -p "$port" -c "$CLIENTS" -P "$pipeline" -n "$n" -r "$KEYSPACE" --csv)
+    case "$command" in
+        SET) cmd+=(SET "${prefix}__rand_int__" "$VALUE") ;;
+        GET) cmd+=(GET "${prefix}__rand_int__") ;;
+    esac
+    timeout --kill-after=5 "$RUN_TIMEOUT" "${cmd[@]}" >"$TMP/run.out" 2>"$TMP/run.err" &
+    CURRENT_BG=$!
+    local rc=0
+    wait "$CURRENT_BG" || rc=$?
+    CURRENT_BG=""
+    if [[ $rc -ne 0 ]]; then
+        cat "$TMP/run.err" "$TMP/run.out" >&2 || true
+        [[ $rc -eq 124 ]] && die "redis-benchmark against $target timed out after ${RUN_TIMEOUT}s"
+        die "redis-benchmark against $target failed (exit $rc)"
+    fi
+    local line
+    line="$(grep -v '^"test"' "$TMP/run.out" | grep '^"' | tail -n 1 || true)"
+    [[ -n "$line" ]] || { cat "$TMP/run.out" "$TMP/run.err" >&2; die "no CSV result from redis-benchmark against $target"; }
+    BENCH_LINE="$line"
+}
+
+# Warm-up: one short untimed run per target and workload (connections, page cache, allocator).
+log "warm-up"
+for w in "${WORKLOADS[@]}"; do
+    read -r wname pipeline n prefix <<<"$w"
+    for t in "${TARGETS[@]}"; do
+        bench_run "$t" "$pipeline" "$(( n / 10 > 1000 ? n / 10 : 1000 ))" "$prefix" GET
+    done
+done
+
+total_runs=$(( ROUNDS * ${#WORKLOADS[@]} * ${#COMMANDS[@]} * ${#TARGETS[@]} ))
+run_no=0
+for (( round = 1; round <= ROUNDS; round++ )); do
+    for w in "${WORKLOADS[@]}"; do
+        read -r wname pipeline n prefix <<<"$w"
+        for command in "${COMMANDS[@]}"; do
+            for t in "${TARGETS[@]}"; do
+                run_no=$((run_no + 1))
+                ppid_="$(target_pid "$t")"
+                p0="-"; [[ "$ppid_" != "-" ]] && p0="$(cpu_ticks "$ppid_")"
+                r0="$(cpu_ticks "$PID_LEGACY")"
+                t0="$(date +%s.%N)"
+                bench_run "$t" "$pipeline" "$n" "$prefix" "$command"
+                line="$BENCH_LINE"
+                t1="$(date +%s.%N)"
+                r1="$(cpu_ticks "$PID_LEGACY")"
+                pd="-"; [[ "$ppid_" != "-" ]] && pd=$(( $(cpu_ticks "$ppid_") - p0 ))
+                wall="$(python3 -c "print('%.3f' % ($t1 - $t0))")"
+                printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
+                    "$round" "$wname" "$t" "$command" "$n" "$wall" "$pd" "$((r1 - r0))" "$line" >>"$RUNS"
+                rps="$(cut -d, -f2 <<<"$line" | tr -d '"')"
+                log "$(printf '[%2d/%d] round %d %s %-3s %-9s %12s ops/s  (%ss)' \
+                    "$run_no" "$total_runs" "$round" "$wname" "$command" "$t" "$rps" "$wall")"
+            done
+        done
+    done
+done
+
+# Each proxy must still be alive: a crash mid-run would otherwise go unnoticed.
+for pid in $PID_TURNOUT "$PID_TWEM" "$PID_LEGACY"; do
+    kill -0 "$pid" 2>/dev/null || die "process $pid died during the benchmark"
+done
+
+# ---------------------------------------------------------------------------------------------
+# Report
+
+turnout_version="skipped (BENCH_SKIP_TURNOUT=1)"
+if [[ $SKIP_TURNOUT -eq 0 ]]; then
+    turnout_version="$("$TURNOUT_BIN" --version 2>/dev/null | head -n 1 | sed "s/^turnout //" || true)"
+    [[ -n "$turnout_version" ]] || turnout_version="(no --version)"
+    rev="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo "no commit")"
+    dirty=""; [[ -n "$(git -C "$ROOT" status --porcelain 2>/dev/null | head -n 1)" ]] && dirty="+dirty"
+    turnout_version="$turnout_version ($rev$dirty, release profile)"
+fi
+
+workloads_json="$(
+    for w in "${WORKLOADS[@]}"; do
+        read -r wname pipeline n prefix <<<"$w"
+        printf '%s\t%s\t%s\t%s\n' "$wname" "$pipeline" "$n" "$prefix"
+    done
+)"
+
+META="$TMP/meta.json"
+WORKLOADS_TSV="$workloads_json" CLIENTS="$CLIENTS" KEYSPACE="$KEYSPACE" VALUE_SIZE="$VALUE_SIZE" \
+ROUNDS="$ROUNDS" QUICK="$QUICK" CLK_TCK="$CLK_TCK" TARGETS="${TARGETS[*]}" COMMANDS="${COMMANDS[*]}" \
+CPU_MODEL="$(lscpu 2>/dev/null | sed -n 's/^Model name:[[:space:]]*//p' | head -n 1)" \
+NPROC="$(nproc)" KERNEL="$(uname -r)" ARCH="$(uname -m)" \
+REDIS_VERSION="redis-server $(redis-server --version | sed -n 's/.*v=\([^ ]*\).*/\1/p' | head -n 1)" \
+BENCH_VERSION="$(redis-benchmark --version 2>/dev/null | head -n 1 || true)" \
+NUTCRACKER_VERSION="$("$NUTCRACKER" -V 2>&1 | sed -n 's/.*nutcracker-\([^ ]*\).*/nutcracker \1/p' | head -n 1)" \
+RUSTC_VERSION="$(rustc --version 2>/dev/null || echo 'rustc n/a')" \
+TURNOUT_VERSION="$turnout_version" RUST_LOG_USED="${RUST_LOG:-info}" \
+python3 - "$META" <<'PY'
+import datetime, json, os, sys
+e = os.environ
+workloads = []
+for line in e["WORKLOADS_TSV"].splitlines():
+    name, pipeline, n, prefix = line.split("\t")
+    base = "redis-benchmark -h 127.0.0.1 -p PORT -c %s -P %s -n %s -r %s --csv" % (e["CLIENTS"], pipeline, n, e["KEYSPACE"])
+    workloads.append({
+        "name": name, "clients": int(e["CLIENTS"]), "pipeline": int(pipeline), "requests": int(n),
+        "keyspace": int(e["KEYSPACE"]), "key_prefix": prefix,
+        "command_line": "%s SET %s__rand_int__ <%s bytes>  /  ... GET %s__rand_int__" % (base, prefix, e["VALUE_SIZE"], prefix),
+    })
+meta = {
+    "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    "quick": e["QUICK"] == "1", "rounds": int(e["ROUNDS"]),
+    "targets": e["TARGETS"].split(), "commands": e["COMMANDS"].split(),
+    "value_size": int(e["VALUE_SIZE"]), "keyspace": int(e["KEYSPACE"]), "workloads": workloads,
+    "clk_tck": int(e["CLK_TCK"]), "cpu_model": e["CPU_MODEL"] or "unknown", "nproc": int(e["NPROC"]),
+    "kernel": e["KERNEL"], "arch": e["ARCH"], "redis_version": e["REDIS_VERSION"],
+    "redis_benchmark_version": e["BENCH_VERSION"], "nutcracker_version": e["NUTCRACKER_VERSION"],
+    "rustc_version": e["RUSTC_VERSION"], "turnout_version": e["TURNOUT_VERSION"], "turnout_rust_log": e["RUST_LOG_USED"],
+}
+json.dump(meta, open(sys.argv[1], "w"), indent=2)
+PY
+
+mkdir -p "$OUT_DIR"
+helper report "$RUNS" "$META" "$OUT_DIR/results.json" "$OUT_DIR/results.md"
+if [[ $QUICK -eq 1 ]]; then
+    echo
+    echo "(--quick: smoke-test sizes and a single round; do not publish these numbers)"
+fi
+log "wrote $OUT_DIR/results.md and $OUT_DIR/results.json"
