@@ -24,13 +24,14 @@ pub enum StartError {
     #[error(transparent)]
     State(#[from] StateError),
     /// A listen address could not be bound.
-    #[error("cannot listen on {what} address {addr}: {source}")]
+    #[error("cannot listen on {what} address {addr}")]
     Bind {
         /// `proxy` or `admin`.
         what: &'static str,
         /// The address.
         addr: std::net::SocketAddr,
         /// Why.
+        #[source]
         source: std::io::Error,
     },
 }

@@ -28,6 +28,16 @@ pub enum StateError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The file is valid but names an endpoint the config no longer defines.
+    #[error("state file {path} routes \"{route}\" to endpoint \"{endpoint}\", which the config does not define; add the endpoint back or change the route in the file deliberately")]
+    UnknownEndpoint {
+        /// The file.
+        path: PathBuf,
+        /// The route.
+        route: String,
+        /// The endpoint it names.
+        endpoint: String,
+    },
     /// The file is not a valid state file.
     #[error("state file {path} is corrupt ({message}); fix or remove it deliberately, turnout will not reset it")]
     Corrupt {
@@ -221,7 +231,7 @@ pub struct Restored {
 /// Applies a loaded state file on top of the config's initial table.
 ///
 /// # Errors
-/// [`StateError::Corrupt`] when the file names an endpoint the config lacks: starting anyway
+/// [`StateError::UnknownEndpoint`] when the file names an endpoint the config lacks: starting anyway
 /// would silently move that namespace.
 pub fn restore(
     path: &Path,
@@ -237,15 +247,14 @@ pub fn restore(
             ignored.push(name.clone());
             continue;
         };
-        let target = config
-            .endpoint_id(&stored.target)
-            .ok_or_else(|| StateError::Corrupt {
-                path: path.to_path_buf(),
-                message: format!(
-                    "route \"{name}\" targets endpoint \"{}\", which the config does not define",
-                    stored.target
-                ),
-            })?;
+        let target =
+            config
+                .endpoint_id(&stored.target)
+                .ok_or_else(|| StateError::UnknownEndpoint {
+                    path: path.to_path_buf(),
+                    route: name.clone(),
+                    endpoint: stored.target.clone(),
+                })?;
         let route = &mut table.routes[usize::from(ns)];
         if route.target != target {
             overrides.push(format!(

@@ -6,10 +6,11 @@
 
 use super::link::Next;
 use super::{End, Session, Source};
+use crate::command::policy::StateKind;
 use crate::config::EndpointId;
 use crate::resp::reply::ReplyScan;
 use crate::upstream::UpstreamError;
-use bytes::Buf;
+use bytes::{Buf, Bytes};
 use std::time::Instant;
 
 impl Session {
@@ -29,6 +30,10 @@ impl Session {
                 Source::Gather { mask, primary } => {
                     let (mask, primary) = (*mask, *primary);
                     self.gather(mask, primary)?
+                }
+                Source::Discard(ep) => {
+                    let ep = *ep;
+                    self.discard(ep)?
                 }
             };
             if !delivered {
@@ -103,7 +108,7 @@ impl Session {
         }
         let is_error = |ep: usize, next: &Next, links: &[super::link::Link]| match next {
             Next::Error => true,
-            Next::Frame(_) => links[ep].rbuf.first() == Some(&b'-'),
+            Next::Frame(len) => is_error_reply(&links[ep].rbuf[..*len]),
             _ => false,
         };
         let chosen = (0..self.links.len())
@@ -114,14 +119,35 @@ impl Session {
             })
             .or_else(|| nexts.get(primary).and_then(Option::as_ref).map(|_| primary))
             .or_else(|| (0..self.links.len()).find(|&ep| nexts[ep].is_some()));
-        match chosen.and_then(|ep| nexts[ep].as_ref().map(|n| (ep, n))) {
+        let accepted = match chosen.and_then(|ep| nexts[ep].as_ref().map(|n| (ep, n))) {
             Some((ep, Next::Frame(len))) => {
-                self.cout.extend_from_slice(&self.links[ep].rbuf[..*len])
+                let reply = &self.links[ep].rbuf[..*len];
+                self.cout.extend_from_slice(reply);
+                !is_error_reply(reply)
             }
-            Some((ep, Next::Error)) => self.cout.extend_from_slice(&self.links[ep].error_reply),
-            _ => self
-                .cout
-                .extend_from_slice(b"-ERR turnout: no endpoint answered\r\n"),
+            Some((ep, Next::Error)) => {
+                self.cout.extend_from_slice(&self.links[ep].error_reply);
+                false
+            }
+            _ => {
+                self.cout
+                    .extend_from_slice(b"-ERR turnout: no endpoint answered\r\n");
+                false
+            }
+        };
+        // Every gather answers a connection-state command, in dispatch order.
+        if let Some((kind, frame)) = self.state_inflight.pop_front() {
+            if accepted {
+                self.state[kind as usize] = Some(frame);
+            } else {
+                // The client was told it failed: endpoints that applied it anyway go back.
+                let applied: Vec<EndpointId> = (0..self.links.len())
+                    .filter(|&ep| matches!(nexts[ep], Some(Next::Frame(len)) if !is_error_reply(&self.links[ep].rbuf[..len])))
+                    .collect();
+                for ep in applied {
+                    self.revert_state(ep, kind);
+                }
+            }
         }
         for (ep, next) in nexts.iter().enumerate() {
             if let Some(next) = next {
@@ -131,14 +157,61 @@ impl Session {
         Ok(true)
     }
 
+    /// Consumes a reply nobody waits for (a state revert); true once consumed.
+    fn discard(&mut self, ep: EndpointId) -> Result<bool, End> {
+        match self.links[ep].next_reply() {
+            Ok(Next::Wait | Next::Partial) => Ok(false),
+            Ok(next) => {
+                if let Next::Frame(len) = next {
+                    if is_error_reply(&self.links[ep].rbuf[..len]) {
+                        tracing::warn!(endpoint = %self.shared.config.endpoints[ep].name, "reverting connection state failed");
+                    }
+                }
+                self.links[ep].consumed(&next);
+                Ok(true)
+            }
+            Err(cause) => self.broken_endpoint(ep, cause).map(|()| false),
+        }
+    }
+
+    /// Sends `ep` the command that restores the last accepted state of `kind`.
+    fn revert_state(&mut self, ep: EndpointId, kind: StateKind) {
+        let frame: Bytes = match (&self.state[kind as usize], kind) {
+            (Some(frame), _) => frame.clone(),
+            (None, StateKind::Select) => Bytes::from_static(b"*2\r\n$6\r\nSELECT\r\n$1\r\n0\r\n"),
+            (None, StateKind::Hello) => Bytes::from_static(b"*2\r\n$5\r\nHELLO\r\n$1\r\n2\r\n"),
+            (None, StateKind::NoEvict) => {
+                Bytes::from_static(b"*3\r\n$6\r\nCLIENT\r\n$8\r\nNO-EVICT\r\n$3\r\noff\r\n")
+            }
+            (None, StateKind::NoTouch) => {
+                Bytes::from_static(b"*3\r\n$6\r\nCLIENT\r\n$8\r\nNO-TOUCH\r\n$3\r\noff\r\n")
+            }
+            (None, StateKind::SetName | StateKind::SetInfo) => return,
+        };
+        let link = &mut self.links[ep];
+        link.wbuf.extend_from_slice(&frame);
+        link.owed += 1;
+        self.pending.push_back(super::Pending {
+            source: Source::Discard(ep),
+            since: Instant::now(),
+        });
+    }
+
     /// An endpoint sent something that is not RESP: its connection cannot be trusted, and
     /// every reply it still owes becomes an error.
     fn broken_endpoint(&mut self, ep: EndpointId, cause: UpstreamError) -> Result<(), End> {
-        crate::metrics::error(crate::metrics::ErrorKind::UpstreamProtocol);
+        if matches!(cause, UpstreamError::Protocol(_)) {
+            crate::metrics::error(crate::metrics::ErrorKind::UpstreamProtocol);
+        }
         let link = &mut self.links[ep];
         link.rbuf.clear();
         link.stale = 0;
         link.skip = 0;
         self.fail_link(ep, cause)
     }
+}
+
+/// Whether a complete reply is an error (RESP2 `-` or RESP3 blob error `!`).
+fn is_error_reply(reply: &[u8]) -> bool {
+    matches!(reply.first(), Some(b'-' | b'!'))
 }

@@ -259,7 +259,8 @@ impl Session {
                     .request(&self.shared.stats, default_ns, ep, command);
             }
         }
-        self.state[kind as usize] = Some(Bytes::copy_from_slice(frame));
+        self.state_inflight
+            .push_back((kind, Bytes::copy_from_slice(frame)));
         self.pending.push_back(Pending {
             source: Source::Gather { mask, primary },
             since: now,

@@ -48,6 +48,9 @@ pub struct Link {
     pub endpoint: EndpointId,
     /// The connection.
     pub conn: Conn,
+    /// The session's connection state, written first on a new connection. Requests in
+    /// `wbuf` are held until every replayed command has answered OK.
+    pub replay: BytesMut,
     /// Requests not yet written.
     pub wbuf: BytesMut,
     /// Replies not yet delivered.
@@ -72,6 +75,7 @@ impl Link {
         Link {
             endpoint,
             conn: Conn::Idle,
+            replay: BytesMut::new(),
             wbuf: BytesMut::new(),
             rbuf: BytesMut::new(),
             owed: 0,
@@ -93,32 +97,44 @@ impl Link {
         self.owed > self.owed_errors || self.skip > 0
     }
 
+    /// Consumes the replies to replayed connection state that have arrived.
+    ///
+    /// # Errors
+    /// A replayed command failed (the requests held behind it must not run), or the endpoint
+    /// sent bytes that are not RESP.
+    pub fn consume_replayed(&mut self) -> Result<(), UpstreamError> {
+        while self.skip > 0 && self.stale == 0 && self.owed_errors == 0 {
+            let Some(len) = reply::complete_len(&self.rbuf).map_err(UpstreamError::Protocol)?
+            else {
+                return Ok(());
+            };
+            if matches!(self.rbuf.first(), Some(b'-' | b'!')) {
+                let text =
+                    String::from_utf8_lossy(&self.rbuf[1..len.saturating_sub(2)]).into_owned();
+                return Err(UpstreamError::StateReplay(text));
+            }
+            self.rbuf.advance(len);
+            self.skip -= 1;
+        }
+        Ok(())
+    }
+
     /// Consumes swallowed replies and says what the next reply is, without consuming it.
     ///
     /// # Errors
-    /// The endpoint sent bytes that are not RESP.
+    /// As [`Link::consume_replayed`].
     pub fn next_reply(&mut self) -> Result<Next, UpstreamError> {
-        loop {
-            if self.stale == 0 && self.owed_errors > 0 {
-                return Ok(Next::Error);
-            }
-            let len = reply::complete_len(&self.rbuf).map_err(UpstreamError::Protocol)?;
-            match len {
-                None if self.rbuf.is_empty() || (self.stale == 0 && self.skip > 0) => {
-                    return Ok(Next::Wait)
-                }
-                None => return Ok(Next::Partial),
-                Some(len) if self.stale == 0 && self.skip > 0 => {
-                    if self.rbuf.first() == Some(&b'-') {
-                        let text = String::from_utf8_lossy(&self.rbuf[1..len.saturating_sub(2)])
-                            .into_owned();
-                        tracing::warn!(endpoint = self.endpoint, reply = %text, "replaying connection state failed");
-                    }
-                    self.rbuf.advance(len);
-                    self.skip -= 1;
-                }
-                Some(len) => return Ok(Next::Frame(len)),
-            }
+        if self.stale == 0 && self.owed_errors > 0 {
+            return Ok(Next::Error);
+        }
+        self.consume_replayed()?;
+        if self.stale == 0 && self.skip > 0 {
+            return Ok(Next::Wait);
+        }
+        match reply::complete_len(&self.rbuf).map_err(UpstreamError::Protocol)? {
+            Some(len) => Ok(Next::Frame(len)),
+            None if self.rbuf.is_empty() => Ok(Next::Wait),
+            None => Ok(Next::Partial),
         }
     }
 
@@ -153,6 +169,7 @@ impl Link {
         let had_connection = matches!(self.conn, Conn::Ready(..));
         self.conn = Conn::Idle;
         self.prepared = false;
+        self.replay.clear();
         self.wbuf.clear();
         let mut kept = 0usize;
         let mut frames = 0u64;
@@ -223,9 +240,23 @@ mod tests {
         let mut link = Link::new(0);
         link.owed = 1;
         link.skip = 2;
-        link.rbuf.extend_from_slice(b"+OK\r\n-ERR x\r\n$1\r\na\r\n");
+        link.rbuf.extend_from_slice(b"+OK\r\n+OK\r\n$1\r\na\r\n");
         assert_eq!(link.next_reply().expect("valid"), Next::Frame(7));
         assert_eq!(link.skip, 0);
+    }
+
+    #[test]
+    fn a_refused_replay_is_an_error_for_the_held_requests() {
+        let mut link = Link::new(0);
+        link.owed = 1;
+        link.skip = 1;
+        link.rbuf
+            .extend_from_slice(b"-ERR DB index is out of range\r\n");
+        let err = link.next_reply().expect_err("refused");
+        assert_eq!(
+            err.to_string(),
+            "cannot restore the session's connection state: ERR DB index is out of range"
+        );
     }
 
     #[test]

@@ -15,7 +15,7 @@ mod deliver;
 mod dispatch;
 pub mod link;
 
-use crate::command::policy::STATE_KINDS;
+use crate::command::policy::{StateKind, STATE_KINDS};
 use crate::config::{Config, EndpointId};
 use crate::metrics::{LocalStats, RequestStats};
 use crate::resp::reply::ReplyScan;
@@ -34,7 +34,6 @@ use std::time::Instant;
 use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
-use tokio_util::io::poll_read_buf;
 
 /// Most replies a session may owe its client before it stops reading requests.
 pub const MAX_PENDING: usize = 64 * 1024;
@@ -64,6 +63,8 @@ enum Source {
     /// One reply from each endpoint in `mask` (connection state applied everywhere); the
     /// client gets the first error, else `primary`'s reply.
     Gather { mask: u64, primary: EndpointId },
+    /// A reply of one endpoint that nobody waits for (turnout's own state revert).
+    Discard(EndpointId),
 }
 
 /// One reply the client is owed, in request order.
@@ -101,8 +102,13 @@ struct Session {
     args: Vec<Range<usize>>,
     /// Scratch buffer for inline commands rewritten as multibulk.
     inline: BytesMut,
-    /// Connection-state commands to replay on every new upstream connection.
+    /// Connection-state commands every endpoint accepted, by kind: replayed on every new
+    /// upstream connection.
     state: [Option<Bytes>; STATE_KINDS],
+    /// Connection-state commands sent but not yet answered, oldest first. A new connection
+    /// replays them after `state`, so it ends up where the open ones do whether they succeed
+    /// or fail.
+    state_inflight: VecDeque<(StateKind, Bytes)>,
     /// Progress through the front reply while it streams.
     front: ReplyScan,
     /// Whether the front reply has started streaming.
@@ -125,6 +131,7 @@ pub async fn serve(client: TcpStream, shared: Arc<Shared>, mut shutdown: watch::
         args: Vec::new(),
         inline: BytesMut::new(),
         state: Default::default(),
+        state_inflight: VecDeque::new(),
         front: ReplyScan::new(),
         front_started: false,
         stop_reading: false,
@@ -143,6 +150,10 @@ impl Session {
         if *shutdown.borrow() {
             return Ok(());
         }
+        // One future for the whole session: creating a `changed()` future per turn would
+        // register with the channel's shared waiter list (a lock) on every command.
+        let mut shutdown_started = std::pin::pin!(crate::shutdown::wait(shutdown));
+        let mut shut_down = false;
         loop {
             self.dispatch_buffered();
             self.deliver()?;
@@ -155,8 +166,9 @@ impl Session {
             tokio::select! {
                 biased;
                 result = poll_fn(|cx| self.poll_io(cx)) => result?,
-                _ = shutdown.changed(), if !self.stop_reading => {
+                () = &mut shutdown_started, if !shut_down => {
                     // Finish what was read and dispatched; read nothing more.
+                    shut_down = true;
                     self.stop_reading = true;
                     self.cin.clear();
                 }
@@ -207,7 +219,7 @@ impl Session {
             if self.cin.capacity() - self.cin.len() < READ_CHUNK / 4 {
                 self.cin.reserve(READ_CHUNK);
             }
-            match poll_read_buf(Pin::new(&mut self.client), cx, &mut self.cin) {
+            match poll_read_some(&self.client, cx, &mut self.cin) {
                 Poll::Ready(Ok(0)) => {
                     self.stop_reading = true;
                     progressed = true;
@@ -256,24 +268,20 @@ impl Session {
         let Conn::Ready(stream, _) = &mut link.conn else {
             return Ok(progressed);
         };
-        while !link.wbuf.is_empty() {
-            match Pin::new(&mut *stream).poll_write(cx, &link.wbuf) {
-                Poll::Ready(Ok(0)) => {
-                    self.fail_link(ep, UpstreamError::Closed)?;
-                    return Ok(true);
-                }
-                Poll::Ready(Ok(n)) => {
-                    link.wbuf.advance(n);
-                    progressed = true;
-                }
-                Poll::Ready(Err(e)) => {
-                    self.fail_link(ep, UpstreamError::Io(e))?;
-                    return Ok(true);
-                }
-                Poll::Pending => break,
+        // Replayed state goes first; requests wait until it has been accepted.
+        let result = match write_all_ready(stream, cx, &mut link.replay) {
+            Ok(wrote) if link.replay.is_empty() && link.skip == 0 => {
+                write_all_ready(stream, cx, &mut link.wbuf).map(|w| w || wrote)
+            }
+            other => other,
+        };
+        match result {
+            Ok(wrote) => Ok(progressed || wrote),
+            Err(cause) => {
+                self.fail_link(ep, cause)?;
+                Ok(true)
             }
         }
-        Ok(progressed)
     }
 
     /// Reads what an endpoint sent.
@@ -285,12 +293,18 @@ impl Session {
         if link.rbuf.capacity() - link.rbuf.len() < READ_CHUNK / 4 {
             link.rbuf.reserve(READ_CHUNK);
         }
-        match poll_read_buf(Pin::new(stream), cx, &mut link.rbuf) {
+        match poll_read_some(stream, cx, &mut link.rbuf) {
             Poll::Ready(Ok(0)) => {
                 self.fail_link(ep, UpstreamError::Closed)?;
                 Ok(true)
             }
-            Poll::Ready(Ok(_)) => Ok(true),
+            Poll::Ready(Ok(_)) => {
+                // Release held requests as soon as the replayed state is accepted.
+                if let Err(cause) = self.links[ep].consume_replayed() {
+                    self.fail_link(ep, cause)?;
+                }
+                Ok(true)
+            }
             Poll::Ready(Err(e)) => {
                 self.fail_link(ep, UpstreamError::Io(e))?;
                 Ok(true)
@@ -328,8 +342,9 @@ impl Session {
     fn prepare_link(&mut self, ep: EndpointId) {
         let link = &mut self.links[ep];
         if !link.is_active() && !link.prepared {
-            for frame in self.state.iter().flatten() {
-                link.wbuf.extend_from_slice(frame);
+            let inflight = self.state_inflight.iter().map(|(_, frame)| frame);
+            for frame in self.state.iter().flatten().chain(inflight) {
+                link.replay.extend_from_slice(frame);
                 link.skip += 1;
             }
             link.prepared = true;
@@ -359,6 +374,67 @@ impl Session {
         for link in &mut self.links {
             shrink(&mut link.wbuf);
             shrink(&mut link.rbuf);
+        }
+    }
+}
+
+/// Writes as much of `buf` as the socket takes now; true if anything was written.
+fn write_all_ready(
+    stream: &mut TcpStream,
+    cx: &mut Context<'_>,
+    buf: &mut BytesMut,
+) -> Result<bool, UpstreamError> {
+    let mut wrote = false;
+    while !buf.is_empty() {
+        match Pin::new(&mut *stream).poll_write(cx, buf) {
+            Poll::Ready(Ok(0)) => return Err(UpstreamError::Closed),
+            Poll::Ready(Ok(n)) => {
+                buf.advance(n);
+                wrote = true;
+            }
+            Poll::Ready(Err(e)) => return Err(UpstreamError::Io(e)),
+            Poll::Pending => break,
+        }
+    }
+    Ok(wrote)
+}
+
+/// Reads what a socket has into `buf`, registering for wake-up when it has nothing.
+///
+/// A read that returns less than the room offered means the socket was drained at that
+/// moment, so its readiness is cleared right away (`try_io` only clears it if no newer
+/// readiness event arrived in between, so no wake-up is lost). The usual way, reading again
+/// until `EAGAIN`, costs one extra system call per read: a third of the system calls of an
+/// unpipelined request/reply through the proxy.
+fn poll_read_some(
+    stream: &TcpStream,
+    cx: &mut Context<'_>,
+    buf: &mut BytesMut,
+) -> Poll<io::Result<usize>> {
+    loop {
+        match stream.poll_read_ready(cx) {
+            Poll::Ready(Ok(())) => {}
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => return Poll::Pending,
+        }
+        let offered = buf.capacity() - buf.len();
+        let mut short = 0;
+        let result = stream.try_io(tokio::io::Interest::READABLE, || {
+            let n = stream.try_read_buf(buf)?;
+            if n > 0 && n < offered {
+                short = n;
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            Ok(n)
+        });
+        match result {
+            Ok(n) => return Poll::Ready(Ok(n)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if short > 0 {
+                    return Poll::Ready(Ok(short));
+                }
+            }
+            Err(e) => return Poll::Ready(Err(e)),
         }
     }
 }

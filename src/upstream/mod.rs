@@ -26,6 +26,10 @@ pub enum UpstreamError {
     /// The endpoint sent bytes that are not RESP.
     #[error("invalid reply from the endpoint: {0}")]
     Protocol(crate::resp::ProtocolError),
+    /// A new connection refused the session's connection state (SELECT, HELLO, …), so the
+    /// commands queued behind it were not sent.
+    #[error("cannot restore the session's connection state: {0}")]
+    StateReplay(String),
 }
 
 /// Opens a TCP connection to `address` (`host:port`, resolved now) within `timeout`, with
