@@ -198,7 +198,10 @@ pub fn save(path: &Path, file: &StateFile) -> Result<(), StateError> {
         .file_name()
         .map(|n| n.to_os_string())
         .unwrap_or_default();
-    tmp_name.push(format!(".tmp.{}", std::process::id()));
+    // Unique per write, so two writers can never interleave in one temp file.
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    tmp_name.push(format!(".tmp.{}.{n}", std::process::id()));
     let tmp = dir.join(tmp_name);
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;

@@ -251,7 +251,20 @@ async fn put_route(
         actor,
         if_match,
     };
-    match state.control.change(request).await {
+    // The change runs in its own task: if the caller disconnects, hyper drops this future, and
+    // a change cancelled between persisting and publishing would leave the file ahead of the
+    // live table. A spawned task always finishes.
+    let control = state.control.clone();
+    let outcome = match tokio::spawn(async move { control.change(request).await }).await {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("route change failed: {e}"),
+            )
+        }
+    };
+    match outcome {
         Ok(table) => routes(&table, state),
         Err(e @ ChangeError::UnknownNamespace(_)) => error(StatusCode::NOT_FOUND, e.to_string()),
         Err(e @ ChangeError::UnknownEndpoint(_)) => error(StatusCode::BAD_REQUEST, e.to_string()),

@@ -76,6 +76,8 @@ pub fn for_each_key<'a>(
                     continue;
                 };
                 let first = first + usize::from(first_key);
+                // numkeys is client input: clamp it so the arithmetic cannot overflow.
+                let numkeys = numkeys.min(argc as i64);
                 (first, first as i64 + numkeys - 1, usize::from(step.max(1)))
             }
             FindKeys::Unknown => return Err(KeysError::Unknowable),
@@ -242,5 +244,9 @@ mod tests {
         assert_eq!(keys(&["GET"]), Ok(vec![]));
         assert_eq!(keys(&["EVAL", "s", "x"]), Ok(vec![]));
         assert_eq!(keys(&["EVAL", "s", "5", "k1"]), Ok(vec!["k1".into()]));
+        assert_eq!(
+            keys(&["EVAL", "s", "9223372036854775807", "k1"]),
+            Ok(vec!["k1".into()])
+        );
     }
 }

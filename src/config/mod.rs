@@ -27,6 +27,10 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// At most this many endpoints: a session tracks endpoints in a 64-bit set.
 pub const MAX_ENDPOINTS: usize = 64;
+/// At most this many namespaces: routes are indexed by a 16-bit id, `default` included.
+pub const MAX_NAMESPACES: usize = u16::MAX as usize - 1;
+/// Upper bound for `[proxy] max_clients`.
+pub const MAX_CLIENTS_LIMIT: usize = 1_000_000;
 /// The reserved name of the route for keys outside every namespace.
 pub const DEFAULT_ROUTE: &str = "default";
 
@@ -271,6 +275,13 @@ fn validate(
         }
     };
 
+    if file.namespaces.len() > MAX_NAMESPACES {
+        problem(
+            problems,
+            "namespaces",
+            format!("at most {MAX_NAMESPACES} namespaces are supported"),
+        );
+    }
     let mut names: HashMap<&str, usize> = HashMap::new();
     let mut prefixes: HashMap<&str, (usize, &str)> = HashMap::new();
     let mut namespaces = Vec::with_capacity(file.namespaces.len());
@@ -367,14 +378,22 @@ fn validate_proxy(
             format!("must be at most {}", u32::MAX),
         );
     }
+    let max_clients = positive(
+        "proxy.max_clients",
+        p.max_clients,
+        DEFAULT_MAX_CLIENTS,
+        problems,
+    );
+    if max_clients > MAX_CLIENTS_LIMIT {
+        problem(
+            problems,
+            "proxy.max_clients",
+            format!("must be at most {MAX_CLIENTS_LIMIT}"),
+        );
+    }
     ProxyConfig {
         listen,
-        max_clients: positive(
-            "proxy.max_clients",
-            p.max_clients,
-            DEFAULT_MAX_CLIENTS,
-            problems,
-        ),
+        max_clients: max_clients.min(MAX_CLIENTS_LIMIT),
         max_request_bytes,
         max_buffered_bytes: positive(
             "proxy.max_buffered_bytes",

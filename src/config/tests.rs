@@ -193,3 +193,18 @@ fn syntax_and_type_errors_say_where() {
     .expect_err("bad type");
     assert!(err.to_string().contains("address"), "{err}");
 }
+
+#[test]
+fn limits_that_would_overflow_internal_ids_are_errors() {
+    let text = GOOD.replace(
+        "listen = \"127.0.0.1:6380\"",
+        "listen = \"127.0.0.1:6380\"\nmax_clients = 99999999999",
+    );
+    let lines = problems(&text);
+    assert_eq!(
+        lines,
+        vec![format!(
+            "proxy.max_clients: must be at most {MAX_CLIENTS_LIMIT}"
+        )]
+    );
+}

@@ -10,6 +10,11 @@ use super::{find_crlf, parse_int, ProtocolError};
 
 /// Longest reply header line accepted (simple strings and errors included).
 pub const MAX_REPLY_LINE: usize = 1024 * 1024;
+/// Most elements one aggregate may announce (Redis's own aggregates stay far below; a larger
+/// count can only come from a broken or hostile endpoint).
+const MAX_AGGREGATE: i64 = 1 << 32;
+/// Most elements a scan may still owe, nested aggregates included.
+const MAX_PENDING_ELEMENTS: u64 = 1 << 40;
 
 /// Incremental state of one reply being scanned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,6 +85,9 @@ impl ReplyScan {
                     Ok(pos)
                 };
             };
+            if cr == 0 {
+                return Err(ProtocolError::ReplyType(kind));
+            }
             if self.push.is_none() {
                 self.push = Some(kind == b'>');
             }
@@ -104,15 +112,20 @@ impl ReplyScan {
                     }
                     let n = match parse_int(header) {
                         Some(-1) if kind == b'*' => 0,
-                        Some(n) if n >= 0 => n as u64,
+                        Some(n) if (0..=MAX_AGGREGATE).contains(&n) => n as u64,
                         _ => return Err(ProtocolError::MultibulkLength),
                     };
-                    self.remaining += match kind {
+                    let elements = match kind {
                         b'%' => n * 2,
                         // An attribute map is followed by the value it annotates.
                         b'|' => n * 2 + 1,
                         _ => n,
                     };
+                    self.remaining = self
+                        .remaining
+                        .checked_add(elements)
+                        .filter(|r| *r <= MAX_PENDING_ELEMENTS)
+                        .ok_or(ProtocolError::MultibulkLength)?;
                 }
                 other => return Err(ProtocolError::ReplyType(other)),
             }
@@ -207,6 +220,25 @@ mod tests {
         assert_eq!(scan.advance(b"456789\r"), Ok(7));
         assert_eq!(scan.advance(b"\n+next\r\n"), Ok(1));
         assert!(scan.is_done());
+    }
+
+    #[test]
+    fn a_blank_line_is_an_error_not_a_panic() {
+        assert_eq!(complete_len(b"\r\n"), Err(ProtocolError::ReplyType(b'\r')));
+        assert_eq!(
+            complete_len(b"*1\r\n\r\n"),
+            Err(ProtocolError::ReplyType(b'\r'))
+        );
+    }
+
+    #[test]
+    fn absurd_nested_lengths_are_errors_not_overflows() {
+        let nested = b"*999999999999999999\r\n".repeat(30);
+        assert_eq!(complete_len(&nested), Err(ProtocolError::MultibulkLength));
+        assert_eq!(
+            complete_len(b"%999999999999999999\r\n"),
+            Err(ProtocolError::MultibulkLength)
+        );
     }
 
     #[test]

@@ -6,11 +6,10 @@
 
 use super::link::Next;
 use super::{End, Session, Source};
-use crate::command::policy::StateKind;
 use crate::config::EndpointId;
 use crate::resp::reply::ReplyScan;
 use crate::upstream::UpstreamError;
-use bytes::{Buf, Bytes};
+use bytes::Buf;
 use std::time::Instant;
 
 impl Session {
@@ -30,10 +29,6 @@ impl Session {
                 Source::Gather { mask, primary } => {
                     let (mask, primary) = (*mask, *primary);
                     self.gather(mask, primary)?
-                }
-                Source::Discard(ep) => {
-                    let ep = *ep;
-                    self.discard(ep)?
                 }
             };
             if !delivered {
@@ -135,66 +130,45 @@ impl Session {
                 false
             }
         };
-        // Every gather answers a connection-state command, in dispatch order.
-        if let Some((kind, frame)) = self.state_inflight.pop_front() {
-            if accepted {
-                self.state[kind as usize] = Some(frame);
-            } else {
-                // The client was told it failed: endpoints that applied it anyway go back.
-                let applied: Vec<EndpointId> = (0..self.links.len())
-                    .filter(|&ep| matches!(nexts[ep], Some(Next::Frame(len)) if !is_error_reply(&self.links[ep].rbuf[..len])))
-                    .collect();
-                for ep in applied {
-                    self.revert_state(ep, kind);
-                }
-            }
-        }
+        let diverged: Vec<EndpointId> = if accepted {
+            Vec::new()
+        } else {
+            (0..self.links.len())
+                .filter(|&ep| matches!(nexts[ep], Some(Next::Frame(len)) if !is_error_reply(&self.links[ep].rbuf[..len])))
+                .collect()
+        };
         for (ep, next) in nexts.iter().enumerate() {
             if let Some(next) = next {
                 self.links[ep].consumed(next);
             }
         }
+        self.resolve_state(accepted);
+        // The client was told the command failed, yet these endpoints applied it: their
+        // connections no longer match the session. Close them; whatever they still owe is
+        // answered with an error, and the next command reconnects with the accepted state.
+        for ep in diverged {
+            self.links[ep].rbuf.clear();
+            self.fail_link(ep, UpstreamError::StateDiverged)?;
+        }
         Ok(true)
     }
 
-    /// Consumes a reply nobody waits for (a state revert); true once consumed.
-    fn discard(&mut self, ep: EndpointId) -> Result<bool, End> {
-        match self.links[ep].next_reply() {
-            Ok(Next::Wait | Next::Partial) => Ok(false),
-            Ok(next) => {
-                if let Next::Frame(len) = next {
-                    if is_error_reply(&self.links[ep].rbuf[..len]) {
-                        tracing::warn!(endpoint = %self.shared.config.endpoints[ep].name, "reverting connection state failed");
-                    }
-                }
-                self.links[ep].consumed(&next);
-                Ok(true)
+    /// Settles the oldest in-flight connection-state command (every gather answers one, in
+    /// dispatch order), then prepares the links that were waiting for it.
+    fn resolve_state(&mut self, accepted: bool) {
+        if let Some((kind, frame)) = self.state_inflight.pop_front() {
+            if accepted {
+                self.state[kind as usize] = Some(frame);
             }
-            Err(cause) => self.broken_endpoint(ep, cause).map(|()| false),
         }
-    }
-
-    /// Sends `ep` the command that restores the last accepted state of `kind`.
-    fn revert_state(&mut self, ep: EndpointId, kind: StateKind) {
-        let frame: Bytes = match (&self.state[kind as usize], kind) {
-            (Some(frame), _) => frame.clone(),
-            (None, StateKind::Select) => Bytes::from_static(b"*2\r\n$6\r\nSELECT\r\n$1\r\n0\r\n"),
-            (None, StateKind::Hello) => Bytes::from_static(b"*2\r\n$5\r\nHELLO\r\n$1\r\n2\r\n"),
-            (None, StateKind::NoEvict) => {
-                Bytes::from_static(b"*3\r\n$6\r\nCLIENT\r\n$8\r\nNO-EVICT\r\n$3\r\noff\r\n")
+        for ep in 0..self.links.len() {
+            if self.links[ep].awaiting_state > 0 {
+                self.links[ep].awaiting_state -= 1;
+                if self.links[ep].awaiting_state == 0 {
+                    self.prepare_link(ep);
+                }
             }
-            (None, StateKind::NoTouch) => {
-                Bytes::from_static(b"*3\r\n$6\r\nCLIENT\r\n$8\r\nNO-TOUCH\r\n$3\r\noff\r\n")
-            }
-            (None, StateKind::SetName | StateKind::SetInfo) => return,
-        };
-        let link = &mut self.links[ep];
-        link.wbuf.extend_from_slice(&frame);
-        link.owed += 1;
-        self.pending.push_back(super::Pending {
-            source: Source::Discard(ep),
-            since: Instant::now(),
-        });
+        }
     }
 
     /// An endpoint sent something that is not RESP: its connection cannot be trusted, and

@@ -251,7 +251,8 @@ impl Session {
         self.prepare_link(primary);
         let mut mask = 0u64;
         for (ep, link) in self.links.iter_mut().enumerate() {
-            if link.is_active() || link.prepared {
+            // Links waiting to be prepared take it too, in order behind their queued requests.
+            if link.is_active() || link.prepared || link.awaiting_state > 0 {
                 link.wbuf.extend_from_slice(frame);
                 link.owed += 1;
                 mask |= 1 << ep;

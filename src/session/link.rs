@@ -67,6 +67,9 @@ pub struct Link {
     pub error_reply: Bytes,
     /// The session's connection state is queued for the next connection.
     pub prepared: bool,
+    /// Unanswered connection-state commands to wait for before the next connection can be
+    /// prepared (its starting state depends on their outcome).
+    pub awaiting_state: usize,
 }
 
 impl Link {
@@ -84,6 +87,7 @@ impl Link {
             owed_errors: 0,
             error_reply: Bytes::new(),
             prepared: false,
+            awaiting_state: 0,
         }
     }
 

@@ -63,8 +63,6 @@ enum Source {
     /// One reply from each endpoint in `mask` (connection state applied everywhere); the
     /// client gets the first error, else `primary`'s reply.
     Gather { mask: u64, primary: EndpointId },
-    /// A reply of one endpoint that nobody waits for (turnout's own state revert).
-    Discard(EndpointId),
 }
 
 /// One reply the client is owed, in request order.
@@ -337,13 +335,22 @@ impl Session {
     }
 
     /// Makes a link ready to take requests: the first request queued for a new connection is
-    /// preceded by the session's connection state (SELECT, HELLO, …), captured now so that
-    /// requests keep the state they were sent under; then connecting starts if it may.
+    /// preceded by the session's accepted connection state (SELECT, HELLO, …), so that requests
+    /// keep the state they were sent under; then connecting starts if it may. While
+    /// connection-state commands are still unanswered, the link waits for them first.
     fn prepare_link(&mut self, ep: EndpointId) {
         let link = &mut self.links[ep];
         if !link.is_active() && !link.prepared {
-            let inflight = self.state_inflight.iter().map(|(_, frame)| frame);
-            for frame in self.state.iter().flatten().chain(inflight) {
+            if link.awaiting_state > 0 {
+                return;
+            }
+            if !self.state_inflight.is_empty() {
+                // Which state this connection must start in depends on answers still to
+                // come: queue its requests and prepare it once they are in.
+                link.awaiting_state = self.state_inflight.len();
+                return;
+            }
+            for frame in self.state.iter().flatten() {
                 link.replay.extend_from_slice(frame);
                 link.skip += 1;
             }
