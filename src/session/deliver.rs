@@ -6,10 +6,11 @@
 
 use super::link::Next;
 use super::{End, Session, Source};
+use crate::command::policy::StateKind;
 use crate::config::EndpointId;
 use crate::resp::reply::ReplyScan;
 use crate::upstream::UpstreamError;
-use bytes::Buf;
+use bytes::{Buf, Bytes};
 use std::time::Instant;
 
 impl Session {
@@ -114,6 +115,13 @@ impl Session {
             })
             .or_else(|| nexts.get(primary).and_then(Option::as_ref).map(|_| primary))
             .or_else(|| (0..self.links.len()).find(|&ep| nexts[ep].is_some()));
+        let applied_by: Vec<Option<bool>> = (0..self.links.len())
+            .map(|ep| match nexts[ep] {
+                Some(Next::Frame(len)) => Some(!is_error_reply(&self.links[ep].rbuf[..len])),
+                Some(_) => Some(false),
+                None => None,
+            })
+            .collect();
         let accepted = match chosen.and_then(|ep| nexts[ep].as_ref().map(|n| (ep, n))) {
             Some((ep, Next::Frame(len))) => {
                 let reply = &self.links[ep].rbuf[..*len];
@@ -130,27 +138,45 @@ impl Session {
                 false
             }
         };
-        let diverged: Vec<EndpointId> = if accepted {
-            Vec::new()
-        } else {
-            (0..self.links.len())
-                .filter(|&ep| matches!(nexts[ep], Some(Next::Frame(len)) if !is_error_reply(&self.links[ep].rbuf[..len])))
-                .collect()
-        };
         for (ep, next) in nexts.iter().enumerate() {
             if let Some(next) = next {
                 self.links[ep].consumed(next);
             }
         }
-        self.resolve_state(accepted);
-        // The client was told the command failed, yet these endpoints applied it: their
-        // connections no longer match the session. Close them; whatever they still owe is
-        // answered with an error, and the next command reconnects with the accepted state.
-        for ep in diverged {
-            self.links[ep].rbuf.clear();
-            self.fail_link(ep, UpstreamError::StateDiverged)?;
+        // Endpoints that applied a command the client was told failed are put back, before
+        // anything queued behind it runs (it was held).
+        let kind = self.state_inflight.front().map(|(kind, _)| *kind);
+        for ep in (0..self.links.len()).filter(|ep| mask & (1 << ep) != 0) {
+            let applied = matches!(&applied_by[ep], Some(true));
+            let undo = match kind {
+                Some(kind) if !accepted && applied => self.undo_frame(kind),
+                _ => None,
+            };
+            self.links[ep].settle_state(undo.as_deref());
         }
+        self.resolve_state(accepted);
         Ok(true)
+    }
+
+    /// The command that puts an endpoint back to the session's accepted state of `kind`.
+    fn undo_frame(&self, kind: StateKind) -> Option<Bytes> {
+        match (&self.state[kind as usize], kind) {
+            (Some(frame), _) => Some(frame.clone()),
+            (None, StateKind::Select) => {
+                Some(Bytes::from_static(b"*2\r\n$6\r\nSELECT\r\n$1\r\n0\r\n"))
+            }
+            (None, StateKind::Hello) => {
+                Some(Bytes::from_static(b"*2\r\n$5\r\nHELLO\r\n$1\r\n2\r\n"))
+            }
+            (None, StateKind::NoEvict) => Some(Bytes::from_static(
+                b"*3\r\n$6\r\nCLIENT\r\n$8\r\nNO-EVICT\r\n$3\r\noff\r\n",
+            )),
+            (None, StateKind::NoTouch) => Some(Bytes::from_static(
+                b"*3\r\n$6\r\nCLIENT\r\n$8\r\nNO-TOUCH\r\n$3\r\noff\r\n",
+            )),
+            // A client name or library info left behind is cosmetic.
+            (None, StateKind::SetName | StateKind::SetInfo) => None,
+        }
     }
 
     /// Settles the oldest in-flight connection-state command (every gather answers one, in

@@ -211,9 +211,7 @@ impl Session {
         now: Instant,
     ) {
         self.prepare_link(endpoint);
-        let link = &mut self.links[endpoint];
-        link.wbuf.extend_from_slice(frame);
-        link.owed += 1;
+        self.links[endpoint].queue(frame);
         self.pending.push_back(Pending {
             source: Source::Upstream(endpoint),
             since: now,
@@ -253,8 +251,7 @@ impl Session {
         for (ep, link) in self.links.iter_mut().enumerate() {
             // Links waiting to be prepared take it too, in order behind their queued requests.
             if link.is_active() || link.prepared || link.awaiting_state > 0 {
-                link.wbuf.extend_from_slice(frame);
-                link.owed += 1;
+                link.queue_state(frame);
                 mask |= 1 << ep;
                 self.stats
                     .request(&self.shared.stats, default_ns, ep, command);

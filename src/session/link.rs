@@ -11,6 +11,7 @@ use crate::metrics::{self, ErrorKind, GaugeGuard};
 use crate::resp::reply;
 use crate::upstream::UpstreamError;
 use bytes::{Buf, Bytes, BytesMut};
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use tokio::net::TcpStream;
@@ -70,6 +71,16 @@ pub struct Link {
     /// Unanswered connection-state commands to wait for before the next connection can be
     /// prepared (its starting state depends on their outcome).
     pub awaiting_state: usize,
+    /// Replayed state commands not yet answered; requests wait for them.
+    pub replay_unanswered: u32,
+    /// Bytes ever queued in `wbuf` on this connection.
+    pub appended: u64,
+    /// Bytes of `wbuf` written on this connection.
+    pub written: u64,
+    /// Positions (in `appended` terms) just past each unanswered connection-state command:
+    /// nothing beyond the first is written until the session knows whether every endpoint
+    /// accepted it, so a refused one can still be undone before later requests run.
+    pub holds: VecDeque<u64>,
 }
 
 impl Link {
@@ -88,7 +99,56 @@ impl Link {
             error_reply: Bytes::new(),
             prepared: false,
             awaiting_state: 0,
+            replay_unanswered: 0,
+            appended: 0,
+            written: 0,
+            holds: VecDeque::new(),
         }
+    }
+
+    /// Queues a request whose reply the session waits for.
+    pub fn queue(&mut self, frame: &[u8]) {
+        self.wbuf.extend_from_slice(frame);
+        self.appended += frame.len() as u64;
+        self.owed += 1;
+    }
+
+    /// Queues a connection-state command and holds what follows until it is settled.
+    pub fn queue_state(&mut self, frame: &[u8]) {
+        self.queue(frame);
+        self.holds.push_back(self.appended);
+    }
+
+    /// How many bytes of `wbuf` may be written now.
+    pub fn writable(&self) -> usize {
+        match self.holds.front() {
+            Some(hold) => usize::try_from(hold.saturating_sub(self.written)).unwrap_or(usize::MAX),
+            None => self.wbuf.len(),
+        }
+    }
+
+    /// Settles the oldest held connection-state command. With `undo`, the endpoint applied a
+    /// command the client was told failed: `undo` is queued right behind it, before anything
+    /// held, and its reply swallowed.
+    pub fn settle_state(&mut self, undo: Option<&[u8]>) {
+        let Some(hold) = self.holds.pop_front() else {
+            return;
+        };
+        let Some(undo) = undo else {
+            return;
+        };
+        let at = usize::try_from(hold.saturating_sub(self.written))
+            .unwrap_or(0)
+            .min(self.wbuf.len());
+        let tail = self.wbuf.split_off(at);
+        self.wbuf.extend_from_slice(undo);
+        self.wbuf.extend_from_slice(&tail);
+        let len = undo.len() as u64;
+        self.appended += len;
+        for later in &mut self.holds {
+            *later += len;
+        }
+        self.skip += 1;
     }
 
     /// Whether a connection is open or opening.
@@ -119,6 +179,7 @@ impl Link {
             }
             self.rbuf.advance(len);
             self.skip -= 1;
+            self.replay_unanswered = self.replay_unanswered.saturating_sub(1);
         }
         Ok(())
     }
@@ -175,6 +236,10 @@ impl Link {
         self.prepared = false;
         self.replay.clear();
         self.wbuf.clear();
+        self.holds.clear();
+        self.replay_unanswered = 0;
+        self.appended = 0;
+        self.written = 0;
         let mut kept = 0usize;
         let mut frames = 0u64;
         let owed = self.owed - self.owed_errors;

@@ -263,15 +263,20 @@ impl Session {
             }
         }
         let link = &mut self.links[ep];
+        let writable = link.writable();
         let Conn::Ready(stream, _) = &mut link.conn else {
             return Ok(progressed);
         };
         // Replayed state goes first; requests wait until it has been accepted.
-        let result = match write_all_ready(stream, cx, &mut link.replay) {
-            Ok(wrote) if link.replay.is_empty() && link.skip == 0 => {
-                write_all_ready(stream, cx, &mut link.wbuf).map(|w| w || wrote)
+        let result = match write_all_ready(stream, cx, &mut link.replay, usize::MAX) {
+            Ok(wrote) if link.replay.is_empty() && link.replay_unanswered == 0 => {
+                // Nothing past an unanswered connection-state command is written.
+                write_all_ready(stream, cx, &mut link.wbuf, writable).map(|w| {
+                    link.written += w as u64;
+                    w > 0 || wrote > 0
+                })
             }
-            other => other,
+            other => other.map(|w| w > 0),
         };
         match result {
             Ok(wrote) => Ok(progressed || wrote),
@@ -353,6 +358,7 @@ impl Session {
             for frame in self.state.iter().flatten() {
                 link.replay.extend_from_slice(frame);
                 link.skip += 1;
+                link.replay_unanswered += 1;
             }
             link.prepared = true;
         }
@@ -385,19 +391,22 @@ impl Session {
     }
 }
 
-/// Writes as much of `buf` as the socket takes now; true if anything was written.
+/// Writes as much of the first `limit` bytes of `buf` as the socket takes now; returns how
+/// many it wrote.
 fn write_all_ready(
     stream: &mut TcpStream,
     cx: &mut Context<'_>,
     buf: &mut BytesMut,
-) -> Result<bool, UpstreamError> {
-    let mut wrote = false;
-    while !buf.is_empty() {
-        match Pin::new(&mut *stream).poll_write(cx, buf) {
+    limit: usize,
+) -> Result<usize, UpstreamError> {
+    let mut wrote = 0;
+    while wrote < limit && !buf.is_empty() {
+        let end = buf.len().min(limit - wrote);
+        match Pin::new(&mut *stream).poll_write(cx, &buf[..end]) {
             Poll::Ready(Ok(0)) => return Err(UpstreamError::Closed),
             Poll::Ready(Ok(n)) => {
                 buf.advance(n);
-                wrote = true;
+                wrote += n;
             }
             Poll::Ready(Err(e)) => return Err(UpstreamError::Io(e)),
             Poll::Pending => break,

@@ -30,10 +30,6 @@ pub enum UpstreamError {
     /// commands queued behind it were not sent.
     #[error("cannot restore the session's connection state: {0}")]
     StateReplay(String),
-    /// The endpoint accepted a connection-state command that another endpoint refused, so its
-    /// connection no longer matches what the client was told.
-    #[error("connection state diverged: another endpoint refused a connection-state command this one applied")]
-    StateDiverged,
 }
 
 /// Opens a TCP connection to `address` (`host:port`, resolved now) within `timeout`, with
