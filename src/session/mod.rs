@@ -36,7 +36,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 /// Most replies a session may owe its client before it stops reading requests.
-pub const MAX_PENDING: usize = 64 * 1024;
+pub const MAX_PENDING: usize = 256 * 1024;
 /// Read buffers grow by this much when they run out of room.
 const READ_CHUNK: usize = 16 * 1024;
 /// An empty buffer larger than this is released, so a burst does not pin memory.
@@ -175,15 +175,23 @@ impl Session {
     }
 
     /// Whether the session may read more requests now.
+    ///
+    /// Replies piling up for a client that is not reading do not stop it: like Redis, turnout
+    /// keeps taking requests (a client may write its whole pipeline before reading) and stops
+    /// reading replies from the endpoints instead, which then buffer them as they would for
+    /// a direct client. Requests the endpoints are not taking do stop it.
     fn wants_requests(&self) -> bool {
         !self.stop_reading
             && self.pending.len() < MAX_PENDING
-            && self.buffered() < self.shared.config.proxy.max_buffered_bytes
+            && self.unsent() < self.shared.config.proxy.max_buffered_bytes
     }
 
-    /// Bytes queued in this session's output buffers.
-    fn buffered(&self) -> usize {
-        self.cout.len() + self.links.iter().map(|l| l.wbuf.len()).sum::<usize>()
+    /// Request bytes queued for endpoints.
+    fn unsent(&self) -> usize {
+        self.links
+            .iter()
+            .map(|l| l.wbuf.len() + l.replay.len())
+            .sum::<usize>()
     }
 
     /// Whose reply is due next, if an endpoint's.
