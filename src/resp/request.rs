@@ -47,36 +47,74 @@ pub fn parse(
     args: &mut Vec<Range<usize>>,
     max_request: usize,
 ) -> Result<Parsed, ProtocolError> {
-    args.clear();
-    match buf.first() {
-        None => Ok(Parsed::Incomplete),
-        Some(b'*') => parse_multibulk(buf, args, max_request),
-        Some(_) => parse_inline_line(buf),
-    }
+    parse_resumable(buf, args, max_request, &mut Resume::default())
 }
 
-fn parse_multibulk(
+/// Where parsing of an incomplete multibulk stopped. Passing it back with the same buffer
+/// (grown, not moved) resumes after the last complete argument instead of re-parsing the
+/// request from its start, so a request with many arguments arriving in small pieces costs
+/// time in proportion to its size, not to its size times the number of reads.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Resume {
+    /// Arguments announced by the header; 0 when no request is in progress.
+    count: usize,
+    /// Offset of the next argument's header.
+    pos: usize,
+}
+
+/// [`parse`], resuming from `resume` and updating it. `args` must be the vector filled by
+/// the previous call when `resume` is in progress.
+///
+/// # Errors
+/// As [`parse`].
+pub fn parse_resumable(
     buf: &[u8],
     args: &mut Vec<Range<usize>>,
     max_request: usize,
+    resume: &mut Resume,
 ) -> Result<Parsed, ProtocolError> {
-    let Some(cr) = find_crlf(buf) else {
-        return if buf.len() > MAX_LINE {
-            Err(ProtocolError::LineTooLong)
-        } else {
-            Ok(Parsed::Incomplete)
+    if resume.count == 0 {
+        args.clear();
+        match buf.first() {
+            None => return Ok(Parsed::Incomplete),
+            Some(b'*') => {}
+            Some(_) => return parse_inline_line(buf),
+        }
+        let Some(cr) = find_crlf(buf) else {
+            return if buf.len() > MAX_LINE {
+                Err(ProtocolError::LineTooLong)
+            } else {
+                Ok(Parsed::Incomplete)
+            };
         };
-    };
-    let count = parse_int(&buf[1..cr]).ok_or(ProtocolError::MultibulkLength)?;
-    if count > MAX_ARGS {
-        return Err(ProtocolError::MultibulkLength);
+        let count = parse_int(&buf[1..cr]).ok_or(ProtocolError::MultibulkLength)?;
+        if count > MAX_ARGS {
+            return Err(ProtocolError::MultibulkLength);
+        }
+        if count <= 0 {
+            return Ok(Parsed::Empty { len: cr + 2 });
+        }
+        *resume = Resume {
+            count: count as usize,
+            pos: cr + 2,
+        };
     }
-    let mut pos = cr + 2;
-    if count <= 0 {
-        return Ok(Parsed::Empty { len: pos });
+    let result = parse_arguments(buf, args, max_request, resume);
+    if !matches!(result, Ok(Parsed::Incomplete)) {
+        *resume = Resume::default();
     }
-    for _ in 0..count {
-        let rest = &buf[pos..];
+    result
+}
+
+fn parse_arguments(
+    buf: &[u8],
+    args: &mut Vec<Range<usize>>,
+    max_request: usize,
+    resume: &mut Resume,
+) -> Result<Parsed, ProtocolError> {
+    while args.len() < resume.count {
+        let pos = resume.pos;
+        let rest = buf.get(pos..).unwrap_or_default();
         match rest.first() {
             None => return Ok(Parsed::Incomplete),
             Some(b'$') => {}
@@ -105,9 +143,9 @@ fn parse_multibulk(
             return Err(ProtocolError::MissingCrlf);
         }
         args.push(start..end);
-        pos = end + 2;
+        resume.pos = end + 2;
     }
-    Ok(Parsed::Multibulk { len: pos })
+    Ok(Parsed::Multibulk { len: resume.pos })
 }
 
 fn parse_inline_line(buf: &[u8]) -> Result<Parsed, ProtocolError> {
@@ -292,6 +330,40 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn resuming_at_every_split_gives_the_same_request_and_skips_parsed_arguments() {
+        let frame = b"*4\r\n$4\r\nMSET\r\n$1\r\na\r\n$5\r\nhello\r\n$0\r\n\r\n";
+        for cut in 0..frame.len() {
+            let mut args = Vec::new();
+            let mut resume = Resume::default();
+            assert_eq!(
+                parse_resumable(&frame[..cut], &mut args, MAX, &mut resume),
+                Ok(Parsed::Incomplete),
+                "cut {cut}"
+            );
+            let parsed_before = args.len();
+            assert_eq!(
+                parse_resumable(frame, &mut args, MAX, &mut resume),
+                Ok(Parsed::Multibulk { len: frame.len() })
+            );
+            assert_eq!(args, vec![8..12, 18..19, 25..30, 36..36], "cut {cut}");
+            assert_eq!(resume, Resume::default());
+            assert!(parsed_before <= 4);
+        }
+        let mut args = Vec::new();
+        let mut resume = Resume::default();
+        assert_eq!(
+            parse_resumable(&frame[..24], &mut args, MAX, &mut resume),
+            Ok(Parsed::Incomplete)
+        );
+        assert_eq!(
+            args.len(),
+            2,
+            "complete arguments are kept, not parsed again"
+        );
+        assert_eq!(resume.pos, 21);
     }
 
     #[test]

@@ -39,7 +39,8 @@ impl Session {
         let mut cin = std::mem::take(&mut self.cin);
         while self.wants_requests() {
             let mut args = std::mem::take(&mut self.args);
-            let parsed = resp::request::parse(&cin, &mut args, max_request);
+            let parsed =
+                resp::request::parse_resumable(&cin, &mut args, max_request, &mut self.resume);
             match parsed {
                 Ok(Parsed::Incomplete) => {
                     self.args = args;

@@ -98,6 +98,8 @@ struct Session {
     pending: VecDeque<Pending>,
     /// Argument ranges of the request being dispatched (reused).
     args: Vec<Range<usize>>,
+    /// Where parsing of a partly received request stopped (`args` holds its arguments so far).
+    resume: crate::resp::request::Resume,
     /// Scratch buffer for inline commands rewritten as multibulk.
     inline: BytesMut,
     /// Connection-state commands every endpoint accepted, by kind: replayed on every new
@@ -127,6 +129,7 @@ pub async fn serve(client: TcpStream, shared: Arc<Shared>, mut shutdown: watch::
         links,
         pending: VecDeque::new(),
         args: Vec::new(),
+        resume: Default::default(),
         inline: BytesMut::new(),
         state: Default::default(),
         state_inflight: VecDeque::new(),
@@ -169,6 +172,7 @@ impl Session {
                     shut_down = true;
                     self.stop_reading = true;
                     self.cin.clear();
+                    self.resume = Default::default();
                 }
             }
         }
