@@ -31,6 +31,8 @@ pub const LATENCY_BUCKETS: [f64; 16] = [
     1.0, 2.5, 10.0,
 ];
 const BUCKETS: usize = LATENCY_BUCKETS.len() + 1;
+/// Distinct request counters a session accumulates before publishing.
+const LOCAL_COUNTERS: usize = 8;
 
 /// Kinds of errors, the `kind` label of `turnout_errors_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -204,8 +206,10 @@ impl RequestStats {
 /// instead of several per command.
 #[derive(Debug)]
 pub struct LocalStats {
-    request_index: usize,
-    request_count: u64,
+    /// (counter index, count) pairs not yet published; a pipeline mixing a few commands
+    /// and namespaces publishes each counter once per turn.
+    requests: [(usize, u64); LOCAL_COUNTERS],
+    used: usize,
     buckets: [u64; BUCKETS],
     sum_nanos: u64,
     dirty: bool,
@@ -214,8 +218,8 @@ pub struct LocalStats {
 impl Default for LocalStats {
     fn default() -> Self {
         LocalStats {
-            request_index: 0,
-            request_count: 0,
+            requests: [(0, 0); LOCAL_COUNTERS],
+            used: 0,
             buckets: [0; BUCKETS],
             sum_nanos: 0,
             dirty: false,
@@ -234,13 +238,26 @@ impl LocalStats {
         command: CommandId,
     ) {
         let index = shared.index(ns, endpoint, command);
-        if index != self.request_index && self.request_count > 0 {
-            shared.requests[self.request_index].fetch_add(self.request_count, Relaxed);
-            self.request_count = 0;
-        }
-        self.request_index = index;
-        self.request_count += 1;
         self.dirty = true;
+        if let Some(slot) = self.requests[..self.used]
+            .iter_mut()
+            .find(|(i, _)| *i == index)
+        {
+            slot.1 += 1;
+            return;
+        }
+        if self.used == LOCAL_COUNTERS {
+            self.flush_requests(shared);
+        }
+        self.requests[self.used] = (index, 1);
+        self.used += 1;
+    }
+
+    fn flush_requests(&mut self, shared: &RequestStats) {
+        for (index, count) in &self.requests[..self.used] {
+            shared.requests[*index].fetch_add(*count, Relaxed);
+        }
+        self.used = 0;
     }
 
     /// Records one request's latency.
@@ -261,10 +278,7 @@ impl LocalStats {
         if !self.dirty {
             return;
         }
-        if self.request_count > 0 {
-            shared.requests[self.request_index].fetch_add(self.request_count, Relaxed);
-            self.request_count = 0;
-        }
+        self.flush_requests(shared);
         for (local, global) in self.buckets.iter_mut().zip(shared.buckets.iter()) {
             if *local > 0 {
                 global.fetch_add(*local, Relaxed);
@@ -284,6 +298,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn more_distinct_counters_than_slots_are_all_counted() {
+        let shared = RequestStats::new(1, 1);
+        let mut local = LocalStats::default();
+        for command in 0..(LOCAL_COUNTERS as u16 * 3) {
+            local.request(&shared, 0, 0, command);
+            local.request(&shared, 0, 0, command);
+        }
+        local.flush(&shared);
+        for command in 0..(LOCAL_COUNTERS as u16 * 3) {
+            assert_eq!(
+                shared.requests[shared.index(0, 0, command)].load(Relaxed),
+                2
+            );
+        }
+    }
+
+    #[test]
     fn local_counts_reach_the_shared_stats_on_flush() {
         let shared = RequestStats::new(2, 2);
         let mut local = LocalStats::default();
@@ -294,11 +325,11 @@ mod tests {
         local.latency(Duration::from_secs(20));
         assert_eq!(
             shared.requests[shared.index(0, 1, 3)].load(Relaxed),
-            2,
-            "flushed when the index changed"
+            0,
+            "published only on flush"
         );
-        assert_eq!(shared.requests[shared.index(1, 0, 4)].load(Relaxed), 0);
         local.flush(&shared);
+        assert_eq!(shared.requests[shared.index(0, 1, 3)].load(Relaxed), 2);
         assert_eq!(shared.requests[shared.index(1, 0, 4)].load(Relaxed), 1);
         assert_eq!(
             shared.buckets[1].load(Relaxed),
