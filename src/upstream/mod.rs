@@ -32,6 +32,13 @@ pub enum UpstreamError {
     StateReplay(String),
 }
 
+/// Idle time before the first keepalive probe on an endpoint connection.
+pub const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
+/// Time between keepalive probes.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// Unanswered probes before the connection is declared dead (so 30 s + 3 × 10 s).
+pub const KEEPALIVE_RETRIES: u32 = 3;
+
 /// Opens a TCP connection to `address` (`host:port`, resolved now) within `timeout`, with
 /// `TCP_NODELAY` set: turnout batches writes itself.
 ///
@@ -43,6 +50,15 @@ pub async fn connect(address: &str, timeout: Duration) -> Result<TcpStream, Upst
         .map_err(|_| UpstreamError::ConnectTimeout(timeout))?
         .map_err(UpstreamError::Connect)?;
     stream.set_nodelay(true).map_err(UpstreamError::Connect)?;
+    // A peer that vanishes without a reset (host down, cable pulled) would otherwise leave
+    // pending replies waiting forever: probe idle connections so it surfaces as an error.
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(KEEPALIVE_IDLE)
+        .with_interval(KEEPALIVE_INTERVAL)
+        .with_retries(KEEPALIVE_RETRIES);
+    socket2::SockRef::from(&stream)
+        .set_tcp_keepalive(&keepalive)
+        .map_err(UpstreamError::Connect)?;
     Ok(stream)
 }
 
@@ -68,6 +84,26 @@ mod tests {
             .expect_err("nothing listens");
         assert!(matches!(err, UpstreamError::Connect(_)), "{err}");
         assert!(err.to_string().starts_with("connect failed: "), "{err}");
+    }
+
+    #[tokio::test]
+    async fn endpoint_connections_are_probed_when_idle() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let stream = connect(&addr, Duration::from_secs(2))
+            .await
+            .expect("connect");
+        let sock = socket2::SockRef::from(&stream);
+        assert!(sock.keepalive().expect("SO_KEEPALIVE"));
+        assert_eq!(
+            sock.tcp_keepalive_time().expect("TCP_KEEPIDLE"),
+            KEEPALIVE_IDLE
+        );
+        assert_eq!(
+            sock.tcp_keepalive_retries().expect("TCP_KEEPCNT"),
+            KEEPALIVE_RETRIES
+        );
+        assert!(stream.nodelay().expect("TCP_NODELAY"));
     }
 
     #[test]
