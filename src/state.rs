@@ -298,36 +298,11 @@ pub fn restore(
 mod tests {
     use super::*;
 
-    fn config(state: &Path) -> Config {
-        let text = format!(
-            r#"
-            [proxy]
-            listen = "127.0.0.1:6380"
-            [admin]
-            listen = "127.0.0.1:9900"
-            [state]
-            path = "{}"
-            [endpoints.legacy]
-            address = "127.0.0.1:6379"
-            [endpoints.new]
-            address = "127.0.0.1:6390"
-            [[namespaces]]
-            name = "web-cache"
-            prefixes = ["web:"]
-            target = "legacy"
-            [default]
-            target = "legacy"
-        "#,
-            state.display()
-        );
-        Config::from_toml(&text, &|_| None).expect("valid")
-    }
-
     #[test]
     fn a_saved_table_restores_and_overrides_the_config() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("state.json");
-        let config = config(&path);
+        let config = crate::config::tests::good();
         let ns = Namespaces::new(&config);
         assert!(load(&path).expect("missing is fine").is_none());
         let mut table = RouteTable::from_config(&config, SystemTime::now());
@@ -368,7 +343,7 @@ mod tests {
     fn an_unknown_endpoint_in_the_file_stops_start_up() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("state.json");
-        let config = config(&path);
+        let config = crate::config::tests::good();
         let ns = Namespaces::new(&config);
         let table = RouteTable::from_config(&config, SystemTime::now());
         let mut file = StateFile::capture(&config, &ns, &table, &[]);

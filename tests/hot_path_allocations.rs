@@ -18,31 +18,10 @@ const PIPELINE: &[u8] = b"*2\r\n$3\r\nGET\r\n$8\r\nweb:key1\r\n\
 const REPLIES: &[u8] = b"$3\r\nxyz\r\n+OK\r\n*3\r\n$1\r\na\r\n$-1\r\n$1\r\nc\r\n:1\r\n+PONG\r\n";
 
 fn config() -> Config {
-    let text = r#"
-        [proxy]
-        listen = "127.0.0.1:6380"
-        [admin]
-        listen = "127.0.0.1:9900"
-        [state]
-        path = "s.json"
-        [endpoints.legacy]
-        address = "127.0.0.1:6379"
-        [endpoints.new]
-        address = "127.0.0.1:6390"
-        [[namespaces]]
-        name = "web-cache"
-        prefixes = ["web:"]
-        target = "legacy"
-        [[namespaces]]
-        name = "token-cache"
-        prefixes = ["tok:", "session:"]
-        target = "new"
-        [default]
-        target = "legacy"
-    "#;
+    let text = include_str!("../config/turnout.example.toml");
     match Config::from_toml(text, &|_| None) {
         Ok(c) => c,
-        Err(e) => panic!("test config: {e}"),
+        Err(e) => panic!("example config: {e}"),
     }
 }
 

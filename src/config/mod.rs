@@ -542,4 +542,4 @@ fn parse_duration(
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -1,6 +1,8 @@
 use super::*;
 
-const GOOD: &str = r#"
+/// A valid two-endpoint config (legacy, new; web-cache on legacy, token-cache on new), shared
+/// by the unit tests of other modules.
+pub(crate) const GOOD: &str = r#"
 [proxy]
 listen = "127.0.0.1:6380"
 [admin]
@@ -25,6 +27,14 @@ target = "legacy"
 
 fn no_env(_: &str) -> Option<String> {
     None
+}
+
+/// [`GOOD`], validated.
+pub(crate) fn good() -> Config {
+    match Config::from_toml(GOOD, &no_env) {
+        Ok(config) => config,
+        Err(e) => panic!("the shared test config is invalid: {e}"),
+    }
 }
 
 fn problems(text: &str) -> Vec<String> {

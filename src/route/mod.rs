@@ -186,35 +186,9 @@ impl Router {
 mod tests {
     use super::*;
 
-    fn config() -> Config {
-        let text = r#"
-            [proxy]
-            listen = "127.0.0.1:6380"
-            [admin]
-            listen = "127.0.0.1:9900"
-            [state]
-            path = "s.json"
-            [endpoints.legacy]
-            address = "127.0.0.1:6379"
-            [endpoints.new]
-            address = "127.0.0.1:6390"
-            [[namespaces]]
-            name = "web-cache"
-            prefixes = ["web:"]
-            target = "new"
-            [[namespaces]]
-            name = "token-cache"
-            prefixes = ["tok:", "session:"]
-            target = "legacy"
-            [default]
-            target = "legacy"
-        "#;
-        Config::from_toml(text, &|_| None).expect("valid")
-    }
-
     #[test]
     fn keys_map_to_namespaces_and_targets() {
-        let config = config();
+        let config = crate::config::tests::good();
         let ns = Namespaces::new(&config);
         let table = RouteTable::from_config(&config, SystemTime::UNIX_EPOCH);
         let new = config.endpoint_id("new").expect("new");
@@ -222,8 +196,8 @@ mod tests {
         assert_eq!(ns.name(ns.of_key(b"web:1")), "web-cache");
         assert_eq!(ns.name(ns.of_key(b"session:1")), "token-cache");
         assert_eq!(ns.name(ns.of_key(b"other")), "default");
-        assert_eq!(table.target(ns.of_key(b"web:1")), new);
-        assert_eq!(table.target(ns.of_key(b"tok:1")), legacy);
+        assert_eq!(table.target(ns.of_key(b"web:1")), legacy);
+        assert_eq!(table.target(ns.of_key(b"tok:1")), new);
         assert_eq!(table.target(ns.default_id()), legacy);
         assert_eq!(
             table.endpoints_in_use(),
