@@ -117,17 +117,17 @@ fn movable_and_keyword_keys_are_routed_by_their_keys() {
     expect_prefix(
         &mut c,
         &["EVAL", "return 1", "2", "tok:a", "web:b"],
-        b"-ERR turnout:",
+        b"-CROSSNS keys of this command are routed to different endpoints (",
     );
     expect_prefix(
         &mut c,
         &["ZUNIONSTORE", "tok:x", "2", "tok:z1", "web:z"],
-        b"-ERR turnout:",
+        b"-CROSSNS keys of this command are routed to different endpoints (",
     );
     expect_prefix(
         &mut c,
         &["SORT", "tok:l", "STORE", "web:sorted"],
-        b"-ERR turnout:",
+        b"-CROSSNS keys of this command are routed to different endpoints (",
     );
     assert_eq!(env.legacy.dbsize(), 0);
     assert!(!env.new.exists("tok:x"));

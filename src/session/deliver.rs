@@ -31,6 +31,10 @@ impl Session {
                     let (mask, primary) = (*mask, *primary);
                     self.gather(mask, primary)?
                 }
+                Source::Merge(merge) => {
+                    let mask = merge.mask();
+                    self.merge_front(mask)?
+                }
             };
             if !delivered {
                 break;
@@ -92,16 +96,24 @@ impl Session {
         }
     }
 
-    /// One reply from every endpoint in `mask`: the first error, else `primary`'s reply.
-    fn gather(&mut self, mask: u64, primary: EndpointId) -> Result<bool, End> {
+    /// The next complete reply of every endpoint in `mask`, once all are in.
+    pub(super) fn complete_replies(&mut self, mask: u64) -> Result<Option<Replies>, End> {
         let mut nexts = [const { None }; crate::config::MAX_ENDPOINTS];
         for ep in (0..self.links.len()).filter(|ep| mask & (1 << ep) != 0) {
             match self.links[ep].next_reply() {
-                Ok(Next::Wait | Next::Partial) => return Ok(false),
+                Ok(Next::Wait | Next::Partial) => return Ok(None),
                 Ok(next) => nexts[ep] = Some(next),
-                Err(cause) => return self.broken_endpoint(ep, cause).map(|()| false),
+                Err(cause) => return self.broken_endpoint(ep, cause).map(|()| None),
             }
         }
+        Ok(Some(nexts))
+    }
+
+    /// One reply from every endpoint in `mask`: the first error, else `primary`'s reply.
+    fn gather(&mut self, mask: u64, primary: EndpointId) -> Result<bool, End> {
+        let Some(nexts) = self.complete_replies(mask)? else {
+            return Ok(false);
+        };
         let is_error = |ep: usize, next: &Next, links: &[super::link::Link]| match next {
             Next::Error => true,
             Next::Frame(len) => is_error_reply(&links[ep].rbuf[..*len]),
@@ -210,6 +222,9 @@ impl Session {
         self.fail_link(ep, cause)
     }
 }
+
+/// One endpoint's next reply per endpoint index (`None`: not involved).
+pub(super) type Replies = [Option<Next>; crate::config::MAX_ENDPOINTS];
 
 /// Whether a complete reply is an error (RESP2 `-` or RESP3 blob error `!`).
 fn is_error_reply(reply: &[u8]) -> bool {

@@ -4,7 +4,7 @@
 //! namespaces and through the route snapshot to one endpoint, and its original bytes are
 //! appended to that endpoint's link. The route snapshot is loaded once per batch.
 
-use super::{Pending, Session, Source};
+use super::{split, Pending, Session, Source};
 use crate::command::keys::{for_each_key, KeysError};
 use crate::command::policy::StateKind;
 use crate::command::{self, CommandId, Policy};
@@ -138,12 +138,18 @@ impl Session {
             Destination::One { ns, endpoint } => {
                 self.forward(endpoint, frame, ns, resolved.id, now)
             }
+            Destination::Split { .. }
+                if split::splittable(command::label(resolved.id)).is_some() =>
+            {
+                if let Some(how) = split::splittable(command::label(resolved.id)) {
+                    self.split(frame, args, how, table, now);
+                }
+            }
             Destination::Split { first, other } => {
                 let namespaces = &self.shared.router.namespaces;
                 let endpoints = &self.shared.config.endpoints;
                 let message = format!(
-                    "ERR turnout: keys of '{}' are routed to different endpoints ({} -> {}, {} -> {})",
-                    command::label(resolved.id),
+                    "CROSSNS keys of this command are routed to different endpoints ({} -> {}, {} -> {})",
                     namespaces.name(first),
                     endpoints[table.target(first)].name,
                     namespaces.name(other),

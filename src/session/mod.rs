@@ -14,6 +14,7 @@
 mod deliver;
 mod dispatch;
 pub mod link;
+mod split;
 
 use crate::command::policy::{StateKind, STATE_KINDS};
 use crate::config::{Config, EndpointId};
@@ -63,6 +64,8 @@ enum Source {
     /// One reply from each endpoint in `mask` (connection state applied everywhere); the
     /// client gets the first error, else `primary`'s reply.
     Gather { mask: u64, primary: EndpointId },
+    /// The parts of a request split across endpoints, merged back into one reply.
+    Merge(Box<split::Merge>),
 }
 
 /// One reply the client is owed, in request order.
@@ -206,6 +209,17 @@ impl Session {
         }
     }
 
+    /// Endpoints whose next reply is due now: they are read even past the buffer bound,
+    /// since nothing else can be delivered before their replies are whole.
+    fn due_endpoints(&self) -> u64 {
+        match self.pending.front().map(|p| &p.source) {
+            Some(Source::Upstream(ep)) => 1 << ep,
+            Some(Source::Gather { mask, .. }) => *mask,
+            Some(Source::Merge(merge)) => merge.mask(),
+            _ => 0,
+        }
+    }
+
     /// Polls every socket once; `Ready` when anything moved.
     fn poll_io(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), End>> {
         let mut progressed = false;
@@ -239,11 +253,11 @@ impl Session {
                 Poll::Pending => {}
             }
         }
-        let front = self.front_endpoint();
+        let due = self.due_endpoints();
         let room = self.cout.len() < self.shared.config.proxy.max_buffered_bytes;
         for ep in 0..self.links.len() {
             let may_read = room
-                && (front == Some(ep)
+                && (due & (1 << ep) != 0
                     || self.links[ep].rbuf.len() < self.shared.config.proxy.max_buffered_bytes);
             if may_read {
                 progressed |= self.poll_link_read(ep, cx)?;
