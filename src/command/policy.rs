@@ -28,6 +28,21 @@ pub enum StateKind {
 /// Number of [`StateKind`]s.
 pub const STATE_KINDS: usize = 6;
 
+/// The transaction commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxCommand {
+    /// `MULTI`.
+    Multi,
+    /// `EXEC`.
+    Exec,
+    /// `DISCARD`.
+    Discard,
+    /// `WATCH`.
+    Watch,
+    /// `UNWATCH`.
+    Unwatch,
+}
+
 /// Turnout's treatment of one command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Policy {
@@ -37,11 +52,12 @@ pub enum Policy {
     State(StateKind),
     /// `QUIT`: answered by turnout, then the connection closes.
     Quit,
+    /// A transaction command: the transaction runs whole on one endpoint.
+    Transaction(TxCommand),
     /// Refused with `-ERR turnout: {reason}`; the connection stays open.
     Refuse(&'static str),
 }
 
-const NOT_YET_TRANSACTIONS: &str = "transactions (MULTI/EXEC/WATCH) are not supported yet";
 const NOT_YET_PUBSUB: &str = "subscriptions are not supported yet";
 const NOT_YET_AUTH: &str = "AUTH is not supported yet";
 const WHOLE_KEYSPACE: &str =
@@ -70,7 +86,11 @@ fn by_name(name: &str) -> Policy {
         "client|setinfo" => Policy::State(StateKind::SetInfo),
         "client|no-evict" => Policy::State(StateKind::NoEvict),
         "client|no-touch" => Policy::State(StateKind::NoTouch),
-        "multi" | "exec" | "discard" | "watch" | "unwatch" => Policy::Refuse(NOT_YET_TRANSACTIONS),
+        "multi" => Policy::Transaction(TxCommand::Multi),
+        "exec" => Policy::Transaction(TxCommand::Exec),
+        "discard" => Policy::Transaction(TxCommand::Discard),
+        "watch" => Policy::Transaction(TxCommand::Watch),
+        "unwatch" => Policy::Transaction(TxCommand::Unwatch),
         "subscribe" | "psubscribe" | "ssubscribe" | "unsubscribe" | "punsubscribe"
         | "sunsubscribe" => Policy::Refuse(NOT_YET_PUBSUB),
         "auth" => Policy::Refuse(NOT_YET_AUTH),

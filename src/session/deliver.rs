@@ -31,6 +31,10 @@ impl Session {
                     let (mask, primary) = (*mask, *primary);
                     self.gather(mask, primary)?
                 }
+                Source::Swallow(ep) => {
+                    let ep = *ep;
+                    self.swallow_reply(ep)?
+                }
                 Source::Merge(merge) => {
                     let mask = merge.mask();
                     self.merge_front(mask)?
@@ -107,6 +111,17 @@ impl Session {
             }
         }
         Ok(Some(nexts))
+    }
+
+    /// Consumes the reply to a command of turnout's own; true once consumed.
+    fn swallow_reply(&mut self, ep: EndpointId) -> Result<bool, End> {
+        let Some(nexts) = self.complete_replies(1 << ep)? else {
+            return Ok(false);
+        };
+        if let Some(next) = &nexts[ep] {
+            self.links[ep].consumed(next);
+        }
+        Ok(true)
     }
 
     /// One reply from every endpoint in `mask`: the first error, else `primary`'s reply.

@@ -17,9 +17,11 @@ use std::ops::ControlFlow;
 use std::time::Instant;
 
 /// Where a request's keys lead.
-enum Destination {
-    /// One endpoint (keyless requests: the default route's).
+pub(super) enum Destination {
+    /// One endpoint.
     One { ns: NsId, endpoint: EndpointId },
+    /// No keys: the default route's endpoint.
+    Keyless { ns: NsId, endpoint: EndpointId },
     /// Keys on two endpoints: the first key's and the first key elsewhere.
     Split { first: NsId, other: NsId },
     /// Keys that cannot be found from the command's arguments.
@@ -33,7 +35,7 @@ impl Session {
             return;
         }
         let shared = self.shared.clone();
-        let table = shared.router.load();
+        let live = shared.router.load();
         let now = Instant::now();
         let max_request = shared.config.proxy.max_request_bytes;
         let mut cin = std::mem::take(&mut self.cin);
@@ -48,7 +50,10 @@ impl Session {
                 }
                 Ok(Parsed::Empty { len }) => cin.advance(len),
                 Ok(Parsed::Multibulk { len }) => {
-                    self.request(&cin[..len], &args, &table, now);
+                    // A transaction routes with the snapshot it began with.
+                    let snapshot = self.tx.as_ref().map(|tx| tx.table.clone());
+                    let table = snapshot.as_ref().unwrap_or(&*live);
+                    self.request(&cin[..len], &args, table, now);
                     cin.advance(len);
                 }
                 Ok(Parsed::Inline { len }) => {
@@ -58,7 +63,9 @@ impl Session {
                         .and_then(|()| resp::request::parse(&inline, &mut args, usize::MAX));
                     match converted {
                         Ok(Parsed::Multibulk { len }) => {
-                            self.request(&inline[..len], &args, &table, now)
+                            let snapshot = self.tx.as_ref().map(|tx| tx.table.clone());
+                            let table = snapshot.as_ref().unwrap_or(&*live);
+                            self.request(&inline[..len], &args, table, now)
                         }
                         Ok(_) => {}
                         Err(e) => self.protocol_error(e, now),
@@ -87,7 +94,7 @@ impl Session {
     }
 
     /// Queues a reply made by turnout.
-    fn local(&mut self, reply: Bytes, since: Instant) {
+    pub(super) fn local(&mut self, reply: Bytes, since: Instant) {
         if self.pending.is_empty() && !self.front_started {
             self.cout.extend_from_slice(&reply);
             return;
@@ -98,7 +105,7 @@ impl Session {
         });
     }
 
-    fn refuse(&mut self, message: &str, kind: ErrorKind, since: Instant) {
+    pub(super) fn refuse(&mut self, message: &str, kind: ErrorKind, since: Instant) {
         metrics::error(kind);
         let mut reply = BytesMut::with_capacity(message.len() + 16);
         resp::write_error(&mut reply, message);
@@ -110,7 +117,7 @@ impl Session {
         &mut self,
         frame: &[u8],
         args: &[std::ops::Range<usize>],
-        table: &RouteTable,
+        table: &std::sync::Arc<RouteTable>,
         now: Instant,
     ) {
         let Some(name) = args.first().map(|r| &frame[r.clone()]) else {
@@ -118,8 +125,14 @@ impl Session {
         };
         let second = args.get(1).map(|r| &frame[r.clone()]);
         let resolved = command::resolve(name, second);
+        if let Policy::Transaction(which) = resolved.policy {
+            return self.transaction_command(which, resolved.id, frame, args, table, now);
+        }
+        if self.in_multi() && resolved.policy != Policy::Quit {
+            return self.queue(frame, args, table, now);
+        }
         match resolved.policy {
-            Policy::Forward => {}
+            Policy::Forward | Policy::Transaction(_) => {}
             Policy::Quit => {
                 self.local(Bytes::from_static(b"+OK\r\n"), now);
                 self.stop_reading = true;
@@ -135,7 +148,7 @@ impl Session {
             }
         }
         match self.destination(resolved.spec, frame, args, table) {
-            Destination::One { ns, endpoint } => {
+            Destination::One { ns, endpoint } | Destination::Keyless { ns, endpoint } => {
                 self.forward(endpoint, frame, ns, resolved.id, now)
             }
             Destination::Split { .. }
@@ -167,7 +180,7 @@ impl Session {
         }
     }
 
-    fn destination(
+    pub(super) fn destination(
         &self,
         spec: Option<&'static command::CommandSpec>,
         frame: &[u8],
@@ -200,7 +213,7 @@ impl Session {
             (Some((ns, endpoint)), None) => Destination::One { ns, endpoint },
             (None, _) => {
                 let ns = namespaces.default_id();
-                Destination::One {
+                Destination::Keyless {
                     ns,
                     endpoint: table.target(ns),
                 }
@@ -209,7 +222,7 @@ impl Session {
     }
 
     /// Appends a request to an endpoint's link and records whose reply is next.
-    fn forward(
+    pub(super) fn forward(
         &mut self,
         endpoint: EndpointId,
         frame: &[u8],

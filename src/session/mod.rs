@@ -15,6 +15,7 @@ mod deliver;
 mod dispatch;
 pub mod link;
 mod split;
+mod transaction;
 
 use crate::command::policy::{StateKind, STATE_KINDS};
 use crate::config::{Config, EndpointId};
@@ -66,6 +67,8 @@ enum Source {
     Gather { mask: u64, primary: EndpointId },
     /// The parts of a request split across endpoints, merged back into one reply.
     Merge(Box<split::Merge>),
+    /// A reply to turnout's own command (a deferred MULTI, a DISCARD), which nobody sees.
+    Swallow(EndpointId),
 }
 
 /// One reply the client is owed, in request order.
@@ -116,6 +119,8 @@ struct Session {
     front: ReplyScan,
     /// Whether the front reply has started streaming.
     front_started: bool,
+    /// The transaction in progress, if any.
+    tx: Option<transaction::Tx>,
     /// No more requests will be read: QUIT, a protocol error, EOF or shutdown.
     stop_reading: bool,
     stats: LocalStats,
@@ -138,6 +143,7 @@ pub async fn serve(client: TcpStream, shared: Arc<Shared>, mut shutdown: watch::
         state_inflight: VecDeque::new(),
         front: ReplyScan::new(),
         front_started: false,
+        tx: None,
         stop_reading: false,
         stats: LocalStats::default(),
     };
@@ -216,6 +222,7 @@ impl Session {
             Some(Source::Upstream(ep)) => 1 << ep,
             Some(Source::Gather { mask, .. }) => *mask,
             Some(Source::Merge(merge)) => merge.mask(),
+            Some(Source::Swallow(ep)) => 1 << ep,
             _ => 0,
         }
     }
