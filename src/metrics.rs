@@ -51,6 +51,8 @@ pub enum ErrorKind {
     CrossEndpoint,
     /// A connection refused because of `max_clients`.
     MaxClients,
+    /// A client presented wrong credentials.
+    Auth,
 }
 
 impl ErrorKind {
@@ -63,6 +65,7 @@ impl ErrorKind {
             ErrorKind::Refused => "refused",
             ErrorKind::CrossEndpoint => "cross_endpoint",
             ErrorKind::MaxClients => "max_clients",
+            ErrorKind::Auth => "auth",
         }
     }
 }

@@ -54,12 +54,13 @@ pub enum Policy {
     Quit,
     /// A transaction command: the transaction runs whole on one endpoint.
     Transaction(TxCommand),
+    /// `AUTH`: checked against turnout's own credentials.
+    Auth,
     /// Refused with `-ERR turnout: {reason}`; the connection stays open.
     Refuse(&'static str),
 }
 
 const NOT_YET_PUBSUB: &str = "subscriptions are not supported yet";
-const NOT_YET_AUTH: &str = "AUTH is not supported yet";
 const WHOLE_KEYSPACE: &str =
     "this command affects every namespace; run it on each endpoint directly";
 const CONNECTION_TAKEOVER: &str =
@@ -93,7 +94,7 @@ fn by_name(name: &str) -> Policy {
         "unwatch" => Policy::Transaction(TxCommand::Unwatch),
         "subscribe" | "psubscribe" | "ssubscribe" | "unsubscribe" | "punsubscribe"
         | "sunsubscribe" => Policy::Refuse(NOT_YET_PUBSUB),
-        "auth" => Policy::Refuse(NOT_YET_AUTH),
+        "auth" => Policy::Auth,
         "client|reply" => Policy::Refuse("CLIENT REPLY is not supported yet"),
         "client|tracking" | "client|caching" => {
             Policy::Refuse("client-side caching is not supported yet")

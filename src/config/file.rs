@@ -29,6 +29,7 @@ pub struct FileProxy {
     pub max_buffered_bytes: Option<usize>,
     pub connect_timeout: Option<String>,
     pub shutdown_grace: Option<String>,
+    pub auth: Option<super::auth::FileAuth>,
 }
 
 /// `[admin]`.

@@ -4,6 +4,7 @@
 //! and produces a validated [`Config`] with parsed addresses, durations and defaults applied.
 //! Every problem is reported at once, each with its path (`namespaces[2].target: …`).
 
+pub mod auth;
 mod file;
 
 use std::collections::{BTreeMap, HashMap};
@@ -69,6 +70,8 @@ pub struct ProxyConfig {
     pub connect_timeout: Duration,
     /// Bound on graceful shutdown.
     pub shutdown_grace: Duration,
+    /// Credentials clients must present (`[proxy.auth]`); `None`: no authentication.
+    pub auth: Option<auth::AuthConfig>,
 }
 
 /// `[admin]`, validated.
@@ -248,7 +251,7 @@ fn validate(
     problems: &mut Vec<Problem>,
 ) -> Config {
     let placeholder: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 0));
-    let proxy = validate_proxy(&file.proxy, problems, placeholder);
+    let proxy = validate_proxy(&file.proxy, env, problems, placeholder);
     let admin = validate_admin(&file.admin, env, problems, placeholder);
     if file.state.path.trim().is_empty() {
         problem(problems, "state.path", "must not be empty");
@@ -351,6 +354,7 @@ fn validate(
 
 fn validate_proxy(
     p: &file::FileProxy,
+    env: &dyn Fn(&str) -> Option<String>,
     problems: &mut Vec<Problem>,
     placeholder: SocketAddr,
 ) -> ProxyConfig {
@@ -413,6 +417,10 @@ fn validate_proxy(
             DEFAULT_SHUTDOWN_GRACE,
             problems,
         ),
+        auth: p
+            .auth
+            .as_ref()
+            .and_then(|a| auth::validate(a, env, problems)),
     }
 }
 

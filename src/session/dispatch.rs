@@ -4,7 +4,7 @@
 //! namespaces and through the route snapshot to one endpoint, and its original bytes are
 //! appended to that endpoint's link. The route snapshot is loaded once per batch.
 
-use super::{split, Pending, Session, Source};
+use super::{auth, split, Pending, Session, Source};
 use crate::command::keys::{for_each_key, KeysError};
 use crate::command::policy::StateKind;
 use crate::command::{self, CommandId, Policy};
@@ -125,6 +125,18 @@ impl Session {
         };
         let second = args.get(1).map(|r| &frame[r.clone()]);
         let resolved = command::resolve(name, second);
+        // Credentials are turnout's own: never queued, never forwarded.
+        if resolved.policy == Policy::Auth {
+            return self.auth_command(frame, args, now);
+        }
+        if !self.authenticated
+            && !matches!(
+                resolved.policy,
+                Policy::Quit | Policy::State(StateKind::Hello)
+            )
+        {
+            return self.local(Bytes::from_static(auth::NOAUTH), now);
+        }
         if let Policy::Transaction(which) = resolved.policy {
             return self.transaction_command(which, resolved.id, frame, args, table, now);
         }
@@ -132,7 +144,7 @@ impl Session {
             return self.queue(frame, args, table, now);
         }
         match resolved.policy {
-            Policy::Forward | Policy::Transaction(_) => {}
+            Policy::Forward | Policy::Transaction(_) | Policy::Auth => {}
             Policy::Quit => {
                 self.local(Bytes::from_static(b"+OK\r\n"), now);
                 self.stop_reading = true;
@@ -251,19 +263,21 @@ impl Session {
         command: CommandId,
         now: Instant,
     ) {
-        if kind == StateKind::Hello
-            && args
-                .iter()
-                .skip(2)
-                .any(|r| frame[r.clone()].eq_ignore_ascii_case(b"AUTH"))
-        {
-            self.refuse(
-                "ERR turnout: HELLO with AUTH is not supported yet",
-                ErrorKind::Refused,
-                now,
-            );
-            return;
-        }
+        let rewritten;
+        let frame = match kind {
+            StateKind::Hello => match self.hello_auth(frame, args) {
+                auth::HelloAuth::Absent if !self.authenticated => {
+                    return self.local(Bytes::from_static(auth::NOAUTH_HELLO), now);
+                }
+                auth::HelloAuth::Absent => frame,
+                auth::HelloAuth::Accepted(without_auth) => {
+                    rewritten = without_auth;
+                    &rewritten[..]
+                }
+                auth::HelloAuth::Refused => return self.local(auth::wrongpass(), now),
+            },
+            _ => frame,
+        };
         let default_ns = self.shared.router.namespaces.default_id();
         let primary = table.target(default_ns);
         self.prepare_link(primary);

@@ -11,6 +11,7 @@
 //! from its client (and from endpoints whose replies are not yet due), which pushes back on
 //! the client through TCP instead of failing it.
 
+mod auth;
 mod deliver;
 mod dispatch;
 pub mod link;
@@ -119,6 +120,8 @@ struct Session {
     front: ReplyScan,
     /// Whether the front reply has started streaming.
     front_started: bool,
+    /// The client has authenticated (always true without `[proxy.auth]`).
+    authenticated: bool,
     /// The transaction in progress, if any.
     tx: Option<transaction::Tx>,
     /// No more requests will be read: QUIT, a protocol error, EOF or shutdown.
@@ -129,6 +132,7 @@ struct Session {
 /// Serves one client connection until it closes, then returns.
 pub async fn serve(client: TcpStream, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
     let links = (0..shared.config.endpoints.len()).map(Link::new).collect();
+    let shared_auth_free = shared.config.proxy.auth.is_none();
     let mut session = Session {
         shared,
         client,
@@ -144,6 +148,7 @@ pub async fn serve(client: TcpStream, shared: Arc<Shared>, mut shutdown: watch::
         front: ReplyScan::new(),
         front_started: false,
         tx: None,
+        authenticated: shared_auth_free,
         stop_reading: false,
         stats: LocalStats::default(),
     };

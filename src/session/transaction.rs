@@ -163,7 +163,7 @@ impl Session {
             Policy::State(_) => Some(
                 "ERR turnout: connection-state commands are not supported inside MULTI".to_string(),
             ),
-            Policy::Quit | Policy::Forward | Policy::Transaction(_) => None,
+            Policy::Quit | Policy::Forward | Policy::Transaction(_) | Policy::Auth => None,
         };
         if let Some(message) = refusal {
             return self.abort(&message, now);
