@@ -56,6 +56,8 @@ pub enum Policy {
     Transaction(TxCommand),
     /// `AUTH`: checked against turnout's own credentials.
     Auth,
+    /// Sent to every endpoint (scripts and functions, so EVALSHA and FCALL work after a flip).
+    Everywhere,
     /// Refused with `-ERR turnout: {reason}`; the connection stays open.
     Refuse(&'static str),
 }
@@ -95,6 +97,8 @@ fn by_name(name: &str) -> Policy {
         "subscribe" | "psubscribe" | "ssubscribe" | "unsubscribe" | "punsubscribe"
         | "sunsubscribe" => Policy::Refuse(NOT_YET_PUBSUB),
         "auth" => Policy::Auth,
+        "script|load" | "script|exists" | "script|flush" | "function|load" | "function|delete"
+        | "function|flush" | "function|restore" => Policy::Everywhere,
         "client|reply" => Policy::Refuse("CLIENT REPLY is not supported yet"),
         "client|tracking" | "client|caching" => {
             Policy::Refuse("client-side caching is not supported yet")

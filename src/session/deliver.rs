@@ -27,9 +27,13 @@ impl Session {
                     let ep = *ep;
                     self.stream_front(ep)?
                 }
-                Source::Gather { mask, primary } => {
-                    let (mask, primary) = (*mask, *primary);
-                    self.gather(mask, primary)?
+                Source::Gather {
+                    mask,
+                    primary,
+                    state,
+                } => {
+                    let (mask, primary, state) = (*mask, *primary, *state);
+                    self.gather(mask, primary, state)?
                 }
                 Source::Swallow(ep) => {
                     let ep = *ep;
@@ -125,7 +129,7 @@ impl Session {
     }
 
     /// One reply from every endpoint in `mask`: the first error, else `primary`'s reply.
-    fn gather(&mut self, mask: u64, primary: EndpointId) -> Result<bool, End> {
+    fn gather(&mut self, mask: u64, primary: EndpointId, state: bool) -> Result<bool, End> {
         let Some(nexts) = self.complete_replies(mask)? else {
             return Ok(false);
         };
@@ -169,6 +173,9 @@ impl Session {
             if let Some(next) = next {
                 self.links[ep].consumed(next);
             }
+        }
+        if !state {
+            return Ok(true);
         }
         // Endpoints that applied a command the client was told failed are put back, before
         // anything queued behind it runs (it was held).

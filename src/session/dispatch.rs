@@ -144,6 +144,9 @@ impl Session {
             return self.queue(frame, args, table, now);
         }
         match resolved.policy {
+            Policy::Everywhere => {
+                return self.everywhere(frame, table, resolved.id, now);
+            }
             Policy::Forward | Policy::Transaction(_) | Policy::Auth => {}
             Policy::Quit => {
                 self.local(Bytes::from_static(b"+OK\r\n"), now);
@@ -233,6 +236,29 @@ impl Session {
         }
     }
 
+    /// SCRIPT LOAD, FUNCTION LOAD and the like: sent to every configured endpoint, so that a
+    /// script or function is there whichever endpoint a flip moves a namespace to. The client
+    /// gets the first error, else the default route's endpoint's reply.
+    fn everywhere(&mut self, frame: &[u8], table: &RouteTable, command: CommandId, now: Instant) {
+        let default_ns = self.shared.router.namespaces.default_id();
+        let mut mask = 0u64;
+        for ep in 0..self.links.len() {
+            self.prepare_link(ep);
+            self.links[ep].queue(frame);
+            mask |= 1 << ep;
+            self.stats
+                .request(&self.shared.stats, default_ns, ep, command);
+        }
+        self.pending.push_back(Pending {
+            source: Source::Gather {
+                mask,
+                primary: table.target(default_ns),
+                state: false,
+            },
+            since: now,
+        });
+    }
+
     /// Appends a request to an endpoint's link and records whose reply is next.
     pub(super) fn forward(
         &mut self,
@@ -294,7 +320,11 @@ impl Session {
         self.state_inflight
             .push_back((kind, Bytes::copy_from_slice(frame)));
         self.pending.push_back(Pending {
-            source: Source::Gather { mask, primary },
+            source: Source::Gather {
+                mask,
+                primary,
+                state: true,
+            },
             since: now,
         });
     }

@@ -65,7 +65,12 @@ enum Source {
     Local(Bytes),
     /// One reply from each endpoint in `mask` (connection state applied everywhere); the
     /// client gets the first error, else `primary`'s reply.
-    Gather { mask: u64, primary: EndpointId },
+    /// `state`: it answers a connection-state command (which holds what follows it).
+    Gather {
+        mask: u64,
+        primary: EndpointId,
+        state: bool,
+    },
     /// The parts of a request split across endpoints, merged back into one reply.
     Merge(Box<split::Merge>),
     /// A reply to turnout's own command (a deferred MULTI, a DISCARD), which nobody sees.

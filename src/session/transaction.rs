@@ -163,7 +163,11 @@ impl Session {
             Policy::State(_) => Some(
                 "ERR turnout: connection-state commands are not supported inside MULTI".to_string(),
             ),
-            Policy::Quit | Policy::Forward | Policy::Transaction(_) | Policy::Auth => None,
+            Policy::Quit
+            | Policy::Forward
+            | Policy::Transaction(_)
+            | Policy::Auth
+            | Policy::Everywhere => None,
         };
         if let Some(message) = refusal {
             return self.abort(&message, now);
