@@ -58,6 +58,8 @@ pub enum Policy {
     Auth,
     /// Sent to every endpoint (scripts and functions, so EVALSHA and FCALL work after a flip).
     Everywhere,
+    /// KEYS and SCAN: routed by the literal prefix of their pattern.
+    Pattern,
     /// Refused with `-ERR turnout: {reason}`; the connection stays open.
     Refuse(&'static str),
 }
@@ -97,6 +99,10 @@ fn by_name(name: &str) -> Policy {
         "subscribe" | "psubscribe" | "ssubscribe" | "unsubscribe" | "punsubscribe"
         | "sunsubscribe" => Policy::Refuse(NOT_YET_PUBSUB),
         "auth" => Policy::Auth,
+        "keys" | "scan" => Policy::Pattern,
+        "replicaof" | "slaveof" | "failover" => {
+            Policy::Refuse("replication commands are refused: they would reconfigure an endpoint shared by every namespace")
+        }
         "script|load" | "script|exists" | "script|flush" | "function|load" | "function|delete"
         | "function|flush" | "function|restore" => Policy::Everywhere,
         "client|reply" => Policy::Refuse("CLIENT REPLY is not supported yet"),

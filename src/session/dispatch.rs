@@ -28,6 +28,33 @@ pub(super) enum Destination {
     Unknowable,
 }
 
+/// The namespace a KEYS or SCAN pattern stays within: the one whose prefix starts the
+/// pattern's literal part (before any `*`, `?`, `[` or backslash), else the default route.
+fn pattern_namespace(
+    namespaces: &crate::route::Namespaces,
+    frame: &[u8],
+    args: &[std::ops::Range<usize>],
+) -> NsId {
+    let arg = |i: usize| args.get(i).map(|r| &frame[r.clone()]);
+    let is_keys = arg(0).is_some_and(|n| n.eq_ignore_ascii_case(b"KEYS"));
+    let pattern = if is_keys {
+        arg(1)
+    } else {
+        (2..args.len())
+            .find(|&i| arg(i).is_some_and(|a| a.eq_ignore_ascii_case(b"MATCH")))
+            .and_then(|i| arg(i + 1))
+    };
+    let Some(pattern) = pattern else {
+        return namespaces.default_id();
+    };
+    let literal_end = pattern
+        .iter()
+        .position(|b| matches!(b, b'*' | b'?' | b'[' | b'\\'))
+        .unwrap_or(pattern.len());
+    // The namespace whose prefix starts the literal part contains every key that matches.
+    namespaces.of_key(&pattern[..literal_end])
+}
+
 impl Session {
     /// Dispatches every complete request in the client buffer, as far as limits allow.
     pub(super) fn dispatch_buffered(&mut self) {
@@ -146,6 +173,10 @@ impl Session {
         match resolved.policy {
             Policy::Everywhere => {
                 return self.everywhere(frame, table, resolved.id, now);
+            }
+            Policy::Pattern => {
+                let ns = pattern_namespace(&self.shared.router.namespaces, frame, args);
+                return self.forward(table.target(ns), frame, ns, resolved.id, now);
             }
             Policy::Forward | Policy::Transaction(_) | Policy::Auth => {}
             Policy::Quit => {

@@ -167,7 +167,8 @@ impl Session {
             | Policy::Forward
             | Policy::Transaction(_)
             | Policy::Auth
-            | Policy::Everywhere => None,
+            | Policy::Everywhere
+            | Policy::Pattern => None,
         };
         if let Some(message) = refusal {
             return self.abort(&message, now);
