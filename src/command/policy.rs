@@ -60,6 +60,10 @@ pub enum Policy {
     Everywhere,
     /// KEYS and SCAN: routed by the literal prefix of their pattern.
     Pattern,
+    /// `CLIENT REPLY ON|OFF|SKIP`: kept by turnout, which silences replies itself.
+    ClientReply,
+    /// `RESET`: the session and its upstream connections back to a fresh state.
+    Reset,
     /// Refused with `-ERR turnout: {reason}`; the connection stays open.
     Refuse(&'static str),
 }
@@ -105,11 +109,11 @@ fn by_name(name: &str) -> Policy {
         }
         "script|load" | "script|exists" | "script|flush" | "function|load" | "function|delete"
         | "function|flush" | "function|restore" => Policy::Everywhere,
-        "client|reply" => Policy::Refuse("CLIENT REPLY is not supported yet"),
+        "client|reply" => Policy::ClientReply,
         "client|tracking" | "client|caching" => {
             Policy::Refuse("client-side caching is not supported yet")
         }
-        "reset" => Policy::Refuse("RESET is not supported yet"),
+        "reset" => Policy::Reset,
         "flushall" | "flushdb" | "swapdb" => Policy::Refuse(WHOLE_KEYSPACE),
         "monitor" | "sync" | "psync" | "replconf" => Policy::Refuse(CONNECTION_TAKEOVER),
         "shutdown" => Policy::Refuse(

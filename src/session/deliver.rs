@@ -18,7 +18,14 @@ impl Session {
     pub(super) fn deliver(&mut self) -> Result<(), End> {
         let mut now: Option<Instant> = None;
         while let Some(front) = self.pending.front() {
+            let silent = front.silent;
+            let written = self.cout.len();
             let delivered = match &front.source {
+                // A silenced reply is taken whole, never streamed: nothing of it may leave.
+                Source::Upstream(ep) if silent => {
+                    let ep = *ep;
+                    self.swallow_reply(ep)?
+                }
                 Source::Local(reply) => {
                     self.cout.extend_from_slice(reply);
                     true
@@ -46,6 +53,9 @@ impl Session {
             };
             if !delivered {
                 break;
+            }
+            if silent {
+                self.cout.truncate(written);
             }
             if let Some(done) = self.pending.pop_front() {
                 let now = *now.get_or_insert_with(Instant::now);

@@ -4,7 +4,7 @@
 //! namespaces and through the route snapshot to one endpoint, and its original bytes are
 //! appended to that endpoint's link. The route snapshot is loaded once per batch.
 
-use super::{auth, split, Pending, Session, Source};
+use super::{auth, split, Session, Source};
 use crate::command::keys::{for_each_key, KeysError};
 use crate::command::policy::StateKind;
 use crate::command::{self, CommandId, Policy};
@@ -122,14 +122,12 @@ impl Session {
 
     /// Queues a reply made by turnout.
     pub(super) fn local(&mut self, reply: Bytes, since: Instant) {
-        if self.pending.is_empty() && !self.front_started {
+        if self.pending.is_empty() && !self.front_started && self.reply_mode == super::ReplyMode::On
+        {
             self.cout.extend_from_slice(&reply);
             return;
         }
-        self.pending.push_back(Pending {
-            source: Source::Local(reply),
-            since,
-        });
+        self.expect(Source::Local(reply), since);
     }
 
     pub(super) fn refuse(&mut self, message: &str, kind: ErrorKind, since: Instant) {
@@ -159,13 +157,16 @@ impl Session {
         if !self.authenticated
             && !matches!(
                 resolved.policy,
-                Policy::Quit | Policy::State(StateKind::Hello)
+                Policy::Quit | Policy::Reset | Policy::State(StateKind::Hello)
             )
         {
             return self.local(Bytes::from_static(auth::NOAUTH), now);
         }
         if let Policy::Transaction(which) = resolved.policy {
             return self.transaction_command(which, resolved.id, frame, args, table, now);
+        }
+        if resolved.policy == Policy::Reset {
+            return self.reset(now);
         }
         if self.in_multi() && resolved.policy != Policy::Quit {
             return self.queue(frame, args, table, now);
@@ -174,6 +175,23 @@ impl Session {
             Policy::Everywhere => {
                 return self.everywhere(frame, table, resolved.id, now);
             }
+            Policy::ClientReply => {
+                let mode = args.get(2).map(|r| &frame[r.clone()]);
+                return match mode {
+                    Some(m) if m.eq_ignore_ascii_case(b"ON") => {
+                        self.reply_mode = super::ReplyMode::On;
+                        self.local(Bytes::from_static(b"+OK\r\n"), now);
+                    }
+                    Some(m) if m.eq_ignore_ascii_case(b"OFF") => {
+                        self.reply_mode = super::ReplyMode::Off
+                    }
+                    Some(m) if m.eq_ignore_ascii_case(b"SKIP") => {
+                        self.reply_mode = super::ReplyMode::Skip
+                    }
+                    _ => self.local(Bytes::from_static(b"-ERR syntax error\r\n"), now),
+                };
+            }
+            Policy::Reset => {}
             Policy::Pattern => {
                 let ns = pattern_namespace(&self.shared.router.namespaces, frame, args);
                 return self.forward(table.target(ns), frame, ns, resolved.id, now);
@@ -267,6 +285,24 @@ impl Session {
         }
     }
 
+    /// RESET: no transaction, replies on, connection state back to defaults (and not
+    /// authenticated when `[proxy.auth]` is set), on the session and on every upstream
+    /// connection it has.
+    fn reset(&mut self, now: Instant) {
+        self.tx = None;
+        self.reply_mode = super::ReplyMode::On;
+        self.authenticated = self.shared.config.proxy.auth.is_none();
+        self.state = Default::default();
+        for ep in 0..self.links.len() {
+            let link = &self.links[ep];
+            if link.is_active() || link.prepared || link.awaiting_state > 0 {
+                self.links[ep].queue(b"*1\r\n$5\r\nRESET\r\n");
+                self.expect(Source::Swallow(ep), now);
+            }
+        }
+        self.local(Bytes::from_static(b"+RESET\r\n"), now);
+    }
+
     /// SCRIPT LOAD, FUNCTION LOAD and the like: sent to every configured endpoint, so that a
     /// script or function is there whichever endpoint a flip moves a namespace to. The client
     /// gets the first error, else the default route's endpoint's reply.
@@ -280,14 +316,14 @@ impl Session {
             self.stats
                 .request(&self.shared.stats, default_ns, ep, command);
         }
-        self.pending.push_back(Pending {
-            source: Source::Gather {
+        self.expect(
+            Source::Gather {
                 mask,
                 primary: table.target(default_ns),
                 state: false,
             },
-            since: now,
-        });
+            now,
+        );
     }
 
     /// Appends a request to an endpoint's link and records whose reply is next.
@@ -301,10 +337,7 @@ impl Session {
     ) {
         self.prepare_link(endpoint);
         self.links[endpoint].queue(frame);
-        self.pending.push_back(Pending {
-            source: Source::Upstream(endpoint),
-            since: now,
-        });
+        self.expect(Source::Upstream(endpoint), now);
         self.stats
             .request(&self.shared.stats, ns, endpoint, command);
     }
@@ -350,13 +383,13 @@ impl Session {
         }
         self.state_inflight
             .push_back((kind, Bytes::copy_from_slice(frame)));
-        self.pending.push_back(Pending {
-            source: Source::Gather {
+        self.expect(
+            Source::Gather {
                 mask,
                 primary,
                 state: true,
             },
-            since: now,
-        });
+            now,
+        );
     }
 }

@@ -82,6 +82,17 @@ enum Source {
 struct Pending {
     source: Source,
     since: Instant,
+    /// CLIENT REPLY OFF or SKIP was in force: the reply is consumed, not sent.
+    silent: bool,
+}
+
+/// CLIENT REPLY's mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReplyMode {
+    On,
+    Off,
+    /// Silence the next command's reply only.
+    Skip,
 }
 
 /// Why a session ended early.
@@ -125,6 +136,8 @@ struct Session {
     front: ReplyScan,
     /// Whether the front reply has started streaming.
     front_started: bool,
+    /// CLIENT REPLY's mode.
+    reply_mode: ReplyMode,
     /// The client has authenticated (always true without `[proxy.auth]`).
     authenticated: bool,
     /// The transaction in progress, if any.
@@ -153,6 +166,7 @@ pub async fn serve(client: TcpStream, shared: Arc<Shared>, mut shutdown: watch::
         front: ReplyScan::new(),
         front_started: false,
         tx: None,
+        reply_mode: ReplyMode::On,
         authenticated: shared_auth_free,
         stop_reading: false,
         stats: LocalStats::default(),
@@ -195,6 +209,24 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// Records that a reply is owed, silenced if CLIENT REPLY says so. Turnout's own
+    /// swallowed replies do not count as the command a SKIP applies to.
+    fn expect(&mut self, source: Source, since: Instant) {
+        let silent = match (&source, self.reply_mode) {
+            (Source::Swallow(_), _) | (_, ReplyMode::On) => false,
+            (_, ReplyMode::Off) => true,
+            (_, ReplyMode::Skip) => {
+                self.reply_mode = ReplyMode::On;
+                true
+            }
+        };
+        self.pending.push_back(Pending {
+            source,
+            since,
+            silent,
+        });
     }
 
     /// Whether the session may read more requests now.

@@ -6,7 +6,7 @@
 //! other kind whose keys span endpoints is refused before anything runs.
 
 use super::link::Next;
-use super::{End, Pending, Session, Source};
+use super::{End, Session, Source};
 use crate::config::EndpointId;
 use crate::resp::reply::ReplyScan;
 use bytes::{Bytes, BytesMut};
@@ -113,10 +113,7 @@ impl Session {
             self.links[endpoint].queue(&part);
             mask |= 1 << endpoint;
         }
-        self.pending.push_back(Pending {
-            source: Source::Merge(Box::new(Merge { op, mask, order })),
-            since: now,
-        });
+        self.expect(Source::Merge(Box::new(Merge { op, mask, order })), now);
     }
 
     /// Delivers the merge at the front once every part has answered; true when done.

@@ -9,7 +9,7 @@
 //! answers `-EXECABORT`, as Redis does for a command refused while queueing.
 
 use super::dispatch::Destination;
-use super::{Pending, Session, Source};
+use super::{Session, Source};
 use crate::command::policy::TxCommand;
 use crate::command::{self, CommandId, Policy};
 use crate::config::EndpointId;
@@ -168,7 +168,11 @@ impl Session {
             | Policy::Transaction(_)
             | Policy::Auth
             | Policy::Everywhere
-            | Policy::Pattern => None,
+            | Policy::Pattern
+            | Policy::Reset => None,
+            Policy::ClientReply => {
+                Some("ERR turnout: CLIENT REPLY is not supported inside MULTI".to_string())
+            }
         };
         if let Some(message) = refusal {
             return self.abort(&message, now);
@@ -240,10 +244,7 @@ impl Session {
     fn swallow(&mut self, endpoint: EndpointId, frame: &[u8]) {
         self.prepare_link(endpoint);
         self.links[endpoint].queue(frame);
-        self.pending.push_back(Pending {
-            source: Source::Swallow(endpoint),
-            since: Instant::now(),
-        });
+        self.expect(Source::Swallow(endpoint), Instant::now());
     }
 }
 
