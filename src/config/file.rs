@@ -18,6 +18,23 @@ pub struct FileConfig {
     #[serde(default)]
     pub namespaces: Vec<FileNamespace>,
     pub default: FileDefault,
+    #[serde(default)]
+    pub commands: Vec<FileCommand>,
+}
+
+/// `[[commands]]`: a keyed command missing from the command table (a module's, a newer
+/// Redis's), with its key positions.
+#[derive(Debug, Deserialize)]
+pub struct FileCommand {
+    pub name: String,
+    pub first_key: i64,
+    pub last_key: i64,
+    #[serde(default = "one")]
+    pub step: i64,
+}
+
+fn one() -> i64 {
+    1
 }
 
 /// `[proxy]`.

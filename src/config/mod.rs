@@ -53,6 +53,21 @@ pub struct Config {
     pub namespaces: Vec<NamespaceConfig>,
     /// Initial target of the `default` route.
     pub default_target: EndpointId,
+    /// Keyed commands the command table lacks (`[[commands]]`).
+    pub extra_commands: Vec<ExtraCommand>,
+}
+
+/// A keyed command from `[[commands]]`, with Redis's legacy key positions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtraCommand {
+    /// Lower-case name.
+    pub name: String,
+    /// Index of the first key (the command name is 0).
+    pub first_key: usize,
+    /// Index of the last key; negative counts from the end (-1: the last argument).
+    pub last_key: i64,
+    /// Distance between keys.
+    pub step: usize,
 }
 
 /// `[proxy]`, validated.
@@ -341,6 +356,7 @@ fn validate(
         });
     }
     let default_target = resolve("default.target".to_string(), &file.default.target, problems);
+    let extra_commands = validate_commands(&file.commands, problems);
 
     Config {
         proxy,
@@ -349,7 +365,58 @@ fn validate(
         endpoints,
         namespaces,
         default_target,
+        extra_commands,
     }
+}
+
+fn validate_commands(
+    commands: &[file::FileCommand],
+    problems: &mut Vec<Problem>,
+) -> Vec<ExtraCommand> {
+    let mut out: Vec<ExtraCommand> = Vec::with_capacity(commands.len());
+    for (i, c) in commands.iter().enumerate() {
+        let path = format!("commands[{i}]");
+        let name = c.name.to_ascii_lowercase();
+        if name.is_empty() {
+            problem(problems, format!("{path}.name"), "must not be empty");
+        } else if crate::command::resolve(name.as_bytes(), None).id != crate::command::UNKNOWN {
+            problem(
+                problems,
+                format!("{path}.name"),
+                format!("\"{name}\" is in the command table already"),
+            );
+        } else if out.iter().any(|o| o.name == name) {
+            problem(
+                problems,
+                format!("{path}.name"),
+                format!("duplicate command \"{name}\""),
+            );
+        }
+        if c.first_key < 1 {
+            problem(
+                problems,
+                format!("{path}.first_key"),
+                "must be at least 1 (0 is the command name)",
+            );
+        }
+        if c.step < 1 {
+            problem(problems, format!("{path}.step"), "must be at least 1");
+        }
+        if c.last_key >= 0 && c.last_key < c.first_key {
+            problem(
+                problems,
+                format!("{path}.last_key"),
+                "must be at least first_key, or negative to count from the end",
+            );
+        }
+        out.push(ExtraCommand {
+            name,
+            first_key: usize::try_from(c.first_key.max(1)).unwrap_or(1),
+            last_key: c.last_key,
+            step: usize::try_from(c.step.max(1)).unwrap_or(1),
+        });
+    }
+    out
 }
 
 fn validate_proxy(

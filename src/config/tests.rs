@@ -205,6 +205,26 @@ fn syntax_and_type_errors_say_where() {
 }
 
 #[test]
+fn extra_keyed_commands_are_checked() {
+    let text = format!(
+        "{GOOD}\n[[commands]]\nname = \"JSON.GET\"\nfirst_key = 1\nlast_key = 1\n\
+         [[commands]]\nname = \"get\"\nfirst_key = 0\nlast_key = -1\nstep = 0\n"
+    );
+    let lines = problems(&text);
+    assert_eq!(
+        lines,
+        vec![
+            "commands[1].name: \"get\" is in the command table already".to_string(),
+            "commands[1].first_key: must be at least 1 (0 is the command name)".to_string(),
+            "commands[1].step: must be at least 1".to_string(),
+        ]
+    );
+    let ok = format!("{GOOD}\n[[commands]]\nname = \"JSON.GET\"\nfirst_key = 1\nlast_key = 1\n");
+    let config = Config::from_toml(&ok, &no_env).expect("valid");
+    assert_eq!(config.extra_commands[0].name, "json.get");
+}
+
+#[test]
 fn limits_that_would_overflow_internal_ids_are_errors() {
     let text = GOOD.replace(
         "listen = \"127.0.0.1:6380\"",

@@ -254,22 +254,39 @@ impl Session {
         let namespaces = &self.shared.router.namespaces;
         let mut first: Option<(NsId, EndpointId)> = None;
         let mut other: Option<NsId> = None;
-        if let Some(spec) = spec {
-            let walked = for_each_key(spec, frame, args, |key| {
-                let ns = namespaces.of_key(key);
-                let endpoint = table.target(ns);
-                match first {
-                    None => first = Some((ns, endpoint)),
-                    Some((_, e)) if e != endpoint => {
-                        other = Some(ns);
-                        return ControlFlow::Break(());
-                    }
-                    Some(_) => {}
+        let mut note = |key: &[u8]| {
+            let ns = namespaces.of_key(key);
+            let endpoint = table.target(ns);
+            match first {
+                None => first = Some((ns, endpoint)),
+                Some((_, e)) if e != endpoint => {
+                    other = Some(ns);
+                    return ControlFlow::Break(());
                 }
-                ControlFlow::Continue(())
-            });
-            if walked == Err(KeysError::Unknowable) {
+                Some(_) => {}
+            }
+            ControlFlow::Continue(())
+        };
+        if let Some(spec) = spec {
+            if for_each_key(spec, frame, args, &mut note) == Err(KeysError::Unknowable) {
                 return Destination::Unknowable;
+            }
+        } else if let Some(extra) = args
+            .first()
+            .and_then(|name| self.extra_command(&frame[name.clone()]))
+        {
+            // A keyed command the table lacks, declared in [[commands]].
+            let last = if extra.last_key >= 0 {
+                extra.last_key
+            } else {
+                args.len() as i64 + extra.last_key
+            };
+            let mut i = extra.first_key;
+            while (i as i64) <= last
+                && i < args.len()
+                && note(&frame[args[i].clone()]).is_continue()
+            {
+                i += extra.step;
             }
         }
         match (first, other) {
@@ -283,6 +300,15 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// The `[[commands]]` entry for a command name the table lacks.
+    fn extra_command(&self, name: &[u8]) -> Option<&crate::config::ExtraCommand> {
+        self.shared
+            .config
+            .extra_commands
+            .iter()
+            .find(|c| c.name.as_bytes().eq_ignore_ascii_case(name))
     }
 
     /// RESET: no transaction, replies on, connection state back to defaults (and not
