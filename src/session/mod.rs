@@ -142,6 +142,8 @@ struct Session {
     authenticated: bool,
     /// The transaction in progress, if any.
     tx: Option<transaction::Tx>,
+    /// The client closed its side; complete requests already read are still dispatched.
+    client_eof: bool,
     /// No more requests will be read: QUIT, a protocol error, EOF or shutdown.
     stop_reading: bool,
     stats: LocalStats,
@@ -169,6 +171,7 @@ pub async fn serve(client: TcpStream, shared: Arc<Shared>, mut shutdown: watch::
         reply_mode: ReplyMode::On,
         authenticated: shared_auth_free,
         stop_reading: false,
+        client_eof: false,
         stats: LocalStats::default(),
     };
     match session.run(&mut shutdown).await {
@@ -193,6 +196,12 @@ impl Session {
             self.deliver()?;
             self.stats.flush(&self.shared.stats);
             self.connect_waiting_links();
+            // A client that closed is gone, as Redis sees it: every request it sent still
+            // reaches its endpoint, but nobody waits for replies (a blocked command must not
+            // outlive its client and swallow the next job).
+            if self.client_eof && self.unsent() == 0 {
+                return Ok(());
+            }
             if self.stop_reading && self.pending.is_empty() && self.cout.is_empty() {
                 return Ok(());
             }
@@ -288,13 +297,13 @@ impl Session {
         for ep in 0..self.links.len() {
             progressed |= self.poll_link_write(ep, cx)?;
         }
-        if self.wants_requests() {
+        if self.wants_requests() && !self.client_eof {
             if self.cin.capacity() - self.cin.len() < READ_CHUNK / 4 {
                 self.cin.reserve(READ_CHUNK);
             }
             match poll_read_some(&self.client, cx, &mut self.cin) {
                 Poll::Ready(Ok(0)) => {
-                    self.stop_reading = true;
+                    self.client_eof = true;
                     progressed = true;
                 }
                 Poll::Ready(Ok(_)) => progressed = true,
