@@ -64,11 +64,14 @@ pub enum Policy {
     ClientReply,
     /// `RESET`: the session and its upstream connections back to a fresh state.
     Reset,
+    /// (P|S)SUBSCRIBE and their UNSUBSCRIBEs: on the session's Pub/Sub connection.
+    Subscribe,
+    /// PUBLISH, SPUBLISH: to the Pub/Sub endpoint.
+    Publish,
     /// Refused with `-ERR turnout: {reason}`; the connection stays open.
     Refuse(&'static str),
 }
 
-const NOT_YET_PUBSUB: &str = "subscriptions are not supported yet";
 const WHOLE_KEYSPACE: &str =
     "this command affects every namespace; run it on each endpoint directly";
 const CONNECTION_TAKEOVER: &str =
@@ -101,7 +104,8 @@ fn by_name(name: &str) -> Policy {
         "watch" => Policy::Transaction(TxCommand::Watch),
         "unwatch" => Policy::Transaction(TxCommand::Unwatch),
         "subscribe" | "psubscribe" | "ssubscribe" | "unsubscribe" | "punsubscribe"
-        | "sunsubscribe" => Policy::Refuse(NOT_YET_PUBSUB),
+        | "sunsubscribe" => Policy::Subscribe,
+        "publish" | "spublish" => Policy::Publish,
         "auth" => Policy::Auth,
         "keys" | "scan" => Policy::Pattern,
         "replicaof" | "slaveof" | "failover" => {

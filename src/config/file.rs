@@ -20,6 +20,13 @@ pub struct FileConfig {
     pub default: FileDefault,
     #[serde(default)]
     pub commands: Vec<FileCommand>,
+    pub pubsub: Option<FilePubsub>,
+}
+
+/// `[pubsub]`.
+#[derive(Debug, Deserialize)]
+pub struct FilePubsub {
+    pub endpoint: String,
 }
 
 /// `[[commands]]`: a keyed command missing from the command table (a module's, a newer

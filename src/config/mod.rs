@@ -55,6 +55,9 @@ pub struct Config {
     pub default_target: EndpointId,
     /// Keyed commands the command table lacks (`[[commands]]`).
     pub extra_commands: Vec<ExtraCommand>,
+    /// The endpoint for Pub/Sub (`[pubsub] endpoint`); `None`: the default route's at
+    /// subscription time.
+    pub pubsub_endpoint: Option<EndpointId>,
 }
 
 /// A keyed command from `[[commands]]`, with Redis's legacy key positions.
@@ -357,6 +360,10 @@ fn validate(
     }
     let default_target = resolve("default.target".to_string(), &file.default.target, problems);
     let extra_commands = validate_commands(&file.commands, problems);
+    let pubsub_endpoint = file
+        .pubsub
+        .as_ref()
+        .map(|p| resolve("pubsub.endpoint".to_string(), &p.endpoint, problems));
 
     Config {
         proxy,
@@ -366,6 +373,7 @@ fn validate(
         namespaces,
         default_target,
         extra_commands,
+        pubsub_endpoint,
     }
 }
 

@@ -17,6 +17,7 @@ impl Session {
     /// Moves every reply that is due and available to the client buffer.
     pub(super) fn deliver(&mut self) -> Result<(), End> {
         let mut now: Option<Instant> = None;
+        self.forward_pubsub()?;
         while let Some(front) = self.pending.front() {
             let silent = front.silent;
             let written = self.cout.len();
@@ -42,6 +43,7 @@ impl Session {
                     let (mask, primary, state) = (*mask, *primary, *state);
                     self.gather(mask, primary, state)?
                 }
+                Source::PubsubStart => self.start_streaming(),
                 Source::Swallow(ep) => {
                     let ep = *ep;
                     self.swallow_reply(ep)?
@@ -57,6 +59,7 @@ impl Session {
             if silent {
                 self.cout.truncate(written);
             }
+            self.forward_pubsub()?;
             if let Some(done) = self.pending.pop_front() {
                 let now = *now.get_or_insert_with(Instant::now);
                 self.stats

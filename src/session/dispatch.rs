@@ -168,6 +168,13 @@ impl Session {
         if resolved.policy == Policy::Reset {
             return self.reset(now);
         }
+        if self.resp2_subscribed() && !matches!(resolved.policy, Policy::Subscribe | Policy::Quit) {
+            if name.eq_ignore_ascii_case(b"PING") && self.pubsub_ping(frame) {
+                return;
+            }
+            let lower = String::from_utf8_lossy(name).to_ascii_lowercase();
+            return self.local(super::pubsub::not_in_subscribed_mode(&lower), now);
+        }
         if self.in_multi() && resolved.policy != Policy::Quit {
             return self.queue(frame, args, table, now);
         }
@@ -192,6 +199,12 @@ impl Session {
                 };
             }
             Policy::Reset => {}
+            Policy::Subscribe => return self.subscribe(frame, table, now),
+            Policy::Publish => {
+                let endpoint = self.pubsub_endpoint(table);
+                let ns = self.shared.router.namespaces.default_id();
+                return self.forward(endpoint, frame, ns, resolved.id, now);
+            }
             Policy::Pattern => {
                 let ns = pattern_namespace(&self.shared.router.namespaces, frame, args);
                 return self.forward(table.target(ns), frame, ns, resolved.id, now);
@@ -316,6 +329,8 @@ impl Session {
     /// connection it has.
     fn reset(&mut self, now: Instant) {
         self.tx = None;
+        // Dropping the Pub/Sub connection ends every subscription.
+        self.pubsub = None;
         self.reply_mode = super::ReplyMode::On;
         self.authenticated = self.shared.config.proxy.auth.is_none();
         self.state = Default::default();

@@ -15,6 +15,7 @@ mod auth;
 mod deliver;
 mod dispatch;
 pub mod link;
+mod pubsub;
 mod split;
 mod transaction;
 
@@ -75,6 +76,8 @@ enum Source {
     Merge(Box<split::Merge>),
     /// A reply to turnout's own command (a deferred MULTI, a DISCARD), which nobody sees.
     Swallow(EndpointId),
+    /// From here on, the Pub/Sub connection's frames flow to the client as they arrive.
+    PubsubStart,
 }
 
 /// One reply the client is owed, in request order.
@@ -105,6 +108,8 @@ enum End {
         endpoint: String,
         cause: UpstreamError,
     },
+    #[error("the Pub/Sub connection failed: {0}")]
+    Pubsub(UpstreamError),
 }
 
 /// A client connection being served.
@@ -140,6 +145,8 @@ struct Session {
     reply_mode: ReplyMode,
     /// The client has authenticated (always true without `[proxy.auth]`).
     authenticated: bool,
+    /// The Pub/Sub connection, once the client subscribed.
+    pubsub: Option<pubsub::Pubsub>,
     /// The transaction in progress, if any.
     tx: Option<transaction::Tx>,
     /// The client closed its side; complete requests already read are still dispatched.
@@ -168,6 +175,7 @@ pub async fn serve(client: TcpStream, shared: Arc<Shared>, mut shutdown: watch::
         front: ReplyScan::new(),
         front_started: false,
         tx: None,
+        pubsub: None,
         reply_mode: ReplyMode::On,
         authenticated: shared_auth_free,
         stop_reading: false,
@@ -177,7 +185,9 @@ pub async fn serve(client: TcpStream, shared: Arc<Shared>, mut shutdown: watch::
     match session.run(&mut shutdown).await {
         Ok(()) => tracing::debug!("client connection closed"),
         Err(End::Client(e)) => tracing::debug!(cause = %e, "client connection ended"),
-        Err(e @ End::MidReply { .. }) => tracing::warn!(cause = %e, "closing client connection"),
+        Err(e @ (End::MidReply { .. } | End::Pubsub(_))) => {
+            tracing::warn!(cause = %e, "closing client connection")
+        }
     }
     session.stats.flush(&session.shared.stats);
 }
@@ -321,6 +331,7 @@ impl Session {
                 progressed |= self.poll_link_read(ep, cx)?;
             }
         }
+        progressed |= self.poll_pubsub(cx, room)?;
         if progressed {
             Poll::Ready(Ok(()))
         } else {

@@ -169,7 +169,11 @@ impl Session {
             | Policy::Auth
             | Policy::Everywhere
             | Policy::Pattern
+            | Policy::Publish
             | Policy::Reset => None,
+            Policy::Subscribe => {
+                Some("ERR turnout: subscriptions are not supported inside MULTI".to_string())
+            }
             Policy::ClientReply => {
                 Some("ERR turnout: CLIENT REPLY is not supported inside MULTI".to_string())
             }

@@ -1,0 +1,134 @@
+//! Pub/Sub through turnout: subscriptions run on a connection of their own to the Pub/Sub
+//! endpoint, messages are forwarded as they arrive, RESP2 subscribed mode is enforced as
+//! Redis does, and in RESP3 pushes and ordinary replies interleave on one connection.
+
+mod support;
+
+use std::time::Duration;
+use support::{standard_body, Env, RedisServer, Turnout};
+
+fn message(kind: &str, channel: &str, payload: &str) -> Vec<u8> {
+    format!(
+        "*3\r\n${}\r\n{kind}\r\n${}\r\n{channel}\r\n${}\r\n{payload}\r\n",
+        kind.len(),
+        channel.len(),
+        payload.len()
+    )
+    .into_bytes()
+}
+
+#[test]
+fn resp2_subscribe_receive_and_unsubscribe() {
+    let env = Env::standard();
+    let mut sub = env.turnout.raw();
+    let mut publisher = env.turnout.raw();
+    sub.send_cmd(&["SET", "web:a", "1"]);
+    sub.send_cmd(&["SUBSCRIBE", "news", "alerts"]);
+    assert_eq!(
+        sub.read_frame(),
+        b"+OK\r\n",
+        "replies before the subscription come first"
+    );
+    assert_eq!(
+        sub.read_frame(),
+        b"*3\r\n$9\r\nsubscribe\r\n$4\r\nnews\r\n:1\r\n"
+    );
+    assert_eq!(
+        sub.read_frame(),
+        b"*3\r\n$9\r\nsubscribe\r\n$6\r\nalerts\r\n:2\r\n"
+    );
+    publisher.expect_cmd(&["PUBLISH", "news", "hello"], b":1\r\n");
+    assert_eq!(sub.read_frame(), message("message", "news", "hello"));
+    sub.expect_cmd(
+        &["GET", "web:a"],
+        b"-ERR Can't execute 'get': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context\r\n",
+    );
+    sub.expect_cmd(&["PING"], b"*2\r\n$4\r\npong\r\n$0\r\n\r\n");
+    sub.send_cmd(&["UNSUBSCRIBE"]);
+    let mut confirmations = [sub.read_frame(), sub.read_frame()];
+    confirmations.sort();
+    assert_eq!(
+        confirmations,
+        [
+            b"*3\r\n$11\r\nunsubscribe\r\n$4\r\nnews\r\n:0\r\n".to_vec(),
+            b"*3\r\n$11\r\nunsubscribe\r\n$6\r\nalerts\r\n:1\r\n".to_vec()
+        ]
+    );
+    // Out of subscribed mode: ordinary commands work again.
+    sub.expect_cmd(&["GET", "web:a"], b"$1\r\n1\r\n");
+    publisher.expect_cmd(&["PUBLISH", "news", "nobody"], b":0\r\n");
+}
+
+#[test]
+fn pattern_subscriptions_get_pmessages() {
+    let env = Env::standard();
+    let mut sub = env.turnout.raw();
+    sub.expect_cmd(
+        &["PSUBSCRIBE", "web.*"],
+        b"*3\r\n$10\r\npsubscribe\r\n$5\r\nweb.*\r\n:1\r\n",
+    );
+    env.turnout
+        .raw()
+        .expect_cmd(&["PUBLISH", "web.flush", "now"], b":1\r\n");
+    assert_eq!(
+        sub.read_frame(),
+        b"*4\r\n$8\r\npmessage\r\n$5\r\nweb.*\r\n$9\r\nweb.flush\r\n$3\r\nnow\r\n"
+    );
+    sub.expect_cmd(&["RESET"], b"+RESET\r\n");
+    sub.expect_cmd(&["SET", "web:after", "1"], b"+OK\r\n");
+    env.turnout
+        .raw()
+        .expect_cmd(&["PUBLISH", "web.flush", "again"], b":0\r\n");
+}
+
+#[test]
+fn resp3_pushes_and_replies_share_the_connection() {
+    let env = Env::standard();
+    let mut sub = env.turnout.raw();
+    sub.send_cmd(&["HELLO", "3"]);
+    assert!(sub.read_frame().starts_with(b"%"));
+    sub.expect_cmd(
+        &["SUBSCRIBE", "jobs"],
+        b">3\r\n$9\r\nsubscribe\r\n$4\r\njobs\r\n:1\r\n",
+    );
+    sub.expect_cmd(&["SET", "tok:x", "1"], b"+OK\r\n");
+    sub.expect_cmd(&["GET", "tok:x"], b"$1\r\n1\r\n");
+    env.turnout
+        .raw()
+        .expect_cmd(&["PUBLISH", "jobs", "j1"], b":1\r\n");
+    assert_eq!(
+        sub.read_frame(),
+        b">3\r\n$7\r\nmessage\r\n$4\r\njobs\r\n$2\r\nj1\r\n"
+    );
+    sub.expect_cmd(&["PING"], b"+PONG\r\n");
+}
+
+#[test]
+fn the_pubsub_endpoint_is_configurable() {
+    let (legacy, new) = (RedisServer::start(), RedisServer::start());
+    let body = format!(
+        "{}\n[pubsub]\nendpoint = \"new\"\n",
+        standard_body(&legacy, &new, "legacy")
+    );
+    let turnout = Turnout::start(&body);
+    let mut sub = turnout.raw();
+    sub.expect_cmd(
+        &["SUBSCRIBE", "c"],
+        b"*3\r\n$9\r\nsubscribe\r\n$1\r\nc\r\n:1\r\n",
+    );
+    // The subscription lives on `new`: a publish there reaches the client.
+    assert!(matches!(
+        new.command(&["PUBLISH", "c", "direct"]),
+        support::resp::Reply::Int(1)
+    ));
+    assert_eq!(sub.read_frame(), message("message", "c", "direct"));
+    // PUBLISH through turnout goes to `new` too.
+    turnout
+        .raw()
+        .expect_cmd(&["PUBLISH", "c", "via"], b":1\r\n");
+    assert_eq!(sub.read_frame(), message("message", "c", "via"));
+    assert!(
+        matches!(legacy.command(&["PUBSUB", "NUMSUB", "c"]), support::resp::Reply::Array(Some(ref v)) if matches!(v[..], [_, support::resp::Reply::Int(0)]))
+    );
+    std::thread::sleep(Duration::from_millis(10));
+}
