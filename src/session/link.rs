@@ -156,11 +156,6 @@ impl Link {
         !matches!(self.conn, Conn::Idle)
     }
 
-    /// Whether replies are expected from the connection itself.
-    pub fn expects_replies(&self) -> bool {
-        self.owed > self.owed_errors || self.skip > 0
-    }
-
     /// Consumes the replies to replayed connection state that have arrived.
     ///
     /// # Errors
