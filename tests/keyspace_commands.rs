@@ -40,6 +40,7 @@ fn commands_that_reconfigure_an_endpoint_are_refused() {
         &["SHUTDOWN", "NOSAVE"],
         &["MONITOR"],
         &["FLUSHALL"],
+        &["DEBUG", "SLEEP", "0"],
     ] {
         c.send_cmd(args);
         let reply = c.read_frame();

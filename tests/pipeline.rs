@@ -94,14 +94,14 @@ fn replies_keep_client_order_when_a_later_endpoint_answers_first() {
     let env = Env::standard();
     let mut c = env.turnout.raw();
     c.expect_cmd(&["SET", "tok:fast", "f"], b"+OK\r\n");
-    // DEBUG SLEEP is keyless: default route -> legacy. The GETs on `new` answer long before it.
-    let mut request = cmd(&["DEBUG", "SLEEP", "0.3"]);
+    // BLPOP on legacy times out after 0.3 s; the GETs on `new` answer long before it.
+    let mut request = cmd(&["BLPOP", "web:never", "0.3"]);
     request.extend(cmd(&["GET", "tok:fast"]));
     request.extend(cmd(&["SET", "web:slow", "s"]));
     request.extend(cmd(&["GET", "tok:fast"]));
     c.send(&request);
     let replies = c.read_frames(4, Duration::from_secs(10));
-    let expected: [&[u8]; 4] = [b"+OK\r\n", b"$1\r\nf\r\n", b"+OK\r\n", b"$1\r\nf\r\n"];
+    let expected: [&[u8]; 4] = [b"*-1\r\n", b"$1\r\nf\r\n", b"+OK\r\n", b"$1\r\nf\r\n"];
     for (n, (got, want)) in replies.iter().zip(expected).enumerate() {
         assert_eq!(show(got), show(want), "reply #{n}");
     }

@@ -11,15 +11,15 @@ fn sigterm_waits_for_an_in_flight_command_then_exits_zero() {
     let mut env = Env::standard();
     let mut c = env.turnout.raw();
     c.expect_cmd(&["PING"], b"+PONG\r\n");
-    // Keyless: default route -> legacy.
-    c.send_cmd(&["DEBUG", "SLEEP", "1"]);
+    // A blocking command that times out after 1 s, on legacy.
+    c.send_cmd(&["BLPOP", "web:never", "1"]);
     std::thread::sleep(Duration::from_millis(250));
     let signalled = Instant::now();
     env.turnout.send_sigterm();
     let reply = c
         .read_frame_within(Duration::from_secs(5))
-        .unwrap_or_else(|e| panic!("in-flight DEBUG SLEEP 1 got no reply after SIGTERM: {e:?}"));
-    assert_eq!(show(&reply), show(b"+OK\r\n"));
+        .unwrap_or_else(|e| panic!("in-flight BLPOP got no reply after SIGTERM: {e:?}"));
+    assert_eq!(show(&reply), show(b"*-1\r\n"));
     let status = env
         .turnout
         .wait_exit(Duration::from_secs(15))
@@ -51,7 +51,7 @@ fn sigint_also_exits_zero() {
     let mut env = Env::standard();
     let mut c = env.turnout.raw();
     c.expect_cmd(&["SET", "web:int", "1"], b"+OK\r\n");
-    c.send_cmd(&["DEBUG", "SLEEP", "0.5"]);
+    c.send_cmd(&["BLPOP", "web:never", "0.5"]);
     std::thread::sleep(Duration::from_millis(100));
     let status = std::process::Command::new("kill")
         .args(["-INT", &env.turnout.pid().to_string()])
@@ -60,8 +60,8 @@ fn sigint_also_exits_zero() {
     assert!(status.success());
     let reply = c
         .read_frame_within(Duration::from_secs(5))
-        .unwrap_or_else(|e| panic!("in-flight DEBUG SLEEP got no reply after SIGINT: {e:?}"));
-    assert_eq!(show(&reply), show(b"+OK\r\n"));
+        .unwrap_or_else(|e| panic!("in-flight BLPOP got no reply after SIGINT: {e:?}"));
+    assert_eq!(show(&reply), show(b"*-1\r\n"));
     let status = env
         .turnout
         .wait_exit(Duration::from_secs(15))
@@ -73,7 +73,7 @@ fn sigint_also_exits_zero() {
 fn no_new_clients_are_served_after_sigterm() {
     let mut env = Env::standard();
     let mut busy = env.turnout.raw();
-    busy.send_cmd(&["DEBUG", "SLEEP", "1"]);
+    busy.send_cmd(&["BLPOP", "web:never", "1"]);
     std::thread::sleep(Duration::from_millis(200));
     env.turnout.send_sigterm();
     std::thread::sleep(Duration::from_millis(200));
@@ -89,7 +89,7 @@ fn no_new_clients_are_served_after_sigterm() {
             show(&got)
         );
     }
-    assert_eq!(show(&busy.read_frame()), show(b"+OK\r\n"));
+    assert_eq!(show(&busy.read_frame()), show(b"*-1\r\n"));
     let status = env
         .turnout
         .wait_exit(Duration::from_secs(15))

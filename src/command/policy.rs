@@ -120,6 +120,9 @@ fn by_name(name: &str) -> Policy {
         "reset" => Policy::Reset,
         "flushall" | "flushdb" | "swapdb" => Policy::Refuse(WHOLE_KEYSPACE),
         "monitor" | "sync" | "psync" | "replconf" => Policy::Refuse(CONNECTION_TAKEOVER),
+        "debug" => Policy::Refuse(
+            "DEBUG is refused: DEBUG SLEEP, RELOAD and the like would stall or crash an endpoint shared by every namespace",
+        ),
         "shutdown" => Policy::Refuse(
             "SHUTDOWN is refused: it would stop an endpoint shared by every namespace",
         ),
