@@ -151,20 +151,19 @@ async fn call(
     body: Option<Value>,
     if_version: Option<u64>,
 ) -> anyhow::Result<Value> {
-    tokio::time::timeout(
-        CALL_TIMEOUT,
-        call_inner(args, method, path, body, if_version),
-    )
-    .await
-    .with_context(|| {
-        format!(
-            "admin API at {} did not answer within {:?}",
-            args.admin, CALL_TIMEOUT
-        )
-    })?
+    let exchange = exchange(args, method, path, body, if_version);
+    tokio::time::timeout(CALL_TIMEOUT, exchange)
+        .await
+        .with_context(|| {
+            format!(
+                "admin API at {} did not answer within {CALL_TIMEOUT:?}",
+                args.admin
+            )
+        })?
 }
 
-async fn call_inner(
+/// One request and its JSON answer; [`call`] bounds it in time.
+async fn exchange(
     args: &CtlArgs,
     method: Method,
     path: &str,

@@ -23,13 +23,8 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let redis = find_in_path("redis-server").context(
         "redis-server not found on PATH; install it with:\n    sudo apt-get install -y redis-server redis-tools",
     )?;
-    let config = Config::load(config_path).map_err(|e| {
-        anyhow::anyhow!(
-            "invalid demo config {}:\n{}",
-            config_path.display(),
-            e.lines().join("\n")
-        )
-    })?;
+    let config = Config::load(config_path)
+        .with_context(|| format!("invalid demo config {}", config_path.display()))?;
     let legacy = endpoint(&config, "legacy")?;
     let new = endpoint(&config, "new")?;
     let dir = config

@@ -112,13 +112,8 @@ fn check(path: &std::path::Path) -> ExitCode {
 }
 
 fn run(path: &std::path::Path) -> anyhow::Result<()> {
-    let config = Config::load(path).map_err(|e| {
-        anyhow::anyhow!(
-            "invalid config {}:\n{}",
-            path.display(),
-            e.lines().join("\n")
-        )
-    })?;
+    let config =
+        Config::load(path).with_context(|| format!("invalid config {}", path.display()))?;
     runtime()?.block_on(turnout::server::run_until_signalled(config))?;
     Ok(())
 }

@@ -163,7 +163,7 @@ impl Session {
             return self.local(Bytes::from_static(auth::NOAUTH), now);
         }
         if let Policy::Transaction(which) = resolved.policy {
-            return self.transaction_command(which, resolved.id, frame, args, table, now);
+            return self.transaction_command(which, resolved, frame, args, table, now);
         }
         if resolved.policy == Policy::Reset {
             return self.reset(now);
@@ -176,7 +176,7 @@ impl Session {
             return self.local(super::pubsub::not_in_subscribed_mode(&lower), now);
         }
         if self.in_multi() && resolved.policy != Policy::Quit {
-            return self.queue(frame, args, table, now);
+            return self.queue(resolved, frame, args, table, now);
         }
         match resolved.policy {
             Policy::Everywhere => {
@@ -228,24 +228,22 @@ impl Session {
             Destination::One { ns, endpoint } | Destination::Keyless { ns, endpoint } => {
                 self.forward(endpoint, frame, ns, resolved.id, now)
             }
-            Destination::Split { .. }
-                if split::splittable(command::label(resolved.id)).is_some() =>
-            {
-                if let Some(how) = split::splittable(command::label(resolved.id)) {
-                    self.split(frame, args, how, table, now);
-                }
-            }
             Destination::Split { first, other } => {
-                let namespaces = &self.shared.router.namespaces;
-                let endpoints = &self.shared.config.endpoints;
-                let message = format!(
+                match split::splittable(command::label(resolved.id)) {
+                    Some(how) => self.split(frame, args, how, table, now),
+                    None => {
+                        let namespaces = &self.shared.router.namespaces;
+                        let endpoints = &self.shared.config.endpoints;
+                        let message = format!(
                     "CROSSNS keys of this command are routed to different endpoints ({} -> {}, {} -> {})",
                     namespaces.name(first),
                     endpoints[table.target(first)].name,
                     namespaces.name(other),
                     endpoints[table.target(other)].name,
                 );
-                self.refuse(&message, ErrorKind::CrossEndpoint, now);
+                        self.refuse(&message, ErrorKind::CrossEndpoint, now);
+                    }
+                }
             }
             Destination::Unknowable => {
                 let message = format!(

@@ -11,7 +11,7 @@
 use super::dispatch::Destination;
 use super::{Session, Source};
 use crate::command::policy::TxCommand;
-use crate::command::{self, CommandId, Policy};
+use crate::command::{CommandId, Policy, Resolved};
 use crate::config::EndpointId;
 use crate::metrics::ErrorKind;
 use crate::route::RouteTable;
@@ -49,12 +49,13 @@ impl Session {
     pub(super) fn transaction_command(
         &mut self,
         which: TxCommand,
-        id: CommandId,
+        resolved: Resolved,
         frame: &[u8],
         args: &[Range<usize>],
         table: &Arc<RouteTable>,
         now: Instant,
     ) {
+        let id = resolved.id;
         match which {
             TxCommand::Multi if self.in_multi() => {
                 self.local(
@@ -77,11 +78,11 @@ impl Session {
                 self.forward_keyless(frame, id, table, now)
             }
             TxCommand::Exec | TxCommand::Discard => self.finish(which, id, frame, now),
-            TxCommand::Watch if self.in_multi() => self.queue(frame, args, table, now),
-            TxCommand::Watch => self.watch(id, frame, args, table, now),
+            TxCommand::Watch if self.in_multi() => self.queue(resolved, frame, args, table, now),
+            TxCommand::Watch => self.watch(resolved, frame, args, table, now),
             TxCommand::Unwatch => {
                 if self.in_multi() {
-                    self.queue(frame, args, table, now);
+                    self.queue(resolved, frame, args, table, now);
                     return;
                 }
                 match self.tx.take().and_then(|tx| tx.pinned) {
@@ -117,13 +118,13 @@ impl Session {
     /// WATCH outside MULTI pins the endpoint of its keys.
     fn watch(
         &mut self,
-        id: CommandId,
+        resolved: Resolved,
         frame: &[u8],
         args: &[Range<usize>],
         table: &Arc<RouteTable>,
         now: Instant,
     ) {
-        let Some(endpoint) = self.single_endpoint(frame, args, table) else {
+        let Some(endpoint) = self.single_endpoint(resolved, frame, args, table) else {
             self.refuse(
                 "CROSSNS keys of this WATCH are routed to different endpoints",
                 ErrorKind::CrossEndpoint,
@@ -142,7 +143,7 @@ impl Session {
             }
             _ => {
                 tx.pinned = Some(endpoint);
-                self.forward_pinned(endpoint, frame, id, now);
+                self.forward_pinned(endpoint, frame, resolved.id, now);
             }
         }
     }
@@ -151,13 +152,12 @@ impl Session {
     /// aborts the transaction).
     pub(super) fn queue(
         &mut self,
+        resolved: Resolved,
         frame: &[u8],
         args: &[Range<usize>],
         table: &Arc<RouteTable>,
         now: Instant,
     ) {
-        let name = args.first().map_or(&b""[..], |r| &frame[r.clone()]);
-        let resolved = command::resolve(name, args.get(1).map(|r| &frame[r.clone()]));
         let refusal = match resolved.policy {
             Policy::Refuse(reason) => Some(format!("ERR turnout: {reason}")),
             Policy::State(_) => Some(
@@ -181,7 +181,7 @@ impl Session {
         if let Some(message) = refusal {
             return self.abort(&message, now);
         }
-        let Some(endpoint) = self.single_endpoint(frame, args, table) else {
+        let Some(endpoint) = self.single_endpoint(resolved, frame, args, table) else {
             return self.abort(
                 "CROSSNS keys of this command are routed to different endpoints",
                 now,
@@ -216,12 +216,11 @@ impl Session {
     /// transaction's pinned endpoint, else the default route's.
     fn single_endpoint(
         &self,
+        resolved: Resolved,
         frame: &[u8],
         args: &[Range<usize>],
         table: &RouteTable,
     ) -> Option<EndpointId> {
-        let name = args.first().map_or(&b""[..], |r| &frame[r.clone()]);
-        let resolved = command::resolve(name, args.get(1).map(|r| &frame[r.clone()]));
         match self.destination(resolved.spec, frame, args, table) {
             Destination::One { endpoint, .. } => Some(endpoint),
             Destination::Keyless { endpoint, .. } => Some(
