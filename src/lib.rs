@@ -33,6 +33,7 @@ pub mod resp;
 pub mod route;
 pub mod server;
 pub mod session;
+pub mod shadow;
 pub mod shutdown;
 pub mod state;
 pub mod upstream;

@@ -65,10 +65,12 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<(), S
     let router = Arc::new(Router::new(namespaces, table));
     let control = Arc::new(RouteControl::new(router.clone(), config.clone(), history));
     let stats = RequestStats::new(router.namespaces.len(), config.endpoints.len());
+    let shadow = crate::shadow::Shadow::start(&config, router.namespaces.len());
     let shared = Arc::new(Shared {
         config: config.clone(),
         router,
         stats,
+        shadow,
     });
 
     let bind = |what, addr| async move {

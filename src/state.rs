@@ -69,8 +69,23 @@ pub struct StateFile {
 pub struct StoredRoute {
     /// Endpoint name.
     pub target: String,
-    /// Mode.
-    pub mode: Mode,
+    /// Mode: `direct`, `shadow` or `dual-write`.
+    pub mode: String,
+    /// Shadow mode: where copies go.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<String>,
+    /// Dual-write mode: where writes are mirrored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secondary: Option<String>,
+    /// Fraction of reads compared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample: Option<f64>,
+    /// Shadow mode: writes are mirrored too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub writes: Option<bool>,
+    /// Dual-write mode: reads are compared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compare: Option<bool>,
     /// RFC 3339.
     pub changed_at: String,
     /// Why.
@@ -91,6 +106,12 @@ pub struct StoredHistory {
     pub from: String,
     /// Endpoint after.
     pub to: String,
+    /// Mode before (a description; absent in files of older builds).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub from_mode: String,
+    /// Mode after.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub to_mode: String,
     /// Why.
     pub reason: String,
     /// Who.
@@ -122,9 +143,28 @@ impl StateFile {
             .iter()
             .enumerate()
             .map(|(i, r)| {
+                let name = |ep: usize| Some(config.endpoints[ep].name.clone());
+                let (shadow, secondary, sample, writes, compare) = match r.mode {
+                    Mode::Direct => (None, None, None, None, None),
+                    Mode::Shadow {
+                        endpoint,
+                        sample,
+                        writes,
+                    } => (name(endpoint), None, Some(sample), Some(writes), None),
+                    Mode::DualWrite {
+                        secondary,
+                        compare,
+                        sample,
+                    } => (None, name(secondary), Some(sample), None, Some(compare)),
+                };
                 let stored = StoredRoute {
                     target: config.endpoints[r.target].name.clone(),
-                    mode: r.mode,
+                    mode: r.mode.name().to_string(),
+                    shadow,
+                    secondary,
+                    sample,
+                    writes,
+                    compare,
                     changed_at: rfc3339(r.changed_at),
                     reason: r.reason.clone(),
                 };
@@ -139,6 +179,8 @@ impl StateFile {
                 namespace: h.namespace.clone(),
                 from: h.from.clone(),
                 to: h.to.clone(),
+                from_mode: h.from_mode.clone(),
+                to_mode: h.to_mode.clone(),
                 reason: h.reason.clone(),
                 actor: h.actor.clone(),
             })
@@ -266,11 +308,12 @@ pub fn restore(
             ));
         }
         route.target = target;
-        route.mode = stored.mode;
+        route.mode = stored_mode(path, name, stored, config)?;
         route.changed_at = parse_time(path, &stored.changed_at)?;
         route.reason = stored.reason.clone();
     }
     table.version = file.version.max(1);
+    table.refresh();
     let history = file
         .history
         .iter()
@@ -281,6 +324,8 @@ pub fn restore(
                 namespace: h.namespace.clone(),
                 from: h.from.clone(),
                 to: h.to.clone(),
+                from_mode: h.from_mode.clone(),
+                to_mode: h.to_mode.clone(),
                 reason: h.reason.clone(),
                 actor: h.actor.clone(),
             })
@@ -292,6 +337,49 @@ pub fn restore(
         overrides,
         ignored,
     })
+}
+
+/// A stored route's mode, its endpoint names resolved and checked.
+fn stored_mode(
+    path: &Path,
+    route: &str,
+    stored: &StoredRoute,
+    config: &Config,
+) -> Result<Mode, StateError> {
+    let corrupt = |message: String| StateError::Corrupt {
+        path: path.to_path_buf(),
+        message: format!("route \"{route}\": {message}"),
+    };
+    let endpoint = |name: &Option<String>, field: &str| -> Result<usize, StateError> {
+        let name = name
+            .as_deref()
+            .ok_or_else(|| corrupt(format!("mode {} needs \"{field}\"", stored.mode)))?;
+        config
+            .endpoint_id(name)
+            .ok_or_else(|| StateError::UnknownEndpoint {
+                path: path.to_path_buf(),
+                route: route.to_string(),
+                endpoint: name.to_string(),
+            })
+    };
+    let sample = stored.sample.unwrap_or(1.0);
+    if !(0.0..=1.0).contains(&sample) {
+        return Err(corrupt(format!("sample {sample} is not between 0 and 1")));
+    }
+    match stored.mode.as_str() {
+        "direct" => Ok(Mode::Direct),
+        "shadow" => Ok(Mode::Shadow {
+            endpoint: endpoint(&stored.shadow, "shadow")?,
+            sample,
+            writes: stored.writes.unwrap_or(false),
+        }),
+        "dual-write" => Ok(Mode::DualWrite {
+            secondary: endpoint(&stored.secondary, "secondary")?,
+            compare: stored.compare.unwrap_or(false),
+            sample,
+        }),
+        other => Err(corrupt(format!("unknown mode \"{other}\""))),
+    }
 }
 
 #[cfg(test)]

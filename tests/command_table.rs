@@ -3,9 +3,9 @@
 //! that drifts from the Redis the proxy runs in front of misroutes keys silently: a key spec
 //! pointing at the wrong argument sends the command to the wrong endpoint. This test asks the
 //! `redis-server` the suite runs against for `COMMAND INFO`, maps every entry exactly as the
-//! generator does (names, arity, legacy first/last/step, the kept flags and ACL categories,
-//! key specs with their kept flags) and requires the generated table to match, in both
-//! directions, for every command and subcommand.
+//! generator does (names, arity, legacy first/last/step, the kept flags, ACL categories and
+//! command tips, key specs with their kept flags) and requires the generated table to match,
+//! in both directions, for every command and subcommand.
 
 mod support;
 
@@ -38,6 +38,13 @@ const ACL_FLAGS: &[(&str, u32)] = &[
     ("@dangerous", flags::DANGEROUS),
 ];
 
+/// Command tip (`COMMAND INFO` element 7, matched exactly) → turnout flag bit (the generator's
+/// `TIP_FLAGS`).
+const TIP_FLAGS: &[(&str, u32)] = &[
+    ("nondeterministic_output", flags::NONDETERMINISTIC_OUTPUT),
+    ("nondeterministic_output_order", flags::UNORDERED_OUTPUT),
+];
+
 /// Every flag bit by name, for readable diffs.
 const FLAG_NAMES: &[(&str, u32)] = &[
     ("WRITE", flags::WRITE),
@@ -54,6 +61,8 @@ const FLAG_NAMES: &[(&str, u32)] = &[
     ("SCRIPTING", flags::SCRIPTING),
     ("DANGEROUS", flags::DANGEROUS),
     ("CONTAINER", flags::CONTAINER),
+    ("NONDETERMINISTIC_OUTPUT", flags::NONDETERMINISTIC_OUTPUT),
+    ("UNORDERED_OUTPUT", flags::UNORDERED_OUTPUT),
 ];
 
 /// Key-spec flags kept by the generator (matched case-insensitively; ACCESS, UPDATE, INSERT,
@@ -320,6 +329,13 @@ fn parse_command(raw: &Reply) -> Cmd {
             .collect(),
         None => Vec::new(),
     };
+    let tips: Vec<String> = match entry.get(7) {
+        Some(list) => items(list, what)
+            .iter()
+            .map(|t| text(t, what).to_lowercase())
+            .collect(),
+        None => Vec::new(),
+    };
     let mut bits = 0;
     for (flag, bit) in COMMAND_FLAGS {
         if redis_flags.iter().any(|f| f == flag) {
@@ -328,6 +344,11 @@ fn parse_command(raw: &Reply) -> Cmd {
     }
     for (category, bit) in ACL_FLAGS {
         if acl.iter().any(|c| c == category) {
+            bits |= bit;
+        }
+    }
+    for (tip, bit) in TIP_FLAGS {
+        if tips.iter().any(|t| t == tip) {
             bits |= bit;
         }
     }
@@ -533,4 +554,16 @@ fn generated_table_matches_command_info_of_the_running_redis() {
         "redis-server {version} listed only {} commands and {subcommands} subcommands",
         live.len()
     );
+    // Nor are the tip bits: Redis 7 gives each tip to more than a handful of commands.
+    let every: Vec<&Cmd> = live
+        .iter()
+        .flat_map(|c| std::iter::once(c).chain(&c.subcommands))
+        .collect();
+    for (tip, bit) in TIP_FLAGS {
+        let tipped = every.iter().filter(|c| c.flags & bit != 0).count();
+        assert!(
+            tipped >= 5,
+            "redis-server {version} tipped only {tipped} commands with {tip}"
+        );
+    }
 }

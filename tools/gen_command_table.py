@@ -45,10 +45,17 @@ ACL_FLAGS = {
     "@scripting": "SCRIPTING",
     "@dangerous": "DANGEROUS",
 }
+# Command tip (COMMAND INFO element 7; matched exactly) -> `flags::` constant. Tips such as
+# `request_policy:...` and `response_policy:...` are not kept.
+TIP_FLAGS = {
+    "nondeterministic_output": "NONDETERMINISTIC_OUTPUT",
+    "nondeterministic_output_order": "UNORDERED_OUTPUT",
+}
 # Order the bits are written in (the bit order of `flags` in spec.rs).
 FLAG_ORDER = [
     "WRITE", "READONLY", "ADMIN", "PUBSUB", "NOSCRIPT", "BLOCKING", "MOVABLE_KEYS",
     "NO_MULTI", "DENYOOM", "TRANSACTION", "CONNECTION", "SCRIPTING", "DANGEROUS", "CONTAINER",
+    "NONDETERMINISTIC_OUTPUT", "UNORDERED_OUTPUT",
 ]
 # Key-spec flags kept (matched case-insensitively); ACCESS/UPDATE/INSERT/DELETE are dropped.
 KEY_FLAG_ORDER = ["RO", "RW", "OW", "RM", "INCOMPLETE", "NOT_KEY", "VARIABLE_FLAGS"]
@@ -207,11 +214,13 @@ def parse_command(raw: object) -> Command:
     name = str(raw[0]).lower()
     redis_flags = {str(f).lower() for f in raw[2]}
     acl = {str(c).lower() for c in raw[6]} if len(raw) > 6 and raw[6] else set()
+    tips = {str(t).lower() for t in raw[7]} if len(raw) > 7 and raw[7] else set()
     key_specs_raw = raw[8] if len(raw) > 8 and raw[8] else []
     subs_raw = raw[9] if len(raw) > 9 and raw[9] else []
 
     bits = {COMMAND_FLAGS[f] for f in redis_flags if f in COMMAND_FLAGS}
     bits |= {ACL_FLAGS[c] for c in acl if c in ACL_FLAGS}
+    bits |= {TIP_FLAGS[t] for t in tips if t in TIP_FLAGS}
     subcommands = sorted((parse_command(s) for s in subs_raw), key=lambda c: c.name.encode())
     if subcommands:
         bits.add("CONTAINER")
@@ -311,6 +320,9 @@ def summary(commands: list[Command]) -> str:
     if odd:
         lines.append("key specs worth a look:")
         lines += odd
+    for flag in TIP_FLAGS.values():
+        names = [c.name for c in every if flag in c.flags]
+        lines.append(f"{flag} ({len(names)}): {' '.join(names)}")
     return "\n".join(lines)
 
 

@@ -3,8 +3,11 @@
 //! | method | path | what |
 //! |---|---|---|
 //! | GET | `/v1/routes` | the route table and its version (also as `ETag`) |
-//! | PUT | `/v1/routes/{namespace}` | flip a route: `{"target": "new", "reason": "…"}`, optional `If-Match: N` |
+//! | PUT | `/v1/routes/{namespace}` | change a route: `{"target": "new", "reason": "…"}` flips it; `mode` (`direct`, `shadow` with `shadow`/`sample`/`writes`, `dual-write` with `secondary`/`compare`/`sample`) sets how it is served; optional `If-Match: N` |
 //! | GET | `/v1/history` | the audit log of route changes |
+//! | GET | `/v1/shadow` | shadow counts and match ratio per namespace ([`shadow`]) |
+//! | POST | `/v1/shadow/reset` | restart shadow counts |
+//! | GET | `/v1/shadow/mismatches` | recent mismatches |
 //! | GET | `/healthz` | the process is up |
 //! | GET | `/readyz` | the proxy listens and every endpoint in use answers PING |
 //! | GET | `/metrics` | Prometheus text |
@@ -13,8 +16,9 @@
 //! Errors are `{"error": "…"}` with 400, 401, 404, 405, 409, 412 or 500.
 
 pub mod probe;
+mod shadow;
 
-use crate::route::change::{ChangeError, ChangeRequest, RouteControl};
+use crate::route::change::{ChangeError, ChangeRequest, ModeRequest, RouteControl};
 use crate::route::RouteTable;
 use crate::session::Shared;
 use crate::state::rfc3339;
@@ -95,14 +99,32 @@ async fn handle(req: Request<Incoming>, state: &AdminState, peer: SocketAddr) ->
             put_route(req, state, peer, ns).await
         }
         (["v1", "history"], &Method::GET) => history(state).await,
+        (["v1", "shadow"], &Method::GET) => shadow::summary(state),
+        (["v1", "shadow", "mismatches"], &Method::GET) => {
+            shadow::mismatches(state, req.uri().query())
+        }
+        (["v1", "shadow", "reset"], &Method::POST) => {
+            if !authorized(&req, state) {
+                return unauthorized();
+            }
+            match Limited::new(req.into_body(), MAX_BODY).collect().await {
+                Ok(body) => shadow::reset(state, &body.to_bytes()),
+                Err(e) => error(StatusCode::BAD_REQUEST, format!("cannot read body: {e}")),
+            }
+        }
         (["healthz"], &Method::GET) => text(StatusCode::OK, "ok\n"),
         (["readyz"], &Method::GET) => ready(state).await,
         (["metrics"], &Method::GET) => {
-            let body = state.shared.stats.render(
+            let mut body = state.shared.stats.render(
                 &state.prometheus,
                 &state.shared.config,
                 &state.shared.router.namespaces,
             );
+            state
+                .shared
+                .shadow
+                .report
+                .render(&mut body, &state.shared.router.namespaces);
             let mut reply = Response::new(Full::new(Bytes::from(body)));
             reply.headers_mut().insert(
                 CONTENT_TYPE,
@@ -114,6 +136,8 @@ async fn handle(req: Request<Incoming>, state: &AdminState, peer: SocketAddr) ->
             ["v1", "routes"]
             | ["v1", "routes", _]
             | ["v1", "history"]
+            | ["v1", "shadow"]
+            | ["v1", "shadow", "mismatches" | "reset"]
             | ["healthz"]
             | ["readyz"]
             | ["metrics"],
@@ -155,14 +179,17 @@ fn routes(table: &RouteTable, state: &AdminState) -> Reply {
         .enumerate()
         .map(|(i, r)| {
             let ns = i as u16;
-            json!({
+            let mut route = json!({
                 "namespace": namespaces.name(ns),
                 "prefixes": namespaces.prefixes(ns),
                 "target": endpoints[r.target].name,
-                "mode": r.mode,
                 "changed_at": rfc3339(r.changed_at),
                 "reason": r.reason,
-            })
+            });
+            if let Value::Object(fields) = &mut route {
+                fields.extend(r.mode.to_json(endpoints));
+            }
+            route
         })
         .collect();
     let mut reply = json_reply(
@@ -172,6 +199,17 @@ fn routes(table: &RouteTable, state: &AdminState) -> Reply {
     if let Ok(etag) = HeaderValue::from_str(&format!("\"{}\"", table.version)) {
         reply.headers_mut().insert(ETAG, etag);
     }
+    reply
+}
+
+fn unauthorized() -> Reply {
+    let mut reply = error(
+        StatusCode::UNAUTHORIZED,
+        "missing or wrong bearer token".to_string(),
+    );
+    reply
+        .headers_mut()
+        .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     reply
 }
 
@@ -192,8 +230,14 @@ fn authorized(req: &Request<Incoming>, state: &AdminState) -> bool {
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PutRoute {
-    target: String,
+    target: Option<String>,
     reason: String,
+    mode: Option<String>,
+    shadow: Option<String>,
+    secondary: Option<String>,
+    sample: Option<f64>,
+    writes: Option<bool>,
+    compare: Option<bool>,
 }
 
 async fn put_route(
@@ -203,14 +247,7 @@ async fn put_route(
     namespace: String,
 ) -> Reply {
     if !authorized(&req, state) {
-        let mut reply = error(
-            StatusCode::UNAUTHORIZED,
-            "missing or wrong bearer token".to_string(),
-        );
-        reply
-            .headers_mut()
-            .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        return reply;
+        return unauthorized();
     }
     let if_match = match req.headers().get(IF_MATCH).map(|v| {
         v.to_str()
@@ -244,8 +281,38 @@ async fn put_route(
             "reason must not be empty".to_string(),
         );
     }
+    let mode = match change.mode {
+        Some(mode) => Some(ModeRequest {
+            mode,
+            shadow: change.shadow,
+            secondary: change.secondary,
+            sample: change.sample,
+            writes: change.writes,
+            compare: change.compare,
+        }),
+        None if change.shadow.is_some()
+            || change.secondary.is_some()
+            || change.sample.is_some()
+            || change.writes.is_some()
+            || change.compare.is_some() =>
+        {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "shadow, secondary, sample, writes and compare need \"mode\"".to_string(),
+            )
+        }
+        None => None,
+    };
+    if change.target.is_none() && mode.is_none() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "give \"target\", \"mode\" or both".to_string(),
+        );
+    }
+    let before = state.control.router().snapshot();
     let request = ChangeRequest {
-        namespace,
+        namespace: namespace.clone(),
+        mode,
         target: change.target,
         reason: change.reason,
         actor,
@@ -265,9 +332,22 @@ async fn put_route(
         }
     };
     match outcome {
-        Ok(table) => routes(&table, state),
+        Ok(table) => {
+            // Shadow counts run from the moment the mode was set.
+            let router = &state.shared.router;
+            if let Some(ns) = router.namespaces.id(&namespace) {
+                if before.routes.get(usize::from(ns)).map(|r| r.mode)
+                    != table.routes.get(usize::from(ns)).map(|r| r.mode)
+                {
+                    state.shared.shadow.report.reset(ns);
+                }
+            }
+            routes(&table, state)
+        }
         Err(e @ ChangeError::UnknownNamespace(_)) => error(StatusCode::NOT_FOUND, e.to_string()),
-        Err(e @ ChangeError::UnknownEndpoint(_)) => error(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(e @ (ChangeError::UnknownEndpoint(_) | ChangeError::BadMode(_))) => {
+            error(StatusCode::BAD_REQUEST, e.to_string())
+        }
         Err(e @ ChangeError::Stale { .. }) => error(StatusCode::PRECONDITION_FAILED, e.to_string()),
         Err(e @ ChangeError::Persist(_)) => {
             tracing::error!(cause = %e, "route change not persisted");
@@ -289,6 +369,8 @@ async fn history(state: &AdminState) -> Reply {
                 "namespace": h.namespace,
                 "from": h.from,
                 "to": h.to,
+                "from_mode": h.from_mode,
+                "to_mode": h.to_mode,
                 "reason": h.reason,
                 "actor": h.actor,
             })

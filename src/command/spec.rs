@@ -34,6 +34,12 @@ pub mod flags {
     pub const DANGEROUS: u32 = 1 << 12;
     /// Has subcommands (CLIENT, CONFIG, OBJECT, XINFO, ...): look the subcommand up.
     pub const CONTAINER: u32 = 1 << 13;
+    /// Command tip `nondeterministic_output`: the reply may differ between two servers holding
+    /// the same data (RANDOMKEY, SRANDMEMBER, TIME, INFO, SCAN, ...).
+    pub const NONDETERMINISTIC_OUTPUT: u32 = 1 << 14;
+    /// Command tip `nondeterministic_output_order`: the reply's elements are the same, their
+    /// order may differ (SMEMBERS, HGETALL, KEYS, SINTER, ...).
+    pub const UNORDERED_OUTPUT: u32 = 1 << 15;
 }
 
 /// Where the search for keys begins (`begin_search` of a key spec).

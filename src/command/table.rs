@@ -229,7 +229,7 @@ pub static COMMANDS: &[CommandSpec] = &[
                 subcommands: &[],
             },
             CommandSpec {
-                name: "client|info", arity: 2, flags: flags::NOSCRIPT | flags::CONNECTION, first_key: 0, last_key: 0, step: 0,
+                name: "client|info", arity: 2, flags: flags::NOSCRIPT | flags::CONNECTION | flags::NONDETERMINISTIC_OUTPUT, first_key: 0, last_key: 0, step: 0,
                 key_specs: &[],
                 subcommands: &[],
             },
@@ -239,7 +239,7 @@ pub static COMMANDS: &[CommandSpec] = &[
                 subcommands: &[],
             },
             CommandSpec {
-                name: "client|list", arity: -2, flags: flags::ADMIN | flags::NOSCRIPT | flags::CONNECTION | flags::DANGEROUS, first_key: 0, last_key: 0, step: 0,
+                name: "client|list", arity: -2, flags: flags::ADMIN | flags::NOSCRIPT | flags::CONNECTION | flags::DANGEROUS | flags::NONDETERMINISTIC_OUTPUT, first_key: 0, last_key: 0, step: 0,
                 key_specs: &[],
                 subcommands: &[],
             },
@@ -300,12 +300,12 @@ pub static COMMANDS: &[CommandSpec] = &[
                 subcommands: &[],
             },
             CommandSpec {
-                name: "cluster|bumpepoch", arity: 2, flags: flags::ADMIN | flags::DANGEROUS, first_key: 0, last_key: 0, step: 0,
+                name: "cluster|bumpepoch", arity: 2, flags: flags::ADMIN | flags::DANGEROUS | flags::NONDETERMINISTIC_OUTPUT, first_key: 0, last_key: 0, step: 0,
                 key_specs: &[],
                 subcommands: &[],
             },
             CommandSpec {
-                name: "cluster|count-failure-reports", arity: 3, flags: flags::ADMIN | flags::DANGEROUS, first_key: 0, last_key: 0, step: 0,
+                name: "cluster|count-failure-reports", arity: 3, flags: flags::ADMIN | flags::DANGEROUS | flags::NONDETERMINISTIC_OUTPUT, first_key: 0, last_key: 0, step: 0,
                 key_specs: &[],
                 subcommands: &[],
             },
@@ -340,7 +340,7 @@ pub static COMMANDS: &[CommandSpec] = &[
                 subcommands: &[],
             },
             CommandSpec {
-                name: "cluster|getkeysinslot", arity: 4, flags: 0, first_key: 0, last_key: 0, step: 0,
+                name: "cluster|getkeysinslot", arity: 4, flags: flags::NONDETERMINISTIC_OUTPUT, first_key: 0, last_key: 0, step: 0,
                 key_specs: &[],
                 subcommands: &[],
             },
@@ -350,7 +350,7 @@ pub static COMMANDS: &[CommandSpec] = &[
                 subcommands: &[],
             },
             CommandSpec {
-                name: "cluster|info", arity: 2, flags: 0, first_key: 0, last_key: 0, step: 0,
+                name: "cluster|info", arity: 2, flags: flags::NONDETERMINISTIC_OUTPUT, first_key: 0, last_key: 0, step: 0,
                 key_specs: &[],
                 subcommands: &[],
             },
@@ -360,7 +360,7 @@ pub static COMMANDS: &[CommandSpec] = &[
                 subcommands: &[],
             },
             CommandSpec {
-                name: "cluster|links", arity: 2, flags: 0, first_key: 0, last_key: 0, step: 0,
+                name: "cluster|links", arity: 2, flags: flags::NONDETERMINISTIC_OUTPUT, first_key: 0, last_key: 0, step: 0,
                 key_specs: &[],
                 subcommands: &[],
             },
@@ -375,12 +375,12 @@ pub static COMMANDS: &[CommandSpec] = &[
                 subcommands: &[],
             },
             CommandSpec {
-                name: "cluster|nodes", arity: 2, flags: 0, first_key: 0, last_key: 0, step: 0,
+                name: "cluster|nodes", arity: 2, flags: flags::NONDETERMINISTIC_OUTPUT, first_key: 0, last_key: 0, step: 0,
                 key_specs: &[],
                 subcommands: &[],
             },
             CommandSpec {
-                name: "cluster|replicas", arity: 3, flags: flags::ADMIN | flags::DANGEROUS, first_key: 0, last_key: 0, step: 0,
+                name: "cluster|replicas", arity: 3, flags: flags::ADMIN | flags::DANGEROUS | flags::NONDETERMINISTIC_OUTPUT, first_key: 0, last_key: 0, step: 0,
                 key_specs: &[],
                 subcommands: &[],
             },
@@ -410,24 +410,24 @@ pub static COMMANDS: &[CommandSpec] = &[
                 subcommands: &[],
             },
             CommandSpec {
-                name: "cluster|shards", arity: 2, flags: 0, first_key: 0, last_key: 0, step: 0,
+                name: "cluster|shards", arity: 2, flags: flags::NONDETERMINISTIC_OUTPUT, first_key: 0, last_key: 0, step: 0,
                 key_specs: &[],
                 subcommands: &[],
             },
             CommandSpec {
-                name: "cluster|slaves", arity: 3, flags: flags::ADMIN | flags::DANGEROUS, first_key: 0, last_key: 0, step: 0,
+                name: "cluster|slaves", arity: 3, flags: flags::ADMIN | flags::DANGEROUS | flags::NONDETERMINISTIC_OUTPUT, first_key: 0, last_key: 0, step: 0,
                 key_specs: &[],
                 subcommands: &[],
             },
             CommandSpec {
-                name: "cluster|slots", arity: 2, flags: 0, first_key: 0, last_key: 0, step: 0,
+                name: "cluster|slots", arity: 2, flags: flags::NONDETERMINISTIC_OUTPUT, first_key: 0, last_key: 0, step: 0,
                 key_specs: &[],
                 subcommands: &[],
             },
         ],
     },
     CommandSpec {
-        name: "command", arity: -1, flags: flags::CONNECTION | flags::CONTAINER, first_key: 0, last_key: 0, step: 0,
+        name: "command", arity: -1, flags: flags::CONNECTION | flags::CONTAINER | flags::UNORDERED_OUTPUT, first_key: 0, last_key: 0, step: 0,
         key_specs: &[],
         subcommands: &[
             CommandSpec {
@@ -436,7 +436,7 @@ pub static COMMANDS: &[CommandSpec] = &[
                 subcommands: &[],
             },
             CommandSpec {
-                name: "command|docs", arity: -2, flags: flags::CONNECTION, first_key: 0, last_key: 0, step: 0,
+                name: "command|docs", arity: -2, flags: flags::CONNECTION | flags::UNORDERED_OUTPUT, first_key: 0, last_key: 0, step: 0,
                 key_specs: &[],
                 subcommands: &[],
             },
@@ -456,12 +456,12 @@ pub static COMMANDS: &[CommandSpec] = &[
                 subcommands: &[],
             },
             CommandSpec {
-                name: "command|info", arity: -2, flags: flags::CONNECTION, first_key: 0, last_key: 0, step: 0,
+                name: "command|info", arity: -2, flags: flags::CONNECTION | flags::UNORDERED_OUTPUT, first_key: 0, last_key: 0, step: 0,
                 key_specs: &[],
                 subcommands: &[],
             },
             CommandSpec {
-                name: "command|list", arity: -2, flags: flags::CONNECTION, first_key: 0, last_key: 0, step: 0,
+                name: "command|list", arity: -2, flags: flags::CONNECTION | flags::UNORDERED_OUTPUT, first_key: 0, last_key: 0, step: 0,
                 key_specs: &[],
                 subcommands: &[],
             },
@@ -543,7 +543,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         subcommands: &[],
     },
     CommandSpec {
-        name: "dump", arity: 2, flags: flags::READONLY, first_key: 1, last_key: 1, step: 1,
+        name: "dump", arity: 2, flags: flags::READONLY | flags::NONDETERMINISTIC_OUTPUT, first_key: 1, last_key: 1, step: 1,
         key_specs: &[
             KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { last_key: 0, step: 1, limit: 0 }, flags: key_flags::RO },
         ],
@@ -674,7 +674,7 @@ pub static COMMANDS: &[CommandSpec] = &[
                 subcommands: &[],
             },
             CommandSpec {
-                name: "function|list", arity: -2, flags: flags::NOSCRIPT | flags::SCRIPTING, first_key: 0, last_key: 0, step: 0,
+                name: "function|list", arity: -2, flags: flags::NOSCRIPT | flags::SCRIPTING | flags::UNORDERED_OUTPUT, first_key: 0, last_key: 0, step: 0,
                 key_specs: &[],
                 subcommands: &[],
             },
@@ -689,7 +689,7 @@ pub static COMMANDS: &[CommandSpec] = &[
                 subcommands: &[],
             },
             CommandSpec {
-                name: "function|stats", arity: 2, flags: flags::NOSCRIPT | flags::SCRIPTING, first_key: 0, last_key: 0, step: 0,
+                name: "function|stats", arity: 2, flags: flags::NOSCRIPT | flags::SCRIPTING | flags::NONDETERMINISTIC_OUTPUT, first_key: 0, last_key: 0, step: 0,
                 key_specs: &[],
                 subcommands: &[],
             },
@@ -839,7 +839,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         subcommands: &[],
     },
     CommandSpec {
-        name: "hgetall", arity: 2, flags: flags::READONLY, first_key: 1, last_key: 1, step: 1,
+        name: "hgetall", arity: 2, flags: flags::READONLY | flags::UNORDERED_OUTPUT, first_key: 1, last_key: 1, step: 1,
         key_specs: &[
             KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { last_key: 0, step: 1, limit: 0 }, flags: key_flags::RO },
         ],
@@ -860,7 +860,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         subcommands: &[],
     },
     CommandSpec {
-        name: "hkeys", arity: 2, flags: flags::READONLY, first_key: 1, last_key: 1, step: 1,
+        name: "hkeys", arity: 2, flags: flags::READONLY | flags::UNORDERED_OUTPUT, first_key: 1, last_key: 1, step: 1,
         key_specs: &[
             KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { last_key: 0, step: 1, limit: 0 }, flags: key_flags::RO },
         ],
@@ -888,14 +888,14 @@ pub static COMMANDS: &[CommandSpec] = &[
         subcommands: &[],
     },
     CommandSpec {
-        name: "hrandfield", arity: -2, flags: flags::READONLY, first_key: 1, last_key: 1, step: 1,
+        name: "hrandfield", arity: -2, flags: flags::READONLY | flags::NONDETERMINISTIC_OUTPUT, first_key: 1, last_key: 1, step: 1,
         key_specs: &[
             KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { last_key: 0, step: 1, limit: 0 }, flags: key_flags::RO },
         ],
         subcommands: &[],
     },
     CommandSpec {
-        name: "hscan", arity: -3, flags: flags::READONLY, first_key: 1, last_key: 1, step: 1,
+        name: "hscan", arity: -3, flags: flags::READONLY | flags::NONDETERMINISTIC_OUTPUT, first_key: 1, last_key: 1, step: 1,
         key_specs: &[
             KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { last_key: 0, step: 1, limit: 0 }, flags: key_flags::RO },
         ],
@@ -923,7 +923,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         subcommands: &[],
     },
     CommandSpec {
-        name: "hvals", arity: 2, flags: flags::READONLY, first_key: 1, last_key: 1, step: 1,
+        name: "hvals", arity: 2, flags: flags::READONLY | flags::UNORDERED_OUTPUT, first_key: 1, last_key: 1, step: 1,
         key_specs: &[
             KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { last_key: 0, step: 1, limit: 0 }, flags: key_flags::RO },
         ],
@@ -951,17 +951,17 @@ pub static COMMANDS: &[CommandSpec] = &[
         subcommands: &[],
     },
     CommandSpec {
-        name: "info", arity: -1, flags: flags::DANGEROUS, first_key: 0, last_key: 0, step: 0,
+        name: "info", arity: -1, flags: flags::DANGEROUS | flags::NONDETERMINISTIC_OUTPUT, first_key: 0, last_key: 0, step: 0,
         key_specs: &[],
         subcommands: &[],
     },
     CommandSpec {
-        name: "keys", arity: 2, flags: flags::READONLY | flags::DANGEROUS, first_key: 0, last_key: 0, step: 0,
+        name: "keys", arity: 2, flags: flags::READONLY | flags::DANGEROUS | flags::UNORDERED_OUTPUT, first_key: 0, last_key: 0, step: 0,
         key_specs: &[],
         subcommands: &[],
     },
     CommandSpec {
-        name: "lastsave", arity: 1, flags: flags::DANGEROUS, first_key: 0, last_key: 0, step: 0,
+        name: "lastsave", arity: 1, flags: flags::DANGEROUS | flags::NONDETERMINISTIC_OUTPUT, first_key: 0, last_key: 0, step: 0,
         key_specs: &[],
         subcommands: &[],
     },
@@ -970,12 +970,12 @@ pub static COMMANDS: &[CommandSpec] = &[
         key_specs: &[],
         subcommands: &[
             CommandSpec {
-                name: "latency|doctor", arity: 2, flags: flags::ADMIN | flags::NOSCRIPT | flags::DANGEROUS, first_key: 0, last_key: 0, step: 0,
+                name: "latency|doctor", arity: 2, flags: flags::ADMIN | flags::NOSCRIPT | flags::DANGEROUS | flags::NONDETERMINISTIC_OUTPUT, first_key: 0, last_key: 0, step: 0,
                 key_specs: &[],
                 subcommands: &[],
             },
             CommandSpec {
-                name: "latency|graph", arity: 3, flags: flags::ADMIN | flags::NOSCRIPT | flags::DANGEROUS, first_key: 0, last_key: 0, step: 0,
+                name: "latency|graph", arity: 3, flags: flags::ADMIN | flags::NOSCRIPT | flags::DANGEROUS | flags::NONDETERMINISTIC_OUTPUT, first_key: 0, last_key: 0, step: 0,
                 key_specs: &[],
                 subcommands: &[],
             },
@@ -985,17 +985,17 @@ pub static COMMANDS: &[CommandSpec] = &[
                 subcommands: &[],
             },
             CommandSpec {
-                name: "latency|histogram", arity: -2, flags: flags::ADMIN | flags::NOSCRIPT | flags::DANGEROUS, first_key: 0, last_key: 0, step: 0,
+                name: "latency|histogram", arity: -2, flags: flags::ADMIN | flags::NOSCRIPT | flags::DANGEROUS | flags::NONDETERMINISTIC_OUTPUT, first_key: 0, last_key: 0, step: 0,
                 key_specs: &[],
                 subcommands: &[],
             },
             CommandSpec {
-                name: "latency|history", arity: 3, flags: flags::ADMIN | flags::NOSCRIPT | flags::DANGEROUS, first_key: 0, last_key: 0, step: 0,
+                name: "latency|history", arity: 3, flags: flags::ADMIN | flags::NOSCRIPT | flags::DANGEROUS | flags::NONDETERMINISTIC_OUTPUT, first_key: 0, last_key: 0, step: 0,
                 key_specs: &[],
                 subcommands: &[],
             },
             CommandSpec {
-                name: "latency|latest", arity: 2, flags: flags::ADMIN | flags::NOSCRIPT | flags::DANGEROUS, first_key: 0, last_key: 0, step: 0,
+                name: "latency|latest", arity: 2, flags: flags::ADMIN | flags::NOSCRIPT | flags::DANGEROUS | flags::NONDETERMINISTIC_OUTPUT, first_key: 0, last_key: 0, step: 0,
                 key_specs: &[],
                 subcommands: &[],
             },
@@ -1115,7 +1115,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         key_specs: &[],
         subcommands: &[
             CommandSpec {
-                name: "memory|doctor", arity: 2, flags: 0, first_key: 0, last_key: 0, step: 0,
+                name: "memory|doctor", arity: 2, flags: flags::NONDETERMINISTIC_OUTPUT, first_key: 0, last_key: 0, step: 0,
                 key_specs: &[],
                 subcommands: &[],
             },
@@ -1125,7 +1125,7 @@ pub static COMMANDS: &[CommandSpec] = &[
                 subcommands: &[],
             },
             CommandSpec {
-                name: "memory|malloc-stats", arity: 2, flags: 0, first_key: 0, last_key: 0, step: 0,
+                name: "memory|malloc-stats", arity: 2, flags: flags::NONDETERMINISTIC_OUTPUT, first_key: 0, last_key: 0, step: 0,
                 key_specs: &[],
                 subcommands: &[],
             },
@@ -1135,7 +1135,7 @@ pub static COMMANDS: &[CommandSpec] = &[
                 subcommands: &[],
             },
             CommandSpec {
-                name: "memory|stats", arity: 2, flags: 0, first_key: 0, last_key: 0, step: 0,
+                name: "memory|stats", arity: 2, flags: flags::NONDETERMINISTIC_OUTPUT, first_key: 0, last_key: 0, step: 0,
                 key_specs: &[],
                 subcommands: &[],
             },
@@ -1156,7 +1156,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         subcommands: &[],
     },
     CommandSpec {
-        name: "migrate", arity: -6, flags: flags::WRITE | flags::MOVABLE_KEYS | flags::DANGEROUS, first_key: 3, last_key: 3, step: 1,
+        name: "migrate", arity: -6, flags: flags::WRITE | flags::MOVABLE_KEYS | flags::DANGEROUS | flags::NONDETERMINISTIC_OUTPUT, first_key: 3, last_key: 3, step: 1,
         key_specs: &[
             KeySpec { begin: BeginSearch::Index(3), find: FindKeys::Range { last_key: 0, step: 1, limit: 0 }, flags: key_flags::RW },
             KeySpec { begin: BeginSearch::Keyword { keyword: "KEYS", start_from: -2 }, find: FindKeys::Range { last_key: -1, step: 1, limit: 0 }, flags: key_flags::RW | key_flags::INCOMPLETE },
@@ -1173,7 +1173,7 @@ pub static COMMANDS: &[CommandSpec] = &[
                 subcommands: &[],
             },
             CommandSpec {
-                name: "module|list", arity: 2, flags: flags::ADMIN | flags::NOSCRIPT | flags::DANGEROUS, first_key: 0, last_key: 0, step: 0,
+                name: "module|list", arity: 2, flags: flags::ADMIN | flags::NOSCRIPT | flags::DANGEROUS | flags::UNORDERED_OUTPUT, first_key: 0, last_key: 0, step: 0,
                 key_specs: &[],
                 subcommands: &[],
             },
@@ -1230,14 +1230,14 @@ pub static COMMANDS: &[CommandSpec] = &[
         key_specs: &[],
         subcommands: &[
             CommandSpec {
-                name: "object|encoding", arity: 3, flags: flags::READONLY, first_key: 2, last_key: 2, step: 1,
+                name: "object|encoding", arity: 3, flags: flags::READONLY | flags::NONDETERMINISTIC_OUTPUT, first_key: 2, last_key: 2, step: 1,
                 key_specs: &[
                     KeySpec { begin: BeginSearch::Index(2), find: FindKeys::Range { last_key: 0, step: 1, limit: 0 }, flags: key_flags::RO },
                 ],
                 subcommands: &[],
             },
             CommandSpec {
-                name: "object|freq", arity: 3, flags: flags::READONLY, first_key: 2, last_key: 2, step: 1,
+                name: "object|freq", arity: 3, flags: flags::READONLY | flags::NONDETERMINISTIC_OUTPUT, first_key: 2, last_key: 2, step: 1,
                 key_specs: &[
                     KeySpec { begin: BeginSearch::Index(2), find: FindKeys::Range { last_key: 0, step: 1, limit: 0 }, flags: key_flags::RO },
                 ],
@@ -1249,14 +1249,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 subcommands: &[],
             },
             CommandSpec {
-                name: "object|idletime", arity: 3, flags: flags::READONLY, first_key: 2, last_key: 2, step: 1,
+                name: "object|idletime", arity: 3, flags: flags::READONLY | flags::NONDETERMINISTIC_OUTPUT, first_key: 2, last_key: 2, step: 1,
                 key_specs: &[
                     KeySpec { begin: BeginSearch::Index(2), find: FindKeys::Range { last_key: 0, step: 1, limit: 0 }, flags: key_flags::RO },
                 ],
                 subcommands: &[],
             },
             CommandSpec {
-                name: "object|refcount", arity: 3, flags: flags::READONLY, first_key: 2, last_key: 2, step: 1,
+                name: "object|refcount", arity: 3, flags: flags::READONLY | flags::NONDETERMINISTIC_OUTPUT, first_key: 2, last_key: 2, step: 1,
                 key_specs: &[
                     KeySpec { begin: BeginSearch::Index(2), find: FindKeys::Range { last_key: 0, step: 1, limit: 0 }, flags: key_flags::RO },
                 ],
@@ -1349,7 +1349,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         subcommands: &[],
     },
     CommandSpec {
-        name: "pttl", arity: 2, flags: flags::READONLY, first_key: 1, last_key: 1, step: 1,
+        name: "pttl", arity: 2, flags: flags::READONLY | flags::NONDETERMINISTIC_OUTPUT, first_key: 1, last_key: 1, step: 1,
         key_specs: &[
             KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { last_key: 0, step: 1, limit: 0 }, flags: key_flags::RO },
         ],
@@ -1407,7 +1407,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         subcommands: &[],
     },
     CommandSpec {
-        name: "randomkey", arity: 1, flags: flags::READONLY, first_key: 0, last_key: 0, step: 0,
+        name: "randomkey", arity: 1, flags: flags::READONLY | flags::NONDETERMINISTIC_OUTPUT, first_key: 0, last_key: 0, step: 0,
         key_specs: &[],
         subcommands: &[],
     },
@@ -1513,7 +1513,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         subcommands: &[],
     },
     CommandSpec {
-        name: "scan", arity: -2, flags: flags::READONLY, first_key: 0, last_key: 0, step: 0,
+        name: "scan", arity: -2, flags: flags::READONLY | flags::NONDETERMINISTIC_OUTPUT, first_key: 0, last_key: 0, step: 0,
         key_specs: &[],
         subcommands: &[],
     },
@@ -1561,7 +1561,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         ],
     },
     CommandSpec {
-        name: "sdiff", arity: -2, flags: flags::READONLY, first_key: 1, last_key: -1, step: 1,
+        name: "sdiff", arity: -2, flags: flags::READONLY | flags::UNORDERED_OUTPUT, first_key: 1, last_key: -1, step: 1,
         key_specs: &[
             KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { last_key: -1, step: 1, limit: 0 }, flags: key_flags::RO },
         ],
@@ -1621,7 +1621,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         subcommands: &[],
     },
     CommandSpec {
-        name: "sinter", arity: -2, flags: flags::READONLY, first_key: 1, last_key: -1, step: 1,
+        name: "sinter", arity: -2, flags: flags::READONLY | flags::UNORDERED_OUTPUT, first_key: 1, last_key: -1, step: 1,
         key_specs: &[
             KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { last_key: -1, step: 1, limit: 0 }, flags: key_flags::RO },
         ],
@@ -1659,7 +1659,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         key_specs: &[],
         subcommands: &[
             CommandSpec {
-                name: "slowlog|get", arity: -2, flags: flags::ADMIN | flags::DANGEROUS, first_key: 0, last_key: 0, step: 0,
+                name: "slowlog|get", arity: -2, flags: flags::ADMIN | flags::DANGEROUS | flags::NONDETERMINISTIC_OUTPUT, first_key: 0, last_key: 0, step: 0,
                 key_specs: &[],
                 subcommands: &[],
             },
@@ -1669,7 +1669,7 @@ pub static COMMANDS: &[CommandSpec] = &[
                 subcommands: &[],
             },
             CommandSpec {
-                name: "slowlog|len", arity: 2, flags: flags::ADMIN | flags::DANGEROUS, first_key: 0, last_key: 0, step: 0,
+                name: "slowlog|len", arity: 2, flags: flags::ADMIN | flags::DANGEROUS | flags::NONDETERMINISTIC_OUTPUT, first_key: 0, last_key: 0, step: 0,
                 key_specs: &[],
                 subcommands: &[],
             },
@@ -1681,7 +1681,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         ],
     },
     CommandSpec {
-        name: "smembers", arity: 2, flags: flags::READONLY, first_key: 1, last_key: 1, step: 1,
+        name: "smembers", arity: 2, flags: flags::READONLY | flags::UNORDERED_OUTPUT, first_key: 1, last_key: 1, step: 1,
         key_specs: &[
             KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { last_key: 0, step: 1, limit: 0 }, flags: key_flags::RO },
         ],
@@ -1720,7 +1720,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         subcommands: &[],
     },
     CommandSpec {
-        name: "spop", arity: -2, flags: flags::WRITE, first_key: 1, last_key: 1, step: 1,
+        name: "spop", arity: -2, flags: flags::WRITE | flags::NONDETERMINISTIC_OUTPUT, first_key: 1, last_key: 1, step: 1,
         key_specs: &[
             KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { last_key: 0, step: 1, limit: 0 }, flags: key_flags::RW },
         ],
@@ -1734,7 +1734,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         subcommands: &[],
     },
     CommandSpec {
-        name: "srandmember", arity: -2, flags: flags::READONLY, first_key: 1, last_key: 1, step: 1,
+        name: "srandmember", arity: -2, flags: flags::READONLY | flags::NONDETERMINISTIC_OUTPUT, first_key: 1, last_key: 1, step: 1,
         key_specs: &[
             KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { last_key: 0, step: 1, limit: 0 }, flags: key_flags::RO },
         ],
@@ -1748,7 +1748,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         subcommands: &[],
     },
     CommandSpec {
-        name: "sscan", arity: -3, flags: flags::READONLY, first_key: 1, last_key: 1, step: 1,
+        name: "sscan", arity: -3, flags: flags::READONLY | flags::NONDETERMINISTIC_OUTPUT, first_key: 1, last_key: 1, step: 1,
         key_specs: &[
             KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { last_key: 0, step: 1, limit: 0 }, flags: key_flags::RO },
         ],
@@ -1781,7 +1781,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         subcommands: &[],
     },
     CommandSpec {
-        name: "sunion", arity: -2, flags: flags::READONLY, first_key: 1, last_key: -1, step: 1,
+        name: "sunion", arity: -2, flags: flags::READONLY | flags::UNORDERED_OUTPUT, first_key: 1, last_key: -1, step: 1,
         key_specs: &[
             KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { last_key: -1, step: 1, limit: 0 }, flags: key_flags::RO },
         ],
@@ -1813,7 +1813,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         subcommands: &[],
     },
     CommandSpec {
-        name: "time", arity: 1, flags: 0, first_key: 0, last_key: 0, step: 0,
+        name: "time", arity: 1, flags: flags::NONDETERMINISTIC_OUTPUT, first_key: 0, last_key: 0, step: 0,
         key_specs: &[],
         subcommands: &[],
     },
@@ -1825,7 +1825,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         subcommands: &[],
     },
     CommandSpec {
-        name: "ttl", arity: 2, flags: flags::READONLY, first_key: 1, last_key: 1, step: 1,
+        name: "ttl", arity: 2, flags: flags::READONLY | flags::NONDETERMINISTIC_OUTPUT, first_key: 1, last_key: 1, step: 1,
         key_specs: &[
             KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { last_key: 0, step: 1, limit: 0 }, flags: key_flags::RO },
         ],
@@ -1875,21 +1875,21 @@ pub static COMMANDS: &[CommandSpec] = &[
         subcommands: &[],
     },
     CommandSpec {
-        name: "xadd", arity: -5, flags: flags::WRITE | flags::DENYOOM, first_key: 1, last_key: 1, step: 1,
+        name: "xadd", arity: -5, flags: flags::WRITE | flags::DENYOOM | flags::NONDETERMINISTIC_OUTPUT, first_key: 1, last_key: 1, step: 1,
         key_specs: &[
             KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { last_key: 0, step: 1, limit: 0 }, flags: key_flags::RW },
         ],
         subcommands: &[],
     },
     CommandSpec {
-        name: "xautoclaim", arity: -6, flags: flags::WRITE, first_key: 1, last_key: 1, step: 1,
+        name: "xautoclaim", arity: -6, flags: flags::WRITE | flags::NONDETERMINISTIC_OUTPUT, first_key: 1, last_key: 1, step: 1,
         key_specs: &[
             KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { last_key: 0, step: 1, limit: 0 }, flags: key_flags::RW },
         ],
         subcommands: &[],
     },
     CommandSpec {
-        name: "xclaim", arity: -6, flags: flags::WRITE, first_key: 1, last_key: 1, step: 1,
+        name: "xclaim", arity: -6, flags: flags::WRITE | flags::NONDETERMINISTIC_OUTPUT, first_key: 1, last_key: 1, step: 1,
         key_specs: &[
             KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { last_key: 0, step: 1, limit: 0 }, flags: key_flags::RW },
         ],
@@ -1953,7 +1953,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         key_specs: &[],
         subcommands: &[
             CommandSpec {
-                name: "xinfo|consumers", arity: 4, flags: flags::READONLY, first_key: 2, last_key: 2, step: 1,
+                name: "xinfo|consumers", arity: 4, flags: flags::READONLY | flags::NONDETERMINISTIC_OUTPUT, first_key: 2, last_key: 2, step: 1,
                 key_specs: &[
                     KeySpec { begin: BeginSearch::Index(2), find: FindKeys::Range { last_key: 0, step: 1, limit: 0 }, flags: key_flags::RO },
                 ],
@@ -1988,7 +1988,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         subcommands: &[],
     },
     CommandSpec {
-        name: "xpending", arity: -3, flags: flags::READONLY, first_key: 1, last_key: 1, step: 1,
+        name: "xpending", arity: -3, flags: flags::READONLY | flags::NONDETERMINISTIC_OUTPUT, first_key: 1, last_key: 1, step: 1,
         key_specs: &[
             KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { last_key: 0, step: 1, limit: 0 }, flags: key_flags::RO },
         ],
@@ -2030,7 +2030,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         subcommands: &[],
     },
     CommandSpec {
-        name: "xtrim", arity: -4, flags: flags::WRITE, first_key: 1, last_key: 1, step: 1,
+        name: "xtrim", arity: -4, flags: flags::WRITE | flags::NONDETERMINISTIC_OUTPUT, first_key: 1, last_key: 1, step: 1,
         key_specs: &[
             KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { last_key: 0, step: 1, limit: 0 }, flags: key_flags::RW },
         ],
@@ -2137,7 +2137,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         subcommands: &[],
     },
     CommandSpec {
-        name: "zrandmember", arity: -2, flags: flags::READONLY, first_key: 1, last_key: 1, step: 1,
+        name: "zrandmember", arity: -2, flags: flags::READONLY | flags::NONDETERMINISTIC_OUTPUT, first_key: 1, last_key: 1, step: 1,
         key_specs: &[
             KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { last_key: 0, step: 1, limit: 0 }, flags: key_flags::RO },
         ],
@@ -2236,7 +2236,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         subcommands: &[],
     },
     CommandSpec {
-        name: "zscan", arity: -3, flags: flags::READONLY, first_key: 1, last_key: 1, step: 1,
+        name: "zscan", arity: -3, flags: flags::READONLY | flags::NONDETERMINISTIC_OUTPUT, first_key: 1, last_key: 1, step: 1,
         key_specs: &[
             KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { last_key: 0, step: 1, limit: 0 }, flags: key_flags::RO },
         ],

@@ -21,6 +21,7 @@ pub struct FileConfig {
     #[serde(default)]
     pub commands: Vec<FileCommand>,
     pub pubsub: Option<FilePubsub>,
+    pub shadow: Option<super::shadow::FileShadow>,
 }
 
 /// `[pubsub]`.

@@ -6,6 +6,7 @@
 
 pub mod auth;
 mod file;
+pub mod shadow;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -58,6 +59,8 @@ pub struct Config {
     /// The endpoint for Pub/Sub (`[pubsub] endpoint`); `None`: the default route's at
     /// subscription time.
     pub pubsub_endpoint: Option<EndpointId>,
+    /// `[shadow]`: bounds of shadow traffic and dual-write.
+    pub shadow: shadow::ShadowConfig,
 }
 
 /// A keyed command from `[[commands]]`, with Redis's legacy key positions.
@@ -365,7 +368,10 @@ fn validate(
         .as_ref()
         .map(|p| resolve("pubsub.endpoint".to_string(), &p.endpoint, problems));
 
+    let shadow = shadow::validate(file.shadow.as_ref(), problems);
+
     Config {
+        shadow,
         proxy,
         admin,
         state_path: PathBuf::from(&file.state.path),

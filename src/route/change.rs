@@ -27,19 +27,43 @@ pub struct HistoryEntry {
     pub from: String,
     /// Endpoint after.
     pub to: String,
+    /// Mode before, described.
+    pub from_mode: String,
+    /// Mode after, described.
+    pub to_mode: String,
     /// Why, as the operator said.
     pub reason: String,
     /// Who: the `X-Turnout-Actor` header, or the caller's address.
     pub actor: String,
 }
 
-/// A requested change of one route's target.
+/// A requested mode, as the API names it.
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModeRequest {
+    /// `direct`, `shadow` or `dual-write`.
+    pub mode: String,
+    /// Shadow mode: the endpoint copies go to.
+    pub shadow: Option<String>,
+    /// Dual-write mode: the endpoint writes are mirrored to.
+    pub secondary: Option<String>,
+    /// Fraction of reads compared (default: `[shadow] sample`).
+    pub sample: Option<f64>,
+    /// Shadow mode: mirror writes too (default false).
+    pub writes: Option<bool>,
+    /// Dual-write mode: compare reads (default false).
+    pub compare: Option<bool>,
+}
+
+/// A requested change of one route's target, mode or both.
 #[derive(Debug, Clone)]
 pub struct ChangeRequest {
     /// Route name (a namespace or `default`).
     pub namespace: String,
-    /// Endpoint name.
-    pub target: String,
+    /// Endpoint name; `None` keeps the target.
+    pub target: Option<String>,
+    /// The mode; `None` keeps the mode.
+    pub mode: Option<ModeRequest>,
     /// Why.
     pub reason: String,
     /// Who.
@@ -65,6 +89,9 @@ pub enum ChangeError {
         /// What it is.
         current: u64,
     },
+    /// The mode is not valid for this route.
+    #[error("{0}")]
+    BadMode(String),
     /// The state file could not be written; nothing changed.
     #[error("could not persist the change, nothing changed: {0}")]
     Persist(#[from] StateError),
@@ -98,6 +125,67 @@ impl RouteControl {
         self.history.lock().await.clone()
     }
 
+    /// A requested mode, checked against the config.
+    fn resolve_mode(&self, req: &ModeRequest) -> Result<Mode, ChangeError> {
+        let endpoint = |name: &Option<String>, field: &str| match name {
+            None => Err(ChangeError::BadMode(format!(
+                "mode {} needs \"{field}\": the endpoint to copy to",
+                req.mode
+            ))),
+            Some(name) => self
+                .config
+                .endpoint_id(name)
+                .ok_or_else(|| ChangeError::UnknownEndpoint(name.clone())),
+        };
+        let sample = req.sample.unwrap_or(self.config.shadow.sample);
+        if !(0.0..=1.0).contains(&sample) {
+            return Err(ChangeError::BadMode(format!(
+                "sample must be between 0.0 and 1.0, not {sample}"
+            )));
+        }
+        let unused = |field: &str, present: bool| {
+            if present {
+                Err(ChangeError::BadMode(format!(
+                    "\"{field}\" does not apply to mode {}",
+                    req.mode
+                )))
+            } else {
+                Ok(())
+            }
+        };
+        match req.mode.as_str() {
+            "direct" => {
+                unused("shadow", req.shadow.is_some())?;
+                unused("secondary", req.secondary.is_some())?;
+                unused("sample", req.sample.is_some())?;
+                unused("writes", req.writes.is_some())?;
+                unused("compare", req.compare.is_some())?;
+                Ok(Mode::Direct)
+            }
+            "shadow" => {
+                unused("secondary", req.secondary.is_some())?;
+                unused("compare", req.compare.is_some())?;
+                Ok(Mode::Shadow {
+                    endpoint: endpoint(&req.shadow, "shadow")?,
+                    sample,
+                    writes: req.writes.unwrap_or(false),
+                })
+            }
+            "dual-write" => {
+                unused("shadow", req.shadow.is_some())?;
+                unused("writes", req.writes.is_some())?;
+                Ok(Mode::DualWrite {
+                    secondary: endpoint(&req.secondary, "secondary")?,
+                    compare: req.compare.unwrap_or(false),
+                    sample,
+                })
+            }
+            other => Err(ChangeError::BadMode(format!(
+                "unknown mode \"{other}\" (direct, shadow or dual-write)"
+            ))),
+        }
+    }
+
     /// Applies a change; a change to the current target is accepted without a new version.
     ///
     /// # Errors
@@ -110,11 +198,33 @@ impl RouteControl {
             .namespaces
             .id(&req.namespace)
             .ok_or_else(|| ChangeError::UnknownNamespace(req.namespace.clone()))?;
-        let target = self
-            .config
-            .endpoint_id(&req.target)
-            .ok_or_else(|| ChangeError::UnknownEndpoint(req.target.clone()))?;
         let current = self.router.snapshot();
+        let route_now = &current.routes[usize::from(ns)];
+        let target = match &req.target {
+            Some(name) => self
+                .config
+                .endpoint_id(name)
+                .ok_or_else(|| ChangeError::UnknownEndpoint(name.clone()))?,
+            None => route_now.target,
+        };
+        let mode = match &req.mode {
+            Some(m) => self.resolve_mode(m)?,
+            None => route_now.mode,
+        };
+        if mode.mirror_endpoint() == Some(target) {
+            let endpoint = &self.config.endpoints[target].name;
+            return Err(ChangeError::BadMode(if req.mode.is_some() {
+                format!(
+                    "mode {} cannot copy to \"{endpoint}\": it is the route's own target",
+                    mode.name()
+                )
+            } else {
+                format!(
+                    "the route is in {} mode towards \"{endpoint}\"; set \"mode\" too (e.g. \"direct\") to make it the target",
+                    mode.name()
+                )
+            }));
+        }
         if let Some(expected) = req.if_match {
             if expected != current.version {
                 return Err(ChangeError::Stale {
@@ -124,7 +234,8 @@ impl RouteControl {
             }
         }
         let before = current.target(ns);
-        if before == target {
+        let mode_before = route_now.mode;
+        if before == target && mode_before == mode {
             return Ok(current);
         }
         let now = SystemTime::now();
@@ -132,9 +243,10 @@ impl RouteControl {
         next.version += 1;
         let route = &mut next.routes[usize::from(ns)];
         route.target = target;
-        route.mode = Mode::Direct;
+        route.mode = mode;
         route.changed_at = now;
         route.reason = req.reason.clone();
+        next.refresh();
 
         let mut new_history = history.clone();
         new_history.push(HistoryEntry {
@@ -142,7 +254,9 @@ impl RouteControl {
             at: now,
             namespace: req.namespace.clone(),
             from: self.config.endpoints[before].name.clone(),
-            to: req.target.clone(),
+            to: self.config.endpoints[target].name.clone(),
+            from_mode: mode_before.describe(&self.config.endpoints),
+            to_mode: mode.describe(&self.config.endpoints),
             reason: req.reason,
             actor: req.actor,
         });
@@ -168,9 +282,10 @@ impl RouteControl {
         tracing::info!(
             namespace = %req.namespace,
             from = %self.config.endpoints[before].name,
-            to = %req.target,
+            to = %self.config.endpoints[target].name,
+            mode = %mode.describe(&self.config.endpoints),
             version,
-            "route flipped"
+            "route changed"
         );
         Ok(self.router.snapshot())
     }

@@ -90,11 +90,120 @@ impl Namespaces {
 }
 
 /// How a route serves its namespace.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Mode {
     /// Every command goes to the target.
     Direct,
+    /// The target serves the client; a sample of reads (and, with `writes`, every write) is
+    /// also sent to `endpoint` and the two replies are compared.
+    Shadow {
+        /// Where the copies go.
+        endpoint: EndpointId,
+        /// Fraction of reads copied, 0.0 to 1.0.
+        sample: f64,
+        /// Also mirror writes (for warming an empty cache; never for a CDC-fed store).
+        writes: bool,
+    },
+    /// Writes go to the target and to `secondary`; the client gets the target's reply.
+    DualWrite {
+        /// Where writes are mirrored.
+        secondary: EndpointId,
+        /// Also compare a sample of reads against the secondary.
+        compare: bool,
+        /// Fraction of reads compared when `compare`.
+        sample: f64,
+    },
+}
+
+impl Mode {
+    /// The mode's name in the API and the state file.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Mode::Direct => "direct",
+            Mode::Shadow { .. } => "shadow",
+            Mode::DualWrite { .. } => "dual-write",
+        }
+    }
+
+    /// The endpoint copies go to, if any.
+    pub fn mirror_endpoint(&self) -> Option<EndpointId> {
+        match *self {
+            Mode::Direct => None,
+            Mode::Shadow { endpoint, .. } => Some(endpoint),
+            Mode::DualWrite { secondary, .. } => Some(secondary),
+        }
+    }
+
+    /// A one-line description for logs and the audit history, e.g. `shadow -> new (sample 0.5)`.
+    pub fn describe(&self, endpoints: &[crate::config::EndpointConfig]) -> String {
+        let name = |ep: EndpointId| endpoints.get(ep).map_or("?", |e| e.name.as_str());
+        match *self {
+            Mode::Direct => "direct".to_string(),
+            Mode::Shadow {
+                endpoint,
+                sample,
+                writes,
+            } => format!(
+                "shadow -> {} (sample {sample}{})",
+                name(endpoint),
+                if writes { ", writes" } else { "" }
+            ),
+            Mode::DualWrite {
+                secondary,
+                compare,
+                sample,
+            } => format!(
+                "dual-write -> {}{}",
+                name(secondary),
+                if compare {
+                    format!(" (compare, sample {sample})")
+                } else {
+                    String::new()
+                }
+            ),
+        }
+    }
+
+    /// The mode's fields as JSON object members (`mode`, and `shadow`/`sample`/`writes` or
+    /// `secondary`/`compare`/`sample`), endpoint names resolved.
+    pub fn to_json(
+        &self,
+        endpoints: &[crate::config::EndpointConfig],
+    ) -> serde_json::Map<String, serde_json::Value> {
+        use serde_json::Value;
+        let name = |ep: EndpointId| {
+            Value::String(
+                endpoints
+                    .get(ep)
+                    .map_or("?", |e| e.name.as_str())
+                    .to_string(),
+            )
+        };
+        let mut map = serde_json::Map::new();
+        map.insert("mode".into(), Value::String(self.name().to_string()));
+        match *self {
+            Mode::Direct => {}
+            Mode::Shadow {
+                endpoint,
+                sample,
+                writes,
+            } => {
+                map.insert("shadow".into(), name(endpoint));
+                map.insert("sample".into(), serde_json::json!(sample));
+                map.insert("writes".into(), Value::Bool(writes));
+            }
+            Mode::DualWrite {
+                secondary,
+                compare,
+                sample,
+            } => {
+                map.insert("secondary".into(), name(secondary));
+                map.insert("compare".into(), Value::Bool(compare));
+                map.insert("sample".into(), serde_json::json!(sample));
+            }
+        }
+        map
+    }
 }
 
 /// Where one namespace points.
@@ -117,6 +226,8 @@ pub struct RouteTable {
     pub version: u64,
     /// One route per namespace, `default` last.
     pub routes: Vec<Route>,
+    /// Some route is not `direct` (sessions skip every mirroring check when none is).
+    pub mirrored: bool,
 }
 
 impl RouteTable {
@@ -130,7 +241,16 @@ impl RouteTable {
         };
         let mut routes: Vec<Route> = config.namespaces.iter().map(|n| route(n.target)).collect();
         routes.push(route(config.default_target));
-        RouteTable { version: 1, routes }
+        RouteTable {
+            version: 1,
+            routes,
+            mirrored: false,
+        }
+    }
+
+    /// Recomputes [`RouteTable::mirrored`] after routes changed.
+    pub fn refresh(&mut self) {
+        self.mirrored = self.routes.iter().any(|r| r.mode != Mode::Direct);
     }
 
     /// The endpoint a namespace's commands go to.

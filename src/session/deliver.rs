@@ -53,6 +53,9 @@ impl Session {
                     self.merge_front(mask)?
                 }
             };
+            if let Some(capture) = self.pending.front_mut().and_then(|p| p.capture.as_mut()) {
+                capture.extend(&self.cout[written..]);
+            }
             if !delivered {
                 break;
             }
@@ -64,6 +67,9 @@ impl Session {
                 let now = *now.get_or_insert_with(Instant::now);
                 self.stats
                     .latency(now.saturating_duration_since(done.since));
+                if done.capture.is_some() {
+                    self.captured(done, !silent);
+                }
             }
         }
         Ok(())

@@ -225,12 +225,19 @@ impl Session {
             }
         }
         match self.destination(resolved.spec, frame, args, table) {
-            Destination::One { ns, endpoint } | Destination::Keyless { ns, endpoint } => {
+            Destination::One { ns, endpoint } => {
+                self.forward(endpoint, frame, ns, resolved.id, now);
+                self.mirror(&resolved, frame, args, table, true);
+            }
+            Destination::Keyless { ns, endpoint } => {
                 self.forward(endpoint, frame, ns, resolved.id, now)
             }
             Destination::Split { first, other } => {
                 match split::splittable(command::label(resolved.id)) {
-                    Some(how) => self.split(frame, args, how, table, now),
+                    Some(how) => {
+                        self.split(frame, args, how, table, now);
+                        self.mirror(&resolved, frame, args, table, true);
+                    }
                     None => {
                         let namespaces = &self.shared.router.namespaces;
                         let endpoints = &self.shared.config.endpoints;

@@ -15,6 +15,7 @@ mod auth;
 mod deliver;
 mod dispatch;
 pub mod link;
+mod mirror;
 mod pubsub;
 mod split;
 mod transaction;
@@ -55,6 +56,8 @@ pub struct Shared {
     pub router: Arc<Router>,
     /// Per-command counters.
     pub stats: RequestStats,
+    /// Shadow and secondary lanes.
+    pub shadow: Arc<crate::shadow::Shadow>,
 }
 
 /// Where a pending reply comes from.
@@ -87,6 +90,8 @@ struct Pending {
     since: Instant,
     /// CLIENT REPLY OFF or SKIP was in force: the reply is consumed, not sent.
     silent: bool,
+    /// The reply is also wanted for a shadow comparison or a transaction's copy.
+    capture: Option<Box<mirror::Capture>>,
 }
 
 /// CLIENT REPLY's mode.
@@ -154,7 +159,12 @@ struct Session {
     /// No more requests will be read: QUIT, a protocol error, EOF or shutdown.
     stop_reading: bool,
     stats: LocalStats,
+    /// Shadow and dual-write copies.
+    mirror: mirror::Mirror,
 }
+
+/// Numbers sessions, so each keeps to one shadow lane.
+static SESSIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// Serves one client connection until it closes, then returns.
 pub async fn serve(client: TcpStream, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
@@ -181,6 +191,7 @@ pub async fn serve(client: TcpStream, shared: Arc<Shared>, mut shutdown: watch::
         stop_reading: false,
         client_eof: false,
         stats: LocalStats::default(),
+        mirror: mirror::Mirror::new(SESSIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)),
     };
     match session.run(&mut shutdown).await {
         Ok(()) => tracing::debug!("client connection closed"),
@@ -245,6 +256,7 @@ impl Session {
             source,
             since,
             silent,
+            capture: None,
         });
     }
 

@@ -37,6 +37,8 @@ pub struct Tx {
     multi_sent: bool,
     /// A command was refused while queueing: EXEC must answer EXECABORT.
     aborted: bool,
+    /// Its copy for a dual-write secondary, replayed once EXEC succeeded.
+    pub(super) copy: Option<Box<super::mirror::TxCopy>>,
 }
 
 impl Session {
@@ -103,7 +105,12 @@ impl Session {
                 self.swallow(pinned, DISCARD);
                 self.local(Bytes::from_static(EXECABORT), now);
             }
-            (Some(pinned), true) => self.forward_pinned(pinned, frame, id, now),
+            (Some(pinned), true) => {
+                self.forward_pinned(pinned, frame, id, now);
+                if let Some(copy) = tx.copy {
+                    self.mirror_exec(copy);
+                }
+            }
             // Watching, nothing queued: EXEC must still run there to honour WATCH.
             (Some(pinned), false) => {
                 self.swallow(pinned, MULTI);
@@ -203,6 +210,7 @@ impl Session {
             self.swallow(pinned, MULTI);
         }
         self.forward_pinned(pinned, frame, resolved.id, now);
+        self.mirror_queued(&resolved, frame, args);
     }
 
     fn abort(&mut self, message: &str, now: Instant) {
@@ -259,6 +267,7 @@ impl Tx {
             in_multi: false,
             multi_sent: false,
             aborted: false,
+            copy: None,
         }
     }
 }

@@ -1,0 +1,469 @@
+//! Shadow and dual-write from the session's side: which commands are copied, and in what order.
+//!
+//! After a command is forwarded to its target, its keys decide whether a copy goes to a
+//! shadow or secondary endpoint ([`crate::route::Mode`]):
+//! - a write, when a key's namespace is in `dual-write` (or `shadow` with `writes`), is
+//!   mirrored whole to that namespace's secondary;
+//! - a read whose keys all belong to namespaces shadowed to the same endpoint (`shadow`, or
+//!   `dual-write` with `compare`) is, if sampled, sent there too, and the client's reply is
+//!   captured as it streams past so the lane can compare the two.
+//!
+//! Nondeterministic commands (RANDOMKEY, SPOP, SCAN, ...; Redis's own
+//! `nondeterministic_output` tip), blocking commands and keyless commands are never compared.
+//! A transaction is mirrored only after its EXEC succeeded on the target, so its copy
+//! depends on a reply still to come; every later copy of the session waits behind it in a
+//! bounded backlog, which keeps the secondary's order the session's order.
+
+use super::{Pending, Session};
+use crate::command::keys::for_each_key;
+use crate::command::spec::flags;
+use crate::command::{CommandSpec, Resolved};
+use crate::config::EndpointId;
+use crate::route::{Mode, NsId, RouteTable};
+use crate::shadow::compare::Compare;
+use crate::shadow::report::Outcome;
+use crate::shadow::{Check, ConnState, Job, Primary};
+use bytes::{Bytes, BytesMut};
+use std::collections::VecDeque;
+use std::ops::{ControlFlow, Range};
+use tokio::sync::oneshot;
+
+/// Most copies a session holds back behind a transaction whose EXEC has not answered.
+const MAX_BACKLOG: usize = 4096;
+/// Most bytes of queued commands a transaction's copy may hold.
+const MAX_TX_MIRROR: usize = 4 * 1024 * 1024;
+const MULTI: &[u8] = b"*1\r\n$5\r\nMULTI\r\n";
+const EXEC: &[u8] = b"*1\r\n$4\r\nEXEC\r\n";
+
+/// A session's mirroring state.
+#[derive(Debug)]
+pub(super) struct Mirror {
+    /// Picks the session's lane, so its copies keep their order.
+    lane: u64,
+    /// Sampling state (xorshift64).
+    rng: u64,
+    /// Copies waiting behind an unfilled hole, oldest first.
+    backlog: VecDeque<Slot>,
+}
+
+#[derive(Debug)]
+enum Slot {
+    Job(EndpointId, Job),
+    /// A hole that turned out to need no copy.
+    Skip,
+    /// A copy that depends on a reply still to come.
+    Hole,
+}
+
+/// Part of the client's reply kept for mirroring, attached to its pending entry.
+#[derive(Debug)]
+pub(super) struct Capture {
+    bytes: BytesMut,
+    over: bool,
+    limit: usize,
+    sink: Sink,
+}
+
+#[derive(Debug)]
+enum Sink {
+    /// The lane compares it with the shadow's reply.
+    Compare(oneshot::Sender<Primary>),
+    /// An EXEC: if it ran, the transaction's copy fills the session's oldest hole.
+    Exec(Box<TxCopy>),
+}
+
+/// A transaction's copy, built while it is queued.
+#[derive(Debug)]
+pub(super) struct TxCopy {
+    endpoint: EndpointId,
+    ns: NsId,
+    command: crate::command::CommandId,
+    key: Bytes,
+    frame: BytesMut,
+    replies: u32,
+    /// Too large to keep: the transaction is counted as dropped.
+    over: bool,
+}
+
+impl Mirror {
+    pub(super) fn new(lane: u64) -> Self {
+        Mirror {
+            lane,
+            rng: lane.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
+            backlog: VecDeque::new(),
+        }
+    }
+
+    /// True with probability `p`.
+    fn sampled(&mut self, p: f64) -> bool {
+        if p >= 1.0 {
+            return true;
+        }
+        let mut x = self.rng;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng = x;
+        let r = (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64;
+        r < p
+    }
+}
+
+impl Capture {
+    /// Adds reply bytes as they are delivered.
+    pub(super) fn extend(&mut self, bytes: &[u8]) {
+        if self.over {
+            return;
+        }
+        if self.bytes.len() + bytes.len() > self.limit {
+            self.over = true;
+            self.bytes = BytesMut::new();
+        } else {
+            self.bytes.extend_from_slice(bytes);
+        }
+    }
+}
+
+/// What a command is, for mirroring.
+fn is_write(spec: &CommandSpec) -> bool {
+    spec.flags & flags::WRITE != 0
+        // Scripts and functions are not flagged `write` but may write.
+        || (spec.flags & flags::SCRIPTING != 0 && spec.flags & flags::READONLY == 0)
+}
+
+fn is_comparable_read(spec: &CommandSpec) -> bool {
+    let deterministic =
+        spec.flags & flags::NONDETERMINISTIC_OUTPUT == 0 || matches!(spec.name, "ttl" | "pttl");
+    spec.flags & flags::READONLY != 0
+        && spec.flags & (flags::WRITE | flags::BLOCKING | flags::ADMIN | flags::PUBSUB) == 0
+        && deterministic
+}
+
+impl Session {
+    /// Copies a forwarded command to a shadow or secondary endpoint when its namespaces say
+    /// so. `reply_pending`: the command's reply is the newest pending entry (a capture can be
+    /// attached to it).
+    pub(super) fn mirror(
+        &mut self,
+        resolved: &Resolved,
+        frame: &[u8],
+        args: &[Range<usize>],
+        table: &RouteTable,
+        reply_pending: bool,
+    ) {
+        if !table.mirrored {
+            return;
+        }
+        let Some(spec) = resolved.spec else {
+            return;
+        };
+        if spec.flags & flags::BLOCKING != 0 {
+            // A blocking copy could stall the lane; a blocked write cannot be mirrored.
+            if is_write(spec) {
+                if let Some((ns, _, _)) = self.mirror_target(spec, frame, args, table, true) {
+                    self.shared
+                        .shadow
+                        .report
+                        .record(ns, resolved.id, Outcome::Dropped);
+                }
+            }
+            return;
+        }
+        if is_write(spec) {
+            let Some((ns, endpoint, key)) = self.mirror_target(spec, frame, args, table, true)
+            else {
+                return;
+            };
+            if spec.flags & flags::NONDETERMINISTIC_OUTPUT != 0 {
+                // SPOP, XADD with `*` and the like would do something else on the secondary.
+                self.shared
+                    .shadow
+                    .report
+                    .record(ns, resolved.id, Outcome::Dropped);
+                return;
+            }
+            let job = Job {
+                ns,
+                command: resolved.id,
+                key,
+                frame: Bytes::copy_from_slice(frame),
+                state: self.conn_state(),
+                check: Check::Write { replies: 1 },
+            };
+            return self.send_copy(endpoint, job);
+        }
+        if !reply_pending || !is_comparable_read(spec) {
+            return;
+        }
+        let Some((ns, endpoint, key)) = self.mirror_target(spec, frame, args, table, false) else {
+            return;
+        };
+        let sample = match table.routes[usize::from(ns)].mode {
+            Mode::Shadow { sample, .. } | Mode::DualWrite { sample, .. } => sample,
+            Mode::Direct => return,
+        };
+        if !self.mirror.sampled(sample) {
+            return;
+        }
+        let Some(pending) = self.pending.back_mut() else {
+            return;
+        };
+        if pending.silent || pending.capture.is_some() {
+            return;
+        }
+        let (tx, rx) = oneshot::channel();
+        pending.capture = Some(Box::new(Capture {
+            bytes: BytesMut::new(),
+            over: false,
+            limit: self.shared.shadow.max_compare_bytes,
+            sink: Sink::Compare(tx),
+        }));
+        let job = Job {
+            ns,
+            command: resolved.id,
+            key,
+            frame: Bytes::copy_from_slice(frame),
+            state: self.conn_state(),
+            check: Check::Compare {
+                primary: rx,
+                how: Compare::of(spec),
+            },
+        };
+        self.send_copy(endpoint, job);
+    }
+
+    /// Where a command's copy goes: for a write, the first key whose namespace mirrors
+    /// writes; for a read, the shadow endpoint shared by every key's namespace (none if they
+    /// differ). Returns the namespace, the endpoint and that key.
+    fn mirror_target(
+        &self,
+        spec: &CommandSpec,
+        frame: &[u8],
+        args: &[Range<usize>],
+        table: &RouteTable,
+        write: bool,
+    ) -> Option<(NsId, EndpointId, Bytes)> {
+        let namespaces = &self.shared.router.namespaces;
+        let mut found: Option<(NsId, EndpointId, &[u8])> = None;
+        let mut keys = 0usize;
+        let mut mixed = false;
+        let _ = for_each_key(spec, frame, args, |key| {
+            keys += 1;
+            let ns = namespaces.of_key(key);
+            let to = match (table.routes[usize::from(ns)].mode, write) {
+                (Mode::DualWrite { secondary, .. }, true) => Some(secondary),
+                (
+                    Mode::Shadow {
+                        endpoint,
+                        writes: true,
+                        ..
+                    },
+                    true,
+                ) => Some(endpoint),
+                (Mode::Shadow { endpoint, .. }, false) => Some(endpoint),
+                (
+                    Mode::DualWrite {
+                        secondary,
+                        compare: true,
+                        ..
+                    },
+                    false,
+                ) => Some(secondary),
+                _ => None,
+            };
+            match (to, &found) {
+                (Some(ep), None) if keys == 1 || write => {
+                    found = Some((ns, ep, key));
+                    if write {
+                        return ControlFlow::Break(());
+                    }
+                }
+                (Some(ep), Some((_, e, _))) if *e == ep => {}
+                _ if write => {}
+                _ => {
+                    mixed = true;
+                    return ControlFlow::Break(());
+                }
+            }
+            ControlFlow::Continue(())
+        });
+        if mixed {
+            return None;
+        }
+        found.map(|(ns, ep, key)| (ns, ep, Bytes::copy_from_slice(key)))
+    }
+
+    /// The connection state a copy must run in.
+    fn conn_state(&self) -> ConnState {
+        use crate::command::policy::StateKind;
+        let latest = |kind: StateKind| {
+            self.state_inflight
+                .iter()
+                .rev()
+                .find(|(k, _)| *k == kind)
+                .map(|(_, f)| f.clone())
+                .or_else(|| self.state[kind as usize].clone())
+        };
+        ConnState {
+            select: latest(StateKind::Select),
+            hello: latest(StateKind::Hello),
+        }
+    }
+
+    /// Hands a copy to its lane, or to the backlog while an earlier copy is still unknown.
+    fn send_copy(&mut self, endpoint: EndpointId, job: Job) {
+        if self.mirror.backlog.is_empty() {
+            return self.shared.shadow.submit(endpoint, self.mirror.lane, job);
+        }
+        if self.mirror.backlog.len() >= MAX_BACKLOG {
+            return self
+                .shared
+                .shadow
+                .report
+                .record(job.ns, job.command, Outcome::Dropped);
+        }
+        self.mirror.backlog.push_back(Slot::Job(endpoint, job));
+    }
+
+    /// Fills the oldest hole and sends every copy no longer waiting.
+    fn fill_hole(&mut self, copy: Option<(EndpointId, Job)>) {
+        if let Some(slot) = self
+            .mirror
+            .backlog
+            .iter_mut()
+            .find(|s| matches!(s, Slot::Hole))
+        {
+            *slot = match copy {
+                Some((ep, job)) => Slot::Job(ep, job),
+                None => Slot::Skip,
+            };
+        }
+        while matches!(
+            self.mirror.backlog.front(),
+            Some(Slot::Job(..) | Slot::Skip)
+        ) {
+            if let Some(Slot::Job(ep, job)) = self.mirror.backlog.pop_front() {
+                self.shared.shadow.submit(ep, self.mirror.lane, job);
+            }
+        }
+    }
+
+    /// A queued command inside MULTI: added to the transaction's copy when it is a write to
+    /// a mirrored namespace.
+    pub(super) fn mirror_queued(
+        &mut self,
+        resolved: &Resolved,
+        frame: &[u8],
+        args: &[Range<usize>],
+    ) {
+        let Some(tx) = self.tx.as_ref() else {
+            return;
+        };
+        let table = tx.table.clone();
+        if !table.mirrored {
+            return;
+        }
+        let Some(spec) = resolved.spec else {
+            return;
+        };
+        if !is_write(spec) {
+            // Reads change nothing on the secondary.
+            return;
+        }
+        let target = self.mirror_target(spec, frame, args, &table, true);
+        let Some(tx) = self.tx.as_mut() else {
+            return;
+        };
+        match (&mut tx.copy, target) {
+            (Some(copy), Some(_)) => append(copy, frame),
+            (None, Some((ns, endpoint, key))) => {
+                let mut copy = TxCopy {
+                    endpoint,
+                    ns,
+                    command: resolved.id,
+                    key,
+                    frame: BytesMut::from(MULTI),
+                    replies: 1,
+                    over: false,
+                };
+                append(&mut copy, frame);
+                tx.copy = Some(Box::new(copy));
+            }
+            (_, None) => {}
+        }
+    }
+
+    /// EXEC of a transaction with a copy has been forwarded: its reply decides the copy.
+    pub(super) fn mirror_exec(&mut self, copy: Box<TxCopy>) {
+        let Some(pending) = self.pending.back_mut() else {
+            return;
+        };
+        if copy.over || pending.capture.is_some() {
+            self.shared
+                .shadow
+                .report
+                .record(copy.ns, copy.command, Outcome::Dropped);
+            return;
+        }
+        pending.capture = Some(Box::new(Capture {
+            bytes: BytesMut::new(),
+            over: false,
+            limit: 16,
+            sink: Sink::Exec(copy),
+        }));
+        self.mirror.backlog.push_back(Slot::Hole);
+    }
+
+    /// A pending reply with a capture was delivered (or abandoned: `delivered` false).
+    pub(super) fn captured(&mut self, pending: Pending, delivered: bool) {
+        let Some(capture) = pending.capture else {
+            return;
+        };
+        let Capture {
+            bytes, over, sink, ..
+        } = *capture;
+        match sink {
+            Sink::Compare(tx) => {
+                if !delivered || (bytes.is_empty() && !over) {
+                    return; // dropping the sender tells the lane
+                }
+                let _ = tx.send(if over {
+                    Primary::TooLarge
+                } else {
+                    Primary::Reply(bytes.freeze())
+                });
+            }
+            Sink::Exec(copy) => {
+                // The first bytes say it all: an array that is not nil means EXEC ran.
+                let ran = delivered && bytes.first() == Some(&b'*') && !bytes.starts_with(b"*-1");
+                if !ran {
+                    return self.fill_hole(None);
+                }
+                let mut copy = copy;
+                copy.frame.extend_from_slice(EXEC);
+                copy.replies += 1;
+                let job = Job {
+                    ns: copy.ns,
+                    command: copy.command,
+                    key: copy.key,
+                    frame: copy.frame.freeze(),
+                    state: self.conn_state(),
+                    check: Check::Write {
+                        replies: copy.replies,
+                    },
+                };
+                self.fill_hole(Some((copy.endpoint, job)));
+            }
+        }
+    }
+}
+
+fn append(copy: &mut TxCopy, frame: &[u8]) {
+    if copy.over || copy.frame.len() + frame.len() > MAX_TX_MIRROR {
+        copy.over = true;
+        copy.frame = BytesMut::new();
+        return;
+    }
+    copy.frame.extend_from_slice(frame);
+    copy.replies += 1;
+}

@@ -1,0 +1,474 @@
+//! One connection to a shadow or secondary endpoint, and the bounded queue that feeds it.
+//!
+//! A lane writes its jobs pipelined, reads the replies in order, and settles each: a mirrored
+//! write is counted as accepted or failed; a shadowed read waits (bounded by
+//! `compare_timeout`) for the client's reply and is compared. Nothing here can slow a
+//! session: the queue is bounded and sessions never wait on it, replies are read as they
+//! come whatever the sessions do, a reply larger than `max_compare_bytes` streams through
+//! without being kept, and a connection that stops answering is dropped.
+
+use super::compare::{self, Compare};
+use super::report::{Outcome, Report};
+use super::{Check, ConnState, Job, Primary};
+use crate::command::CommandId;
+use crate::config::{Config, EndpointId};
+use crate::resp::reply::{complete_len, ReplyScan};
+use crate::route::NsId;
+use bytes::{Buf, Bytes, BytesMut};
+use std::collections::VecDeque;
+use std::future::{poll_fn, Future};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+const SELECT_0: &[u8] = b"*2\r\n$6\r\nSELECT\r\n$1\r\n0\r\n";
+const HELLO_2: &[u8] = b"*2\r\n$5\r\nHELLO\r\n$1\r\n2\r\n";
+/// First and longest wait before reconnecting to an endpoint that refused a connection.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// A job whose reply identifies it.
+#[derive(Debug)]
+struct Meta {
+    ns: NsId,
+    command: CommandId,
+    key: Bytes,
+    /// Request bytes, given back to the budget when settled.
+    size: usize,
+}
+
+/// A reply the lane waits for, in request order.
+#[derive(Debug)]
+enum Expect {
+    /// To the lane's own SELECT or HELLO.
+    State,
+    /// To a leading part of a replayed transaction (MULTI, a queued command).
+    Part,
+    /// To the job itself.
+    Done(Meta, DoneCheck),
+}
+
+#[derive(Debug)]
+enum DoneCheck {
+    Compare(oneshot::Receiver<Primary>, Compare),
+    Write { transaction: bool },
+}
+
+/// A shadow reply waiting for the client's reply to compare with.
+#[derive(Debug)]
+struct Waiting {
+    meta: Meta,
+    how: Compare,
+    shadow: Bytes,
+    primary: oneshot::Receiver<Primary>,
+    deadline: Instant,
+}
+
+pub(super) struct Lane {
+    endpoint: EndpointId,
+    config: Arc<Config>,
+    report: Arc<Report>,
+    queued_bytes: Arc<AtomicUsize>,
+    /// The connection's SELECT and HELLO, as last sent.
+    applied: ConnState,
+    in_flight: VecDeque<(Instant, Expect)>,
+    waiting: VecDeque<Waiting>,
+    wbuf: BytesMut,
+    rbuf: BytesMut,
+    scan: ReplyScan,
+    /// The reply being read, unless it outgrew `max_compare_bytes`.
+    reply: BytesMut,
+    oversize: bool,
+    /// The first error among the leading parts of the transaction being read.
+    part_error: Option<Bytes>,
+}
+
+impl Lane {
+    pub(super) fn new(
+        endpoint: EndpointId,
+        config: Arc<Config>,
+        report: Arc<Report>,
+        queued_bytes: Arc<AtomicUsize>,
+    ) -> Self {
+        Lane {
+            endpoint,
+            config,
+            report,
+            queued_bytes,
+            applied: ConnState::default(),
+            in_flight: VecDeque::new(),
+            waiting: VecDeque::new(),
+            wbuf: BytesMut::new(),
+            rbuf: BytesMut::new(),
+            scan: ReplyScan::new(),
+            reply: BytesMut::new(),
+            oversize: false,
+            part_error: None,
+        }
+    }
+
+    /// Serves jobs until every sender is gone.
+    pub(super) async fn run(mut self, mut rx: mpsc::Receiver<Job>) {
+        let address = self.config.endpoints[self.endpoint].address.clone();
+        let timeout = self.config.proxy.connect_timeout;
+        let mut backoff = BACKOFF_MIN;
+        loop {
+            let Some(job) = rx.recv().await else {
+                return;
+            };
+            let stream = match crate::upstream::connect(&address, timeout).await {
+                Ok(stream) => stream,
+                Err(e) => {
+                    tracing::debug!(endpoint = %self.config.endpoints[self.endpoint].name, cause = %e, "shadow connection failed");
+                    self.drop_job(job);
+                    if self.back_off(&mut rx, backoff).await {
+                        return;
+                    }
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    continue;
+                }
+            };
+            backoff = BACKOFF_MIN;
+            self.applied = ConnState::default();
+            self.accept(job);
+            match self.serve(stream, &mut rx).await {
+                Ok(()) => return,
+                Err(cause) => {
+                    tracing::debug!(endpoint = %self.config.endpoints[self.endpoint].name, %cause, "shadow connection lost");
+                    self.fail_in_flight(&cause);
+                }
+            }
+        }
+    }
+
+    /// Drops every job that arrives for `delay`; true if the queue closed.
+    async fn back_off(&mut self, rx: &mut mpsc::Receiver<Job>, delay: Duration) -> bool {
+        let until = Instant::now() + delay;
+        self.settle_waiting(true);
+        loop {
+            tokio::select! {
+                job = rx.recv() => match job {
+                    Some(job) => self.drop_job(job),
+                    None => return true,
+                },
+                () = tokio::time::sleep_until(until) => return false,
+            }
+        }
+    }
+
+    fn drop_job(&mut self, job: Job) {
+        self.queued_bytes.fetch_sub(job.frame.len(), Relaxed);
+        self.report.record(job.ns, job.command, Outcome::Dropped);
+    }
+
+    /// Writes a job (after any SELECT or HELLO it needs) and records the replies it owes.
+    fn accept(&mut self, job: Job) {
+        let now = Instant::now();
+        if job.state.hello != self.applied.hello {
+            let frame = job.state.hello.as_deref().unwrap_or(HELLO_2);
+            self.wbuf.extend_from_slice(frame);
+            self.in_flight.push_back((now, Expect::State));
+            self.applied.hello = job.state.hello.clone();
+        }
+        if job.state.select != self.applied.select {
+            let frame = job.state.select.as_deref().unwrap_or(SELECT_0);
+            self.wbuf.extend_from_slice(frame);
+            self.in_flight.push_back((now, Expect::State));
+            self.applied.select = job.state.select.clone();
+        }
+        self.wbuf.extend_from_slice(&job.frame);
+        let meta = Meta {
+            ns: job.ns,
+            command: job.command,
+            key: job.key,
+            size: job.frame.len(),
+        };
+        let check = match job.check {
+            Check::Compare { primary, how } => DoneCheck::Compare(primary, how),
+            Check::Write { replies } => {
+                for _ in 1..replies {
+                    self.in_flight.push_back((now, Expect::Part));
+                }
+                DoneCheck::Write {
+                    transaction: replies > 1,
+                }
+            }
+        };
+        self.in_flight.push_back((now, Expect::Done(meta, check)));
+    }
+
+    fn has_room(&self) -> bool {
+        self.in_flight.len() + self.waiting.len() < self.config.shadow.in_flight
+    }
+
+    /// Runs one connection until it fails (`Err`) or the queue closes and everything is
+    /// settled (`Ok`).
+    async fn serve(
+        &mut self,
+        stream: TcpStream,
+        rx: &mut mpsc::Receiver<Job>,
+    ) -> Result<(), String> {
+        let (mut reader, mut writer) = stream.into_split();
+        let stall = self.config.shadow.compare_timeout;
+        let mut closed = false;
+        loop {
+            self.settle_waiting(false);
+            if closed && self.in_flight.is_empty() && self.waiting.is_empty() {
+                return Ok(());
+            }
+            let room = !closed && self.has_room();
+            let stalled_at = self.in_flight.front().map(|(sent, _)| *sent + stall);
+            let wait_until = self.waiting.front().map(|w| w.deadline);
+            let deadline = match (stalled_at, wait_until) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let waiting = &mut self.waiting;
+            let wbuf = &mut self.wbuf;
+            let rbuf = &mut self.rbuf;
+            tokio::select! {
+                job = rx.recv(), if room => match job {
+                    Some(job) => {
+                        self.accept(job);
+                        while self.has_room() {
+                            match rx.try_recv() {
+                                Ok(job) => self.accept(job),
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                    None => closed = true,
+                },
+                written = writer.write_buf(wbuf), if !wbuf.is_empty() => match written {
+                    Ok(0) => return Err("connection closed while writing".to_string()),
+                    Ok(_) => {}
+                    Err(e) => return Err(format!("write failed: {e}")),
+                },
+                read = reader.read_buf(rbuf) => match read {
+                    Ok(0) => return Err("connection closed by the endpoint".to_string()),
+                    Ok(_) => self.read_replies()?,
+                    Err(e) => return Err(format!("read failed: {e}")),
+                },
+                primary = poll_fn(|cx| match waiting.front_mut() {
+                    Some(w) => std::pin::Pin::new(&mut w.primary).poll(cx),
+                    None => Poll::Pending,
+                }), if !waiting.is_empty() => {
+                    if let Some(w) = self.waiting.pop_front() {
+                        self.settle(w, primary.ok());
+                    }
+                },
+                () = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                    let now = Instant::now();
+                    if stalled_at.is_some_and(|at| at <= now) {
+                        return Err(format!("no reply within {}", humantime::format_duration(stall)));
+                    }
+                    self.settle_waiting(false);
+                },
+            }
+        }
+    }
+
+    /// Settles every complete reply in the read buffer.
+    fn read_replies(&mut self) -> Result<(), String> {
+        let max = self.config.shadow.max_compare_bytes;
+        while !self.rbuf.is_empty() {
+            let n = self
+                .scan
+                .advance(&self.rbuf)
+                .map_err(|e| format!("endpoint sent invalid RESP: {e}"))?;
+            if !self.oversize {
+                if self.reply.len() + n > max {
+                    self.oversize = true;
+                    self.reply = BytesMut::new();
+                } else {
+                    self.reply.extend_from_slice(&self.rbuf[..n]);
+                }
+            }
+            self.rbuf.advance(n);
+            if !self.scan.is_done() {
+                break;
+            }
+            let push = self.scan.is_push();
+            self.scan = ReplyScan::new();
+            let reply = std::mem::take(&mut self.reply).freeze();
+            let oversize = std::mem::take(&mut self.oversize);
+            if push {
+                continue;
+            }
+            let Some((_, expect)) = self.in_flight.pop_front() else {
+                return Err("endpoint sent a reply nobody asked for".to_string());
+            };
+            self.settle_reply(expect, (!oversize).then_some(reply));
+        }
+        Ok(())
+    }
+
+    /// Handles one reply (`None`: too large to keep).
+    fn settle_reply(&mut self, expect: Expect, reply: Option<Bytes>) {
+        match expect {
+            Expect::State => {
+                if let Some(reply) = reply.filter(|r| is_error(r)) {
+                    tracing::debug!(reply = %String::from_utf8_lossy(&reply), "shadow connection state refused");
+                }
+            }
+            Expect::Part => {
+                if let Some(reply) = reply.filter(|r| is_error(r)) {
+                    self.part_error.get_or_insert(reply);
+                }
+            }
+            Expect::Done(meta, DoneCheck::Write { transaction }) => {
+                self.queued_bytes.fetch_sub(meta.size, Relaxed);
+                let part_error = self.part_error.take();
+                let failed = match (&part_error, &reply) {
+                    (Some(error), _) => Some(error.clone()),
+                    (None, Some(r)) if is_error(r) || (transaction && exec_failed(r)) => {
+                        Some(r.clone())
+                    }
+                    _ => None,
+                };
+                match failed {
+                    Some(error) => self.report.log(
+                        meta.ns,
+                        meta.command,
+                        Outcome::ShadowError,
+                        &meta.key,
+                        b"",
+                        &error,
+                    ),
+                    None => self.report.record(meta.ns, meta.command, Outcome::Mirrored),
+                }
+            }
+            Expect::Done(meta, DoneCheck::Compare(primary, how)) => {
+                self.queued_bytes.fetch_sub(meta.size, Relaxed);
+                let Some(shadow) = reply else {
+                    return self.report.record(meta.ns, meta.command, Outcome::Dropped);
+                };
+                self.waiting.push_back(Waiting {
+                    meta,
+                    how,
+                    shadow,
+                    primary,
+                    deadline: Instant::now() + self.config.shadow.compare_timeout,
+                });
+            }
+        }
+    }
+
+    /// Compares every waiting reply whose client reply has come, and gives up on those
+    /// past their deadline (or all of them, with `all`).
+    fn settle_waiting(&mut self, all: bool) {
+        let now = Instant::now();
+        while let Some(front) = self.waiting.front_mut() {
+            let primary = match front.primary.try_recv() {
+                Ok(p) => Some(p),
+                Err(oneshot::error::TryRecvError::Closed) => None,
+                Err(oneshot::error::TryRecvError::Empty) if all || front.deadline <= now => None,
+                Err(oneshot::error::TryRecvError::Empty) => break,
+            };
+            if let Some(w) = self.waiting.pop_front() {
+                self.settle(w, primary);
+            }
+        }
+    }
+
+    /// Compares a shadow reply with the client's (`None`: never came).
+    fn settle(&self, w: Waiting, primary: Option<Primary>) {
+        let tolerance = self.config.shadow.ttl_tolerance.as_millis() as u64;
+        match primary {
+            Some(Primary::Reply(p)) if compare::same(w.how, &p, &w.shadow, tolerance) => self
+                .report
+                .record(w.meta.ns, w.meta.command, Outcome::Match),
+            Some(Primary::Reply(p)) => self.report.log(
+                w.meta.ns,
+                w.meta.command,
+                Outcome::Mismatch,
+                &w.meta.key,
+                &p,
+                &w.shadow,
+            ),
+            Some(Primary::TooLarge) | None => {
+                self.report
+                    .record(w.meta.ns, w.meta.command, Outcome::Dropped)
+            }
+        }
+    }
+
+    /// A connection failed: every reply it owed is a shadow error.
+    fn fail_in_flight(&mut self, cause: &str) {
+        for (_, expect) in std::mem::take(&mut self.in_flight) {
+            if let Expect::Done(meta, _) = expect {
+                self.queued_bytes.fetch_sub(meta.size, Relaxed);
+                self.report.log_note(
+                    meta.ns,
+                    meta.command,
+                    Outcome::ShadowError,
+                    &meta.key,
+                    cause,
+                );
+            }
+        }
+        self.wbuf = BytesMut::new();
+        self.rbuf = BytesMut::new();
+        self.reply = BytesMut::new();
+        self.scan = ReplyScan::new();
+        self.oversize = false;
+        self.part_error = None;
+        self.settle_waiting(true);
+    }
+}
+
+fn is_error(reply: &[u8]) -> bool {
+    matches!(reply.first(), Some(b'-' | b'!'))
+}
+
+/// Whether an EXEC reply says the transaction did not run, or a command in it failed.
+fn exec_failed(reply: &[u8]) -> bool {
+    let Some(rest) = reply.strip_prefix(b"*") else {
+        return true;
+    };
+    let Some(end) = rest.windows(2).position(|w| w == b"\r\n") else {
+        return true;
+    };
+    let Some(count) = std::str::from_utf8(&rest[..end])
+        .ok()
+        .and_then(|n| n.parse::<i64>().ok())
+    else {
+        return true;
+    };
+    if count < 0 {
+        return true;
+    }
+    let mut pos = 1 + end + 2;
+    for _ in 0..count {
+        let Some(element) = reply.get(pos..) else {
+            return true;
+        };
+        if is_error(element) {
+            return true;
+        }
+        match complete_len(element) {
+            Ok(Some(len)) => pos += len,
+            _ => return true,
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::exec_failed;
+
+    #[test]
+    fn exec_replies_with_an_error_inside_count_as_failed() {
+        assert!(!exec_failed(b"*2\r\n+OK\r\n:3\r\n"));
+        assert!(exec_failed(b"*2\r\n+OK\r\n-WRONGTYPE x\r\n"));
+        assert!(exec_failed(b"*-1\r\n"));
+        assert!(exec_failed(b"-EXECABORT x\r\n"));
+        assert!(!exec_failed(b"*0\r\n"));
+    }
+}
