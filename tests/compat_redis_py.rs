@@ -11,7 +11,17 @@
 //! registry that cannot be reached fails the test: it is never skipped), seeds the same data,
 //! then runs `tests/py/redis_py_compat.py` against a plain redis-server and against turnout in
 //! front of two servers. The script prints a canonical JSON document of every result; both
-//! documents must be identical. Pub/Sub is left out: turnout does not support it yet.
+//! documents must be identical.
+//!
+//! Pub/Sub is part of the workload, in RESP2 and RESP3: SUBSCRIBE, PSUBSCRIBE and SSUBSCRIBE
+//! through redis-py's `PubSub` (confirmations read with bounded `get_message` waits), PUBLISH
+//! and SPUBLISH receiver counts from a second client, messages in publication order, PING and
+//! a refused command in RESP2 subscribed mode, the UNSUBSCRIBE family, PUBSUB introspection
+//! (CHANNELS, NUMSUB, NUMPAT, SHARDCHANNELS, SHARDNUMSUB: keyless, so turnout sends them to the
+//! default route, which is also the Pub/Sub endpoint here), a RESP3 subscriber receiving while
+//! a BLPOP blocks on another connection, and one RESP3 connection on which pushes and ordinary
+//! replies from both backends interleave. Channel names carry namespace prefixes: channels
+//! are not keys, and a subscriber and a publisher must meet on one endpoint whatever the names.
 
 mod support;
 
@@ -26,7 +36,9 @@ use support::{Env, RawClient, RedisServer};
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/redis_py_compat.py");
 const VENV_TIMEOUT: Duration = Duration::from_secs(60);
 const PIP_TIMEOUT: Duration = Duration::from_secs(180);
-const SCRIPT_TIMEOUT: Duration = Duration::from_secs(60);
+/// Every Pub/Sub wait in the script is bounded (3 s for a message, 0.5 s once one went
+/// missing), so even a run that loses every message finishes within this.
+const SCRIPT_TIMEOUT: Duration = Duration::from_secs(120);
 /// The seed of the script's random pipeline: the same for both runs.
 const SEED: &str = "20261126";
 const NAMESPACES: [&str; 5] = ["web:", "tok:", "session:", "impact:", "other:"];
@@ -246,6 +258,9 @@ fn redis_py_gets_the_same_results_through_turnout_as_from_one_redis() {
         "multi_key",
         "resp3",
         "client_name",
+        "pubsub",
+        "pubsub_resp3",
+        "pubsub_resp3_one_connection",
         "seeded_after",
     ] {
         let value = &direct[section];
@@ -269,6 +284,60 @@ fn redis_py_gets_the_same_results_through_turnout_as_from_one_redis() {
         "{}",
         direct["watch"]
     );
+    // Pub/Sub: the reference run got its confirmations and messages (a message that did not
+    // come within its bounded wait is recorded as null), with the receiver counts expected.
+    let message = |kind: &str, pattern: Option<&str>, channel: &str, data: &str| {
+        serde_json::json!([kind, pattern, channel, data])
+    };
+    let pubsub = &direct["pubsub"];
+    assert_eq!(
+        pubsub[2],
+        serde_json::json!([
+            ["subscribe", null, "web:ps:ch1", 1],
+            ["subscribe", null, "tok:ps:ch2", 2]
+        ]),
+        "{pubsub}"
+    );
+    assert_eq!(
+        pubsub[9], 2,
+        "PUBLISH to web:ps:ch1 reaches two subscribers: {pubsub}"
+    );
+    assert_eq!(
+        pubsub[15][1],
+        message("pmessage", Some("ps:news.*"), "ps:news.sport", "goal"),
+        "{pubsub}"
+    );
+    assert_eq!(pubsub[20].as_array().map(Vec::len), Some(20), "{pubsub}");
+    assert!(
+        pubsub[20]
+            .as_array()
+            .is_some_and(|m| m.iter().all(Value::is_array)),
+        "{pubsub}"
+    );
+    assert_eq!(pubsub[23], serde_json::json!([["pong", null, null, ""]]));
+    assert_eq!(pubsub[25]["exception"], "ResponseError", "{pubsub}");
+    assert_eq!(
+        pubsub[54],
+        serde_json::json!([
+            message("smessage", None, "tok:ps:shard", "s1"),
+            message("smessage", None, "web:ps:shard", "s2")
+        ]),
+        "{pubsub}"
+    );
+    let resp3 = &direct["pubsub_resp3"];
+    assert_eq!(
+        resp3[13][2],
+        message("smessage", None, "tok:ps3:shard", "m3"),
+        "{resp3}"
+    );
+    assert_eq!(
+        resp3[18],
+        serde_json::json!([["web:ps3:queue", "job"]]),
+        "{resp3}"
+    );
+    let one = &direct["pubsub_resp3_one_connection"];
+    assert_eq!(one[11].as_array().map(Vec::len), Some(9), "{one}");
+    assert_eq!(one[12].as_array().map(Vec::len), Some(10), "{one}");
     let errors = direct["pipeline"]
         .as_array()
         .expect("pipeline")

@@ -139,3 +139,31 @@ fn the_pubsub_endpoint_is_configurable() {
     );
     std::thread::sleep(Duration::from_millis(10));
 }
+
+/// PUBSUB CHANNELS / NUMSUB / NUMPAT describe the subscriptions, which live on the Pub/Sub
+/// endpoint: they must be answered there, not by the default route's endpoint.
+#[test]
+fn pubsub_introspection_asks_the_pubsub_endpoint() {
+    let (legacy, new) = (RedisServer::start(), RedisServer::start());
+    let body = format!(
+        "{}\n[pubsub]\nendpoint = \"new\"\n",
+        standard_body(&legacy, &new, "legacy")
+    );
+    let turnout = Turnout::start(&body);
+    let mut sub = turnout.raw();
+    sub.expect_cmd(
+        &["SUBSCRIBE", "chanx"],
+        b"*3\r\n$9\r\nsubscribe\r\n$5\r\nchanx\r\n:1\r\n",
+    );
+    sub.expect_cmd(
+        &["PSUBSCRIBE", "p*"],
+        b"*3\r\n$10\r\npsubscribe\r\n$2\r\np*\r\n:2\r\n",
+    );
+    let mut c = turnout.raw();
+    c.expect_cmd(
+        &["PUBSUB", "NUMSUB", "chanx"],
+        b"*2\r\n$5\r\nchanx\r\n:1\r\n",
+    );
+    c.expect_cmd(&["PUBSUB", "CHANNELS"], b"*1\r\n$5\r\nchanx\r\n");
+    c.expect_cmd(&["PUBSUB", "NUMPAT"], b":1\r\n");
+}

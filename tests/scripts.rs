@@ -94,3 +94,39 @@ fn eval_goes_where_its_keys_are_or_to_the_default_route() {
     env.new.set("tok:other", "y");
     c.expect_cmd(&["EVAL", "return redis.call('DBSIZE')", "0"], b":0\r\n");
 }
+
+/// Inside MULTI a SCRIPT LOAD or FUNCTION LOAD could only reach the transaction's endpoint,
+/// leaving the others without it: turnout refuses it at queue time (so EXEC answers
+/// EXECABORT) rather than load it on one endpoint only.
+#[test]
+fn script_and_function_management_inside_multi_is_refused() {
+    let env = Env::standard();
+    let mut c = env.turnout.raw();
+    c.expect_cmd(&["MULTI"], b"+OK\r\n");
+    c.expect_cmd(&["SET", "tok:a", "1"], b"+QUEUED\r\n");
+    c.send_cmd(&["SCRIPT", "LOAD", "return 7"]);
+    let refusal = c.read_frame();
+    assert!(
+        refusal.starts_with(b"-ERR turnout: SCRIPT and FUNCTION management"),
+        "{}",
+        String::from_utf8_lossy(&refusal)
+    );
+    c.expect_cmd(
+        &["EXEC"],
+        b"-EXECABORT Transaction discarded because of previous errors.\r\n",
+    );
+    assert_eq!(env.new.get("tok:a"), None);
+    c.expect_cmd(&["MULTI"], b"+OK\r\n");
+    c.send_cmd(&["FUNCTION", "LOAD", LIBRARY]);
+    assert!(c
+        .read_frame()
+        .starts_with(b"-ERR turnout: SCRIPT and FUNCTION management"));
+    c.expect_cmd(&["DISCARD"], b"+OK\r\n");
+    for backend in [&env.legacy, &env.new] {
+        let listed = backend.command(&["FUNCTION", "LIST"]);
+        assert!(
+            matches!(listed, Reply::Array(Some(ref v)) if v.is_empty()),
+            "{listed:?}"
+        );
+    }
+}

@@ -110,3 +110,22 @@ fn a_part_on_an_unavailable_endpoint_fails_the_whole_reply() {
     );
     c.expect_cmd(&["GET", "web:a"], b"$1\r\n1\r\n");
 }
+
+/// An MSET with a key and no value is Redis's arity error, wherever its keys live: nothing
+/// of it may run (a split must not drop the unpaired key and write the rest).
+#[test]
+fn mset_with_an_odd_argument_count_is_refused_whole() {
+    let env = Env::standard();
+    let mut c = env.turnout.raw();
+    c.expect_cmd(
+        &["MSET", "web:a", "1", "tok:b"],
+        b"-ERR wrong number of arguments for 'mset' command\r\n",
+    );
+    c.expect_cmd(&["GET", "web:a"], b"$-1\r\n");
+    c.expect_cmd(
+        &["MSET", "web:a", "1", "tok:b", "2", "web:c"],
+        b"-ERR wrong number of arguments for 'mset' command\r\n",
+    );
+    assert_eq!(env.legacy.get("web:a"), None);
+    assert_eq!(env.new.get("tok:b"), None);
+}

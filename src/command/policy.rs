@@ -66,7 +66,7 @@ pub enum Policy {
     Reset,
     /// (P|S)SUBSCRIBE and their UNSUBSCRIBEs: on the session's Pub/Sub connection.
     Subscribe,
-    /// PUBLISH, SPUBLISH: to the Pub/Sub endpoint.
+    /// PUBLISH, SPUBLISH and PUBSUB introspection: to the Pub/Sub endpoint.
     Publish,
     /// Refused with `-ERR turnout: {reason}`; the connection stays open.
     Refuse(&'static str),
@@ -105,7 +105,8 @@ fn by_name(name: &str) -> Policy {
         "unwatch" => Policy::Transaction(TxCommand::Unwatch),
         "subscribe" | "psubscribe" | "ssubscribe" | "unsubscribe" | "punsubscribe"
         | "sunsubscribe" => Policy::Subscribe,
-        "publish" | "spublish" => Policy::Publish,
+        "publish" | "spublish" | "pubsub|channels" | "pubsub|numsub" | "pubsub|numpat"
+        | "pubsub|shardchannels" | "pubsub|shardnumsub" => Policy::Publish,
         "auth" => Policy::Auth,
         "keys" | "scan" => Policy::Pattern,
         "replicaof" | "slaveof" | "failover" => {

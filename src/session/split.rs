@@ -78,6 +78,16 @@ impl Session {
         table: &crate::route::RouteTable,
         now: Instant,
     ) {
+        if (args.len() - 1) % per_key != 0 {
+            // Redis refuses it whole (MSET k v k); a split must not run the paired part.
+            let name = String::from_utf8_lossy(&frame[args[0].clone()]).to_ascii_lowercase();
+            return self.local(
+                Bytes::from(format!(
+                    "-ERR wrong number of arguments for '{name}' command\r\n"
+                )),
+                now,
+            );
+        }
         let namespaces = &self.shared.router.namespaces;
         // (endpoint, number of keys, body)
         let mut parts: Vec<(EndpointId, usize, BytesMut)> = Vec::new();

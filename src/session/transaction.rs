@@ -24,6 +24,15 @@ const MULTI: &[u8] = b"*1\r\n$5\r\nMULTI\r\n";
 const DISCARD: &[u8] = b"*1\r\n$7\r\nDISCARD\r\n";
 const EXECABORT: &[u8] = b"-EXECABORT Transaction discarded because of previous errors.\r\n";
 
+/// EXEC of a transaction with a refused command answers EXECABORT; DISCARD still answers OK.
+fn aborted_reply(which: TxCommand) -> &'static [u8] {
+    if which == TxCommand::Exec {
+        EXECABORT
+    } else {
+        b"+OK\r\n"
+    }
+}
+
 /// A transaction in progress (or keys being watched for one).
 #[derive(Debug)]
 pub struct Tx {
@@ -103,7 +112,7 @@ impl Session {
         match (tx.pinned, tx.multi_sent) {
             (Some(pinned), true) if tx.aborted => {
                 self.swallow(pinned, DISCARD);
-                self.local(Bytes::from_static(EXECABORT), now);
+                self.local(Bytes::from_static(aborted_reply(which)), now);
             }
             (Some(pinned), true) => {
                 self.forward_pinned(pinned, frame, id, now);
@@ -116,7 +125,7 @@ impl Session {
                 self.swallow(pinned, MULTI);
                 self.forward_pinned(pinned, frame, id, now);
             }
-            (None, _) if tx.aborted => self.local(Bytes::from_static(EXECABORT), now),
+            (None, _) if tx.aborted => self.local(Bytes::from_static(aborted_reply(which)), now),
             (None, _) if which == TxCommand::Exec => self.local(Bytes::from_static(b"*0\r\n"), now),
             (None, _) => self.local(Bytes::from_static(b"+OK\r\n"), now),
         }
@@ -174,7 +183,6 @@ impl Session {
             | Policy::Forward
             | Policy::Transaction(_)
             | Policy::Auth
-            | Policy::Everywhere
             | Policy::Pattern
             | Policy::Publish
             | Policy::Reset => None,
@@ -184,6 +192,11 @@ impl Session {
             Policy::ClientReply => {
                 Some("ERR turnout: CLIENT REPLY is not supported inside MULTI".to_string())
             }
+            // Inside a transaction it could only reach the pinned endpoint.
+            Policy::Everywhere => Some(
+                "ERR turnout: SCRIPT and FUNCTION management is not supported inside MULTI (it must reach every endpoint)"
+                    .to_string(),
+            ),
         };
         if let Some(message) = refusal {
             return self.abort(&message, now);

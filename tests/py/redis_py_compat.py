@@ -7,7 +7,19 @@ against turnout in front of two servers, then requires both documents to be iden
 Only commands whose results do not depend on which server holds which keys are used: no
 DBSIZE, KEYS, SCAN, RANDOMKEY, INFO or CLIENT ID; multi-key commands span namespaces only
 where turnout splits them (MGET, MSET, DEL, UNLINK, EXISTS, TOUCH); transactions stay in one
-namespace. Pub/Sub is left out: turnout does not support subscriptions yet.
+namespace.
+
+Pub/Sub is covered in RESP2 and RESP3 (redis-py `protocol=3`): SUBSCRIBE, PSUBSCRIBE and
+SSUBSCRIBE confirmations, PUBLISH/SPUBLISH receiver counts from a second client, messages in
+publication order (a channel message before the pattern message for the same publication, as
+Redis delivers them), PING and a refused command in RESP2 subscribed mode, UNSUBSCRIBE,
+PUNSUBSCRIBE and SUNSUBSCRIBE, PUBSUB CHANNELS/NUMSUB/NUMPAT/SHARDCHANNELS/SHARDNUMSUB, a RESP3
+subscriber receiving messages while a BLPOP blocks on another connection, and one RESP3
+connection on which pushes and ordinary replies (from both backends) interleave. Channel names
+carry namespace prefixes on purpose: channels are not keys and must not be routed as keys.
+Every wait is bounded; only what Redis makes deterministic is recorded (UNSUBSCRIBE without
+arguments answers in Redis's hash order, so those confirmations are recorded sorted; pushes and
+replies of one RESP3 connection are recorded as two sequences, not as one interleaving).
 
 Usage: redis_py_compat.py HOST PORT SEED
 """
@@ -16,6 +28,8 @@ import base64
 import json
 import random
 import sys
+import threading
+import time
 import traceback
 
 import redis
@@ -360,6 +374,288 @@ def client_names(host, port, r):
     return out
 
 
+# Bound on waiting for one Pub/Sub message; a missing message is recorded as None. Once one
+# went missing, later waits are shorter, so a run that loses many still ends in bounded time.
+MESSAGE_WAIT = 3.0
+AFTER_MISS_WAIT = 0.5
+# How long "no further message" is checked for.
+QUIET_WAIT = 0.3
+missed = []
+
+
+def next_message(p, timeout=None):
+    """The next Pub/Sub message of `p` as [type, pattern, channel, data], or None."""
+    if timeout is None:
+        timeout = AFTER_MISS_WAIT if missed else MESSAGE_WAIT
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            if timeout != QUIET_WAIT:
+                missed.append(p)
+            return None
+        m = p.get_message(timeout=left)
+        if m is not None:
+            return [m["type"], m["pattern"], m["channel"], m["data"]]
+
+
+def next_messages(p, n):
+    return [attempt(lambda: next_message(p)) for _ in range(n)]
+
+
+def quiet(p):
+    """True when no further message arrives within QUIET_WAIT."""
+    return attempt(lambda: next_message(p, QUIET_WAIT) is None)
+
+
+def unsubscribe_all(p, how, n):
+    """Confirmations of an argument-less (P|S)UNSUBSCRIBE: Redis answers in its dict's hash
+    order, which changes with every server process, so the channels are sorted; the counts
+    still come down one by one."""
+    how()
+    got = [next_message(p) for _ in range(n)]
+    if any(g is None for g in got):
+        return canon({"missing": got})
+    return canon([sorted(g[0] for g in got), sorted(g[2] for g in got), [g[3] for g in got]])
+
+
+def pubsub_resp2(host, port):
+    out = []
+    a = out.append
+    sub = client(host, port)
+    pub = client(host, port, single_connection_client=True)
+    p = sub.pubsub()
+    other = client(host, port).pubsub()
+    a(attempt(lambda: pub.pubsub_numsub("web:ps:ch1", "tok:ps:ch2")))
+    a(attempt(lambda: pub.publish("web:ps:ch1", "before anyone listens")))
+    p.subscribe("web:ps:ch1", "tok:ps:ch2")
+    a(next_messages(p, 2))
+    p.psubscribe("ps:news.*")
+    a(next_messages(p, 1))
+    p.subscribe("ps:news.local")
+    a(next_messages(p, 1))
+    other.subscribe("web:ps:ch1")
+    a(next_messages(other, 1))
+    # Introspection (keyless: turnout sends it to the default route, the Pub/Sub endpoint here).
+    a(attempt(lambda: sorted(pub.pubsub_channels("*ps:*"))))
+    a(attempt(lambda: pub.pubsub_numsub("web:ps:ch1", "tok:ps:ch2", "ps:news.local", "ps:none")))
+    a(attempt(lambda: pub.pubsub_numpat()))
+    # Receiver counts, then the messages in publication order.
+    a(attempt(lambda: pub.publish("web:ps:ch1", "hello")))
+    a(attempt(lambda: pub.publish("ps:news.sport", "goal")))
+    a(attempt(lambda: pub.publish("ps:nobody", "lost")))
+    a(attempt(lambda: pub.publish("tok:ps:ch2", b"\x00\xff\r\n*1\r\n$-1\r\n")))
+    a(attempt(lambda: pub.publish("ps:news.local", "both")))
+    a(attempt(lambda: pub.publish("web:ps:ch1", "x" * 100000)))
+    a(next_messages(p, 6))
+    a(quiet(p))
+    a(next_messages(other, 2))
+    a(quiet(other))
+    # A publisher pipeline.
+    pipe = pub.pipeline(transaction=False)
+    for i in range(20):
+        pipe.publish(["web:ps:ch1", "tok:ps:ch2", "ps:news.%d" % i][i % 3], "burst %d" % i)
+    a(attempt(lambda: pipe.execute()))
+    a(next_messages(p, 20))
+    a(quiet(p))
+    a(next_messages(other, 7))
+    # PING and a refused command in RESP2 subscribed mode.
+    p.ping()
+    a(next_messages(p, 1))
+    p.ping("are you there")
+    a(next_messages(p, 1))
+    p.execute_command("GET", "web:plain")
+    a(attempt(lambda: next_message(p)))
+    p.execute_command("SET", "tok:ps:nope", "1")
+    a(attempt(lambda: next_message(p)))
+    a(attempt(lambda: pub.exists("tok:ps:nope")))
+    # Still subscribed after the refusals.
+    a(attempt(lambda: pub.publish("tok:ps:ch2", "after errors")))
+    a(next_messages(p, 1))
+    # Unsubscribing, one by one and all at once.
+    p.unsubscribe("web:ps:ch1")
+    a(next_messages(p, 1))
+    a(attempt(lambda: pub.publish("web:ps:ch1", "only other")))
+    a(quiet(p))
+    a(next_messages(other, 1))
+    p.punsubscribe("ps:news.*")
+    a(next_messages(p, 1))
+    a(attempt(lambda: pub.pubsub_numpat()))
+    a(attempt(lambda: pub.publish("ps:news.sport", "nobody")))
+    p.unsubscribe("ps:never-subscribed")
+    a(next_messages(p, 1))
+    a(unsubscribe_all(p, p.unsubscribe, 2))
+    a(attempt(lambda: p.subscribed))
+    a(attempt(lambda: pub.publish("tok:ps:ch2", "gone")))
+    a(attempt(lambda: pub.pubsub_numsub("web:ps:ch1", "tok:ps:ch2", "ps:news.local")))
+    # The same PubSub object subscribes again on its connection.
+    p.psubscribe("ps:a.*", "ps:b.*")
+    a(next_messages(p, 2))
+    a(attempt(lambda: pub.publish("ps:b.1", "again")))
+    a(next_messages(p, 1))
+    a(unsubscribe_all(p, p.punsubscribe, 2))
+    a(attempt(lambda: pub.pubsub_numpat()))
+    # Sharded channels (SSUBSCRIBE/SPUBLISH: a standalone Redis 7 takes them too).
+    p.ssubscribe("tok:ps:shard", "web:ps:shard")
+    a([attempt(lambda: next_message(p)) for _ in range(2)])
+    a(attempt(lambda: sorted(pub.pubsub_shardchannels("*ps:*"))))
+    a(attempt(lambda: pub.pubsub_shardnumsub("tok:ps:shard", "web:ps:shard", "ps:none")))
+    a(attempt(lambda: pub.spublish("tok:ps:shard", "s1")))
+    a(attempt(lambda: pub.spublish("web:ps:shard", "s2")))
+    a(attempt(lambda: pub.spublish("ps:none", "s3")))
+    a(attempt(lambda: pub.publish("tok:ps:shard", "not sharded")))
+    a([attempt(lambda: next_message(p)) for _ in range(2)])
+    a(attempt(lambda: p.get_sharded_message(timeout=QUIET_WAIT) is None))
+    p.sunsubscribe("tok:ps:shard")
+    a(next_messages(p, 1))
+    a(attempt(lambda: pub.spublish("tok:ps:shard", "after")))
+    a(unsubscribe_all(p, p.sunsubscribe, 1))
+    a(attempt(lambda: pub.pubsub_shardnumsub("tok:ps:shard", "web:ps:shard")))
+    other.unsubscribe()
+    a(next_messages(other, 1))
+    p.close()
+    other.close()
+    # Ordinary commands on the clients afterwards.
+    a(attempt(lambda: sub.set("web:ps:after", "1")))
+    a(attempt(lambda: sub.get("web:ps:after")))
+    a(attempt(lambda: pub.get("web:ps:after")))
+    sub.close()
+    pub.close()
+    return out
+
+
+def pubsub_resp3(host, port):
+    out = []
+    a = out.append
+    r3 = client(host, port, protocol=3)
+    pub = client(host, port, protocol=3, single_connection_client=True)
+    blocker = client(host, port, protocol=3, single_connection_client=True)
+    # A push handler of our own keeps redis-py from logging every push.
+    p = r3.pubsub(push_handler_func=lambda push: push)
+    p.subscribe("web:ps3:ch")
+    a(next_messages(p, 1))
+    p.psubscribe("ps3:*")
+    a(next_messages(p, 1))
+    p.ssubscribe("tok:ps3:shard")
+    a(next_messages(p, 1))
+    a(attempt(lambda: pub.pubsub_numsub("web:ps3:ch")))
+    a(attempt(lambda: pub.pubsub_numpat()))
+    a(attempt(lambda: pub.pubsub_shardnumsub("tok:ps3:shard")))
+    # In RESP3 PING is an ordinary reply, subscribed or not.
+    p.ping()
+    a(next_messages(p, 1))
+    # Messages arrive while a BLPOP blocks on another connection, and ordinary commands run on
+    # the client's other pooled connections meanwhile.
+    popped = []
+    thread = threading.Thread(
+        target=lambda: popped.append(attempt(lambda: blocker.blpop(["web:ps3:queue"], timeout=10)))
+    )
+    thread.start()
+    time.sleep(0.1)  # let the BLPOP block (the results do not depend on it)
+    a(attempt(lambda: pub.publish("web:ps3:ch", "m1")))
+    a(attempt(lambda: r3.hset("tok:ps3:h", mapping={"a": "1"})))
+    a(attempt(lambda: pub.publish("ps3:x", "m2")))
+    a(attempt(lambda: pub.spublish("tok:ps3:shard", "m3")))
+    a(attempt(lambda: r3.hgetall("tok:ps3:h")))
+    a(attempt(lambda: pub.publish("web:ps3:ch", b"\x00\xff binary")))
+    a(next_messages(p, 4))
+    a(attempt(lambda: r3.zadd("impact:ps3:z", {"m": 1.5})))
+    a(attempt(lambda: r3.zrange("impact:ps3:z", 0, -1, withscores=True)))
+    a(attempt(lambda: pub.rpush("web:ps3:queue", "job")))
+    thread.join(15)
+    a(attempt(lambda: thread.is_alive()))
+    a(popped)
+    a(quiet(p))
+    # An ordinary command on the subscribed RESP3 connection itself (redis-py hands its reply
+    # to get_message as a "pong").
+    p.execute_command("GET", "web:plain")
+    a(next_messages(p, 1))
+    p.execute_command("HGET", "tok:hash", "f2")
+    a(next_messages(p, 1))
+    p.unsubscribe("web:ps3:ch")
+    a(next_messages(p, 1))
+    p.punsubscribe()
+    a(next_messages(p, 1))
+    p.sunsubscribe()
+    a(next_messages(p, 1))
+    a(attempt(lambda: p.subscribed))
+    a(attempt(lambda: pub.publish("web:ps3:ch", "gone")))
+    a(attempt(lambda: pub.pubsub_numsub("web:ps3:ch")))
+    p.close()
+    r3.close()
+    pub.close()
+    blocker.close()
+    return out
+
+
+def pubsub_resp3_one_connection(host, port):
+    """One RESP3 connection: subscribed, it keeps running ordinary commands, whose replies
+    come in request order while pushes arrive in publication order."""
+    out = []
+    a = out.append
+    pub = client(host, port, single_connection_client=True)
+    conn = redis.Connection(host=host, port=port, protocol=3, socket_timeout=10, socket_connect_timeout=5)
+    pushes = []
+    conn.connect()
+    conn._parser.set_pubsub_push_handler(lambda push: pushes.append(canon(push)) or push)
+    replies = []
+
+    def command(*args):
+        conn.send_command(*args)
+
+    def read_replies(n):
+        for _ in range(n):
+            try:
+                replies.append(canon(conn.read_response()))
+            except redis.exceptions.ResponseError as e:
+                replies.append(canon(e))
+
+    def wait_pushes(n):
+        """Reads until `n` pushes came in all (no reply may be outstanding)."""
+        deadline = time.monotonic() + (AFTER_MISS_WAIT if missed else MESSAGE_WAIT)
+        while len(pushes) < n:
+            left = deadline - time.monotonic()
+            if left <= 0 or not conn.can_read(timeout=left):
+                missed.append(conn)
+                return False
+            conn.read_response(push_request=True)
+        return True
+
+    command("SET", "web:ps3c:a", "1")
+    command("SUBSCRIBE", "web:ps3c:ch", "tok:ps3c:ch")
+    read_replies(1)
+    a(attempt(lambda: wait_pushes(2)))
+    command("SET", "tok:ps3c:b", "2")
+    a(attempt(lambda: pub.publish("web:ps3c:ch", "p1")))
+    command("GET", "web:ps3c:a")
+    command("PING")
+    a(attempt(lambda: pub.publish("tok:ps3c:ch", "p2")))
+    command("MGET", "web:ps3c:a", "tok:ps3c:b", "impact:ps3c:none")
+    command("INCR", "web:ps3c:a")
+    command("HGETALL", "tok:ps3c:b")
+    a(attempt(lambda: pub.publish("web:ps3c:ch", "p3")))
+    read_replies(6)
+    a(attempt(lambda: wait_pushes(5)))
+    command("PSUBSCRIBE", "ps3c:*")
+    a(attempt(lambda: wait_pushes(6)))
+    a(attempt(lambda: pub.publish("ps3c:one", "p4")))
+    command("GET", "tok:ps3c:b")
+    read_replies(1)
+    a(attempt(lambda: wait_pushes(7)))
+    command("UNSUBSCRIBE", "web:ps3c:ch", "tok:ps3c:ch")
+    command("PUNSUBSCRIBE", "ps3c:*")
+    a(attempt(lambda: wait_pushes(10)))
+    a(attempt(lambda: pub.publish("web:ps3c:ch", "nobody")))
+    command("GET", "web:ps3c:a")
+    read_replies(1)
+    a(attempt(lambda: not conn.can_read(timeout=QUIET_WAIT)))
+    a(replies)
+    a(pushes)
+    conn.disconnect()
+    pub.close()
+    return out
+
+
 def main():
     host, port, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     rng = random.Random(seed)
@@ -380,6 +676,9 @@ def main():
         ("multi_key", lambda: multi_key(r)),
         ("resp3", lambda: resp3(host, port)),
         ("client_name", lambda: client_names(host, port, r)),
+        ("pubsub", lambda: pubsub_resp2(host, port)),
+        ("pubsub_resp3", lambda: pubsub_resp3(host, port)),
+        ("pubsub_resp3_one_connection", lambda: pubsub_resp3_one_connection(host, port)),
         ("seeded_after", lambda: seeded_reads(r, seed_keys)),
     ]
     results = {"redis_py": redis.__version__}
