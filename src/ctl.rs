@@ -1,6 +1,16 @@
 //! `turnout ctl`: a small client of the admin API for operators and scripts.
 //!
 //! Human-readable tables by default, the API's own JSON with `--json`.
+//!
+//! ```text
+//! turnout ctl routes
+//! turnout ctl flip NAMESPACE [TARGET] --reason TEXT [--mode direct|shadow|dual-write]
+//!     [--shadow EP] [--secondary EP] [--sample F] [--writes] [--compare] [--if-version N]
+//! turnout ctl history
+//! turnout ctl shadow [--once] [--interval DURATION] [--all]
+//! turnout ctl shadow --mismatches [--namespace NS] [--limit N]
+//! turnout ctl shadow --reset [NAMESPACE]
+//! ```
 
 use anyhow::{bail, Context as _};
 use bytes::Bytes;
@@ -8,7 +18,9 @@ use http_body_util::{BodyExt, Full};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
-use std::time::Duration;
+use std::fmt::Write as _;
+use std::io::{IsTerminal as _, Write as _};
+use std::time::{Duration, SystemTime};
 
 /// How long one admin call may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -42,21 +54,96 @@ pub struct CtlArgs {
 pub enum CtlCommand {
     /// Show every route, its target and the table version.
     Routes,
-    /// Point a namespace at another endpoint, now.
+    /// Point a namespace at another endpoint, or change how it is served, now.
     Flip {
         /// The namespace (or `default`).
         namespace: String,
-        /// The endpoint to send it to.
-        target: String,
+        /// The endpoint to send it to (optional with --mode: the target stays).
+        #[arg(required_unless_present = "mode")]
+        target: Option<String>,
         /// Why, for the audit log.
         #[arg(long)]
         reason: String,
+        /// How the namespace is served: `direct`; `shadow` (copies of reads, and with
+        /// --writes of writes, go to --shadow and the replies are compared); `dual-write`
+        /// (writes also go to --secondary; with --compare a sample of reads is compared).
+        #[arg(long, value_parser = ["direct", "shadow", "dual-write"])]
+        mode: Option<String>,
+        /// Shadow mode: the endpoint copies go to.
+        #[arg(long, value_name = "ENDPOINT", requires = "mode")]
+        shadow: Option<String>,
+        /// Dual-write mode: the endpoint writes are mirrored to.
+        #[arg(long, value_name = "ENDPOINT", requires = "mode")]
+        secondary: Option<String>,
+        /// Fraction of reads compared, 0.0 to 1.0 (default: the config's `[shadow] sample`).
+        #[arg(long, value_name = "F", requires = "mode")]
+        sample: Option<f64>,
+        /// Shadow mode: mirror writes too (for warming an empty cache).
+        #[arg(long, requires = "mode")]
+        writes: bool,
+        /// Dual-write mode: also compare a sample of reads with the secondary.
+        #[arg(long, requires = "mode")]
+        compare: bool,
         /// Only apply if the table is still at this version.
         #[arg(long)]
         if_version: Option<u64>,
     },
     /// Show the audit log of route changes.
     History,
+    /// Show shadow and dual-write evidence per namespace: a live table, refreshed every
+    /// --interval until Ctrl-C (--once: one table; --json: the API's JSON once). With
+    /// --mismatches, the recent mismatches; with --reset, restart the counts.
+    Shadow(ShadowArgs),
+}
+
+/// `turnout ctl shadow`.
+#[derive(Debug, clap::Args)]
+pub struct ShadowArgs {
+    /// Print one table and exit.
+    #[arg(long)]
+    pub once: bool,
+    /// Time between refreshes of the live table (`2s`, `500ms`, or seconds as a number).
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_interval)]
+    pub interval: Duration,
+    /// Also list direct namespaces that have no shadow counts.
+    #[arg(long)]
+    pub all: bool,
+    /// List recent mismatches and shadow errors, newest first, instead of the counts.
+    #[arg(long, conflicts_with_all = ["once", "interval", "all", "reset"])]
+    pub mismatches: bool,
+    /// With --mismatches: only this namespace's.
+    #[arg(long, value_name = "NAMESPACE", requires = "mismatches")]
+    pub namespace: Option<String>,
+    /// With --mismatches: at most this many (the API's default is 100).
+    #[arg(
+        long,
+        value_name = "N",
+        requires = "mismatches",
+        value_parser = clap::value_parser!(u64).range(1..=10_000)
+    )]
+    pub limit: Option<u64>,
+    /// Restart the counts (and drop the logged mismatches) of NAMESPACE, or of every
+    /// namespace without one, then print the table once.
+    #[arg(
+        long,
+        value_name = "NAMESPACE",
+        num_args = 0..=1,
+        conflicts_with = "interval"
+    )]
+    pub reset: Option<Option<String>>,
+}
+
+/// `--interval`: a humantime duration (`2s`, `500ms`) or a number of seconds, above zero.
+fn parse_interval(text: &str) -> Result<Duration, String> {
+    let interval = match text.trim().parse::<f64>() {
+        Ok(secs) if secs.is_finite() && secs >= 0.0 => Duration::from_secs_f64(secs),
+        Ok(_) => return Err("must be a positive duration".to_string()),
+        Err(_) => humantime::parse_duration(text.trim()).map_err(|e| e.to_string())?,
+    };
+    if interval < Duration::from_millis(10) || interval > Duration::from_secs(24 * 3600) {
+        return Err("must be between 10ms and 24h".to_string());
+    }
+    Ok(interval)
 }
 
 /// Runs one ctl command.
@@ -73,13 +160,50 @@ pub async fn run(args: CtlArgs, command: CtlCommand) -> anyhow::Result<()> {
             namespace,
             target,
             reason,
+            mode,
+            shadow,
+            secondary,
+            sample,
+            writes,
+            compare,
             if_version,
         } => {
-            let body = serde_json::json!({ "target": target, "reason": reason });
+            let mut body = serde_json::Map::new();
+            body.insert("reason".into(), reason.into());
+            if let Some(target) = target {
+                body.insert("target".into(), target.into());
+            }
+            if let Some(mode) = mode {
+                body.insert("mode".into(), mode.into());
+            }
+            if let Some(shadow) = shadow {
+                body.insert("shadow".into(), shadow.into());
+            }
+            if let Some(secondary) = secondary {
+                body.insert("secondary".into(), secondary.into());
+            }
+            if let Some(sample) = sample {
+                body.insert("sample".into(), sample.into());
+            }
+            // Flags absent are left out, so that the API's defaults and checks apply.
+            if writes {
+                body.insert("writes".into(), true.into());
+            }
+            if compare {
+                body.insert("compare".into(), true.into());
+            }
             let path = format!("/v1/routes/{namespace}");
-            let doc = call(&args, Method::PUT, &path, Some(body), if_version).await?;
+            let doc = call(&args, Method::PUT, &path, Some(body.into()), if_version).await?;
             if !args.json {
-                println!("{namespace} -> {target}");
+                let route = doc["routes"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|r| r["namespace"] == namespace.as_str());
+                match route {
+                    Some(r) => println!("{namespace} -> {} ({})", s(&r["target"]), mode_label(r)),
+                    None => println!("{namespace} changed"),
+                }
             }
             print_routes(&args, &doc)
         }
@@ -89,29 +213,106 @@ pub async fn run(args: CtlArgs, command: CtlCommand) -> anyhow::Result<()> {
                 println!("{doc}");
                 return Ok(());
             }
+            // A mode change keeps the target: show the mode beside it when it is not direct.
+            let side = |target: &Value, mode: &Value| match s(mode) {
+                "" | "direct" => s(target).to_string(),
+                mode => format!("{} [{mode}]", s(target)),
+            };
+            let entries: Vec<&Value> = doc["entries"].as_array().into_iter().flatten().collect();
+            let froms: Vec<String> = entries
+                .iter()
+                .map(|e| side(&e["from"], &e["from_mode"]))
+                .collect();
+            let tos: Vec<String> = entries
+                .iter()
+                .map(|e| side(&e["to"], &e["to_mode"]))
+                .collect();
+            let wide = |col: &[String]| col.iter().map(String::len).max().unwrap_or(0).max(10);
+            let (fw, tw) = (wide(&froms), wide(&tos));
             println!(
-                "{:<8} {:<25} {:<16} {:<10} {:<10} {:<24} REASON",
+                "{:<8} {:<25} {:<16} {:<fw$} {:<tw$} {:<24} REASON",
                 "VERSION", "AT", "NAMESPACE", "FROM", "TO", "ACTOR"
             );
-            for e in doc["entries"].as_array().into_iter().flatten() {
+            for ((e, from), to) in entries.iter().zip(&froms).zip(&tos) {
                 println!(
-                    "{:<8} {:<25} {:<16} {:<10} {:<10} {:<24} {}",
+                    "{:<8} {:<25} {:<16} {:<fw$} {:<tw$} {:<24} {}",
                     e["version"].as_u64().unwrap_or_default(),
                     s(&e["at"]),
                     s(&e["namespace"]),
-                    s(&e["from"]),
-                    s(&e["to"]),
+                    from,
+                    to,
                     s(&e["actor"]),
                     s(&e["reason"])
                 );
             }
             Ok(())
         }
+        CtlCommand::Shadow(shadow) => run_shadow(&args, shadow).await,
     }
 }
 
 fn s(v: &Value) -> &str {
     v.as_str().unwrap_or("")
+}
+
+/// A route's mode with its endpoint, e.g. `direct`, `shadow->new 1.0`, `shadow->new 0.1 writes`,
+/// `dual-write->new`, `dual-write->new compare 0.5`.
+fn mode_label(r: &Value) -> String {
+    let sample = || match &r["sample"] {
+        Value::Null => "?".to_string(),
+        v => v.to_string(),
+    };
+    match s(&r["mode"]) {
+        "" => "direct".to_string(),
+        "shadow" => format!(
+            "shadow->{} {}{}",
+            s(&r["shadow"]),
+            sample(),
+            if r["writes"] == true { " writes" } else { "" }
+        ),
+        "dual-write" => format!(
+            "dual-write->{}{}",
+            s(&r["secondary"]),
+            if r["compare"] == true {
+                format!(" compare {}", sample())
+            } else {
+                String::new()
+            }
+        ),
+        other => other.to_string(),
+    }
+}
+
+/// Lays rows out in columns as wide as their widest cell; `right` says which columns are
+/// right-aligned (numbers). The last column is not padded.
+fn table(header: &[&str], right: &[bool], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let header: Vec<String> = header.iter().map(|h| (*h).to_string()).collect();
+    for row in std::iter::once(&header).chain(rows) {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if i > 0 {
+                line.push_str("  ");
+            }
+            let width = widths.get(i).copied().unwrap_or(0);
+            if right.get(i).copied().unwrap_or(false) {
+                let _ = write!(line, "{cell:>width$}");
+            } else if i + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                let _ = write!(line, "{cell:<width$}");
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
 }
 
 fn print_routes(args: &CtlArgs, doc: &Value) -> anyhow::Result<()> {
@@ -120,27 +321,266 @@ fn print_routes(args: &CtlArgs, doc: &Value) -> anyhow::Result<()> {
         return Ok(());
     }
     println!("route table version {}", doc["version"]);
-    println!(
-        "{:<16} {:<10} {:<8} {:<25} {:<24} REASON",
-        "NAMESPACE", "TARGET", "MODE", "CHANGED AT", "PREFIXES"
+    let rows: Vec<Vec<String>> = doc["routes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            let prefixes: Vec<&str> = r["prefixes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            vec![
+                s(&r["namespace"]).to_string(),
+                s(&r["target"]).to_string(),
+                mode_label(r),
+                s(&r["changed_at"]).to_string(),
+                prefixes.join(","),
+                s(&r["reason"]).to_string(),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table(
+            &[
+                "NAMESPACE",
+                "TARGET",
+                "MODE",
+                "CHANGED AT",
+                "PREFIXES",
+                "REASON"
+            ],
+            &[],
+            &rows
+        )
     );
-    for r in doc["routes"].as_array().into_iter().flatten() {
-        let prefixes: Vec<&str> = r["prefixes"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
+    Ok(())
+}
+
+/// `turnout ctl shadow`.
+async fn run_shadow(args: &CtlArgs, shadow: ShadowArgs) -> anyhow::Result<()> {
+    if shadow.mismatches {
+        return print_mismatches(args, &shadow).await;
+    }
+    if let Some(namespace) = &shadow.reset {
+        let body = namespace
+            .as_ref()
+            .map(|ns| serde_json::json!({ "namespace": ns }));
+        let doc = call(args, Method::POST, "/v1/shadow/reset", body, None).await?;
+        if args.json {
+            println!("{doc}");
+        } else {
+            match namespace {
+                Some(ns) => println!("shadow counts of {ns} reset"),
+                None => println!("shadow counts of every namespace reset"),
+            }
+            print!("{}", shadow_table(&doc, shadow.all));
+        }
+        return Ok(());
+    }
+    if args.json || shadow.once {
+        let doc = call(args, Method::GET, "/v1/shadow", None, None).await?;
+        if args.json {
+            println!("{doc}");
+        } else {
+            print!("{}", shadow_table(&doc, shadow.all));
+        }
+        return Ok(());
+    }
+    live(args, &shadow).await
+}
+
+/// The live view: the table again every `--interval` until Ctrl-C, the screen cleared
+/// between refreshes when stdout is a terminal (frames one after the other otherwise).
+async fn live(args: &CtlArgs, shadow: &ShadowArgs) -> anyhow::Result<()> {
+    let terminal = std::io::stdout().is_terminal();
+    let stop = tokio::signal::ctrl_c();
+    tokio::pin!(stop);
+    let mut first = true;
+    loop {
+        let fetched = tokio::select! {
+            fetched = call(args, Method::GET, "/v1/shadow", None, None) => fetched,
+            _ = &mut stop => return Ok(()),
+        };
+        let body = match fetched {
+            Ok(doc) => shadow_table(&doc, shadow.all),
+            // The first failure is the answer; later ones (a restart of turnout, say) are
+            // shown and the view keeps trying.
+            Err(e) if first => return Err(e),
+            Err(e) => format!("error: {e:#}\n"),
+        };
+        first = false;
+        let mut frame = String::new();
+        if terminal {
+            frame.push_str("\x1b[H\x1b[2J");
+        }
+        let _ = writeln!(
+            frame,
+            "turnout shadow report from {} at {}, every {}; Ctrl-C to stop\n",
+            args.admin,
+            humantime::format_rfc3339_seconds(SystemTime::now()),
+            humantime::format_duration(shadow.interval)
+        );
+        frame.push_str(&body);
+        if !terminal {
+            frame.push('\n');
+        }
+        let mut out = std::io::stdout().lock();
+        out.write_all(frame.as_bytes())
+            .and_then(|()| out.flush())
+            .context("cannot write to stdout")?;
+        drop(out);
+        tokio::select! {
+            () = tokio::time::sleep(shadow.interval) => {}
+            _ = &mut stop => return Ok(()),
+        }
+    }
+}
+
+/// The `GET /v1/shadow` document as a table; direct namespaces with nothing counted are
+/// left out unless `all`.
+fn shadow_table(doc: &Value, all: bool) -> String {
+    const COUNTS: [&str; 5] = ["match", "mismatch", "shadow_error", "dropped", "mirrored"];
+    let mut hidden = 0;
+    let mut rows = Vec::new();
+    for r in doc["namespaces"].as_array().into_iter().flatten() {
+        let counts: Vec<u64> = COUNTS
+            .iter()
+            .map(|c| r["counts"][c].as_u64().unwrap_or(0))
             .collect();
-        println!(
-            "{:<16} {:<10} {:<8} {:<25} {:<24} {}",
-            s(&r["namespace"]),
-            s(&r["target"]),
-            s(&r["mode"]),
-            s(&r["changed_at"]),
-            prefixes.join(","),
-            s(&r["reason"])
+        let mode = s(&r["mode"]);
+        if !all && (mode.is_empty() || mode == "direct") && counts.iter().all(|&c| c == 0) {
+            hidden += 1;
+            continue;
+        }
+        let mut row = vec![
+            s(&r["namespace"]).to_string(),
+            s(&r["target"]).to_string(),
+            mode_label(r),
+        ];
+        row.extend(counts.iter().map(u64::to_string));
+        row.push(r["compared"].as_u64().unwrap_or(0).to_string());
+        row.push(ratio(&r["match_ratio"]));
+        row.push(s(&r["since"]).to_string());
+        rows.push(row);
+    }
+    let mut out = if rows.is_empty() {
+        "no namespace is in shadow or dual-write mode or has shadow counts\n".to_string()
+    } else {
+        table(
+            &[
+                "NAMESPACE",
+                "TARGET",
+                "MODE",
+                "MATCH",
+                "MISMATCH",
+                "SHADOW ERR",
+                "DROPPED",
+                "MIRRORED",
+                "COMPARED",
+                "MATCH RATIO",
+                "SINCE",
+            ],
+            &[
+                false, false, false, true, true, true, true, true, true, true, false,
+            ],
+            &rows,
+        )
+    };
+    if hidden > 0 {
+        let _ = writeln!(
+            out,
+            "({hidden} direct namespace(s) with no counts not shown; --all shows them)"
         );
     }
+    if let Some(bytes) = doc["queued_bytes"].as_u64() {
+        let _ = writeln!(
+            out,
+            "queued for shadow and secondary endpoints: {bytes} bytes"
+        );
+    }
+    out
+}
+
+/// A match ratio as a percentage (`-` before anything was compared); never rounded up to
+/// 100% when something mismatched.
+fn ratio(v: &Value) -> String {
+    match v.as_f64() {
+        None => "-".to_string(),
+        Some(r) => {
+            let shown = format!("{:.2}%", r * 100.0);
+            if r < 1.0 && shown == "100.00%" {
+                "99.99%".to_string()
+            } else {
+                shown
+            }
+        }
+    }
+}
+
+/// `turnout ctl shadow --mismatches`.
+async fn print_mismatches(args: &CtlArgs, shadow: &ShadowArgs) -> anyhow::Result<()> {
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    if let Some(ns) = &shadow.namespace {
+        query.append_pair("namespace", ns);
+    }
+    if let Some(limit) = shadow.limit {
+        query.append_pair("limit", &limit.to_string());
+    }
+    let query = query.finish();
+    let path = if query.is_empty() {
+        "/v1/shadow/mismatches".to_string()
+    } else {
+        format!("/v1/shadow/mismatches?{query}")
+    };
+    let doc = call(args, Method::GET, &path, None, None).await?;
+    if args.json {
+        println!("{doc}");
+        return Ok(());
+    }
+    let or_dash = |v: &Value| match s(v) {
+        "" => "-".to_string(),
+        text => text.to_string(),
+    };
+    let rows: Vec<Vec<String>> = doc["mismatches"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| {
+            vec![
+                s(&m["at"]).to_string(),
+                s(&m["namespace"]).to_string(),
+                s(&m["command"]).to_string(),
+                s(&m["outcome"]).to_string(),
+                or_dash(&m["key"]),
+                or_dash(&m["primary"]),
+                or_dash(&m["shadow"]),
+            ]
+        })
+        .collect();
+    if rows.is_empty() {
+        println!("no mismatches logged");
+        return Ok(());
+    }
+    print!(
+        "{}",
+        table(
+            &[
+                "TIME",
+                "NAMESPACE",
+                "COMMAND",
+                "OUTCOME",
+                "KEY",
+                "PRIMARY",
+                "SHADOW"
+            ],
+            &[],
+            &rows
+        )
+    );
     Ok(())
 }
 

@@ -35,8 +35,9 @@ enum Command {
     Ctl {
         #[command(flatten)]
         args: CtlArgs,
+        // Boxed: ctl's arguments would make every `Command` as large as they are.
         #[command(subcommand)]
-        command: CtlCommand,
+        command: Box<CtlCommand>,
     },
     /// Start two local redis-server processes (legacy, and new as its replica) and the proxy.
     Demo {
@@ -53,7 +54,7 @@ fn main() -> ExitCode {
         Command::Check { config } => check(&config),
         Command::Run { config } => exit(run(&config)),
         Command::Ctl { args, command } => {
-            exit(runtime().and_then(|rt| rt.block_on(turnout::ctl::run(args, command))))
+            exit(runtime().and_then(|rt| rt.block_on(turnout::ctl::run(args, *command))))
         }
         Command::Demo { config } => {
             exit(runtime().and_then(|rt| rt.block_on(turnout::demo::run(&config))))

@@ -1,11 +1,13 @@
 //! The command line: `check` (every config problem at once, each with its path), `--help`,
-//! `ctl routes|flip|history` against a running turnout, and `run` failures.
+//! `ctl routes|flip|history|shadow` against a running turnout, and `run` failures.
 
 mod support;
 
 use std::net::TcpListener;
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
-use support::{run_cli, standard_body, Env, RedisServer, Turnout};
+use support::{route_of, run_cli, standard_body, wait_until, Env, RedisServer, Turnout};
 
 const GOOD: &str = r#"[proxy]
 listen = "127.0.0.1:16380"
@@ -180,6 +182,8 @@ fn help_exits_zero() {
         &["run", "--help"],
         &["check", "--help"],
         &["ctl", "--help"],
+        &["ctl", "shadow", "--help"],
+        &["ctl", "flip", "--help"],
         &["demo", "--help"],
     ] {
         let out = run_cli(args, &[]);
@@ -287,6 +291,41 @@ fn ctl_sends_the_token() {
     );
     assert_eq!(out.code(), 0, "{out:?}");
     assert_eq!(t.target("web-cache"), "legacy");
+
+    // A mode change and a shadow reset are mutating calls too; reading the report is not.
+    let out = t.ctl(
+        &[
+            "flip",
+            "web-cache",
+            "--mode",
+            "shadow",
+            "--shadow",
+            "new",
+            "--reason",
+            "x",
+        ],
+        &[],
+    );
+    assert_ne!(
+        out.code(),
+        0,
+        "mode change without a token must fail: {out:?}"
+    );
+    assert_eq!(route_of(&t.routes(), "web-cache")["mode"], "direct");
+    let out = t.ctl(&["shadow", "--reset"], &[]);
+    assert_ne!(
+        out.code(),
+        0,
+        "shadow reset without a token must fail: {out:?}"
+    );
+    assert!(out.stderr.contains("401"), "{out:?}");
+    let out = t.ctl(
+        &["shadow", "--reset", "web-cache"],
+        &[("TURNOUT_ADMIN_TOKEN", "ctl-secret")],
+    );
+    assert_eq!(out.code(), 0, "{out:?}");
+    let out = t.ctl(&["shadow", "--once"], &[]);
+    assert_eq!(out.code(), 0, "{out:?}");
 }
 
 #[test]
@@ -322,4 +361,463 @@ fn run_fails_on_a_bad_config() {
     let failed = Turnout::builder(&body).start_expect_failure();
     assert_ne!(failed.status.code(), Some(0), "{}", failed.stderr);
     assert!(failed.stderr.contains("nwe"), "{}", failed.stderr);
+}
+
+/// A namespace's row of `GET /v1/shadow`.
+fn shadow_row(t: &Turnout, namespace: &str) -> serde_json::Value {
+    let doc = t.admin_get("/v1/shadow").json();
+    doc["namespaces"]
+        .as_array()
+        .expect("namespaces array")
+        .iter()
+        .find(|r| r["namespace"] == namespace)
+        .unwrap_or_else(|| panic!("no {namespace} in {doc}"))
+        .clone()
+}
+
+/// The line of a table that starts with `first`, split into its cells.
+fn table_row<'a>(stdout: &'a str, first: &str) -> Vec<&'a str> {
+    stdout
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|cells| cells.first() == Some(&first))
+        .unwrap_or_else(|| panic!("no row for {first}:\n{stdout}"))
+}
+
+#[test]
+fn ctl_flip_sets_modes_and_keeps_the_old_form() {
+    let env = Env::standard();
+    let t = &env.turnout;
+
+    // A mode without a target keeps the target.
+    let out = t.ctl(
+        &[
+            "flip",
+            "web-cache",
+            "--mode",
+            "shadow",
+            "--shadow",
+            "new",
+            "--sample",
+            "0.5",
+            "--writes",
+            "--reason",
+            "try shadow",
+        ],
+        &[],
+    );
+    assert_eq!(out.code(), 0, "{out:?}");
+    let route = route_of(&t.routes(), "web-cache").clone();
+    assert_eq!(route["target"], "legacy", "{route}");
+    assert_eq!(route["mode"], "shadow", "{route}");
+    assert_eq!(route["shadow"], "new", "{route}");
+    assert_eq!(route["sample"], 0.5, "{route}");
+    assert_eq!(route["writes"], true, "{route}");
+    assert!(
+        out.stdout.contains("shadow->new 0.5 writes"),
+        "{}",
+        out.stdout
+    );
+
+    let out = t.ctl(&["routes"], &[]);
+    assert_eq!(out.code(), 0, "{out:?}");
+    let row = table_row(&out.stdout, "web-cache");
+    assert_eq!(
+        row[1..5],
+        ["legacy", "shadow->new", "0.5", "writes"],
+        "{}",
+        out.stdout
+    );
+    assert_eq!(
+        table_row(&out.stdout, "token-cache")[1..3],
+        ["new", "direct"]
+    );
+
+    // Target and mode together.
+    let out = t.ctl(
+        &[
+            "flip",
+            "web-cache",
+            "new",
+            "--mode",
+            "dual-write",
+            "--secondary",
+            "legacy",
+            "--compare",
+            "--sample",
+            "1",
+            "--reason",
+            "dual",
+        ],
+        &[],
+    );
+    assert_eq!(out.code(), 0, "{out:?}");
+    let route = route_of(&t.routes(), "web-cache").clone();
+    assert_eq!(route["target"], "new", "{route}");
+    assert_eq!(route["mode"], "dual-write", "{route}");
+    assert_eq!(route["secondary"], "legacy", "{route}");
+    assert_eq!(route["compare"], true, "{route}");
+    let out = t.ctl(&["routes"], &[]);
+    assert!(
+        out.stdout.contains("dual-write->legacy compare 1.0"),
+        "{}",
+        out.stdout
+    );
+
+    // The API's refusals come through; nothing changes.
+    let version = t.version();
+    let out = t.ctl(
+        &[
+            "flip",
+            "web-cache",
+            "--mode",
+            "shadow",
+            "--reason",
+            "no endpoint",
+        ],
+        &[],
+    );
+    assert_ne!(out.code(), 0, "shadow mode without --shadow: {out:?}");
+    assert!(out.stderr.contains("shadow"), "{out:?}");
+    let out = t.ctl(
+        &[
+            "flip",
+            "web-cache",
+            "--mode",
+            "shadow",
+            "--shadow",
+            "nwe",
+            "--reason",
+            "typo",
+        ],
+        &[],
+    );
+    assert_ne!(out.code(), 0, "unknown shadow endpoint: {out:?}");
+    let out = t.ctl(
+        &[
+            "flip",
+            "web-cache",
+            "--mode",
+            "direct",
+            "--writes",
+            "--reason",
+            "nonsense",
+        ],
+        &[],
+    );
+    assert_ne!(out.code(), 0, "--writes with direct: {out:?}");
+    assert_eq!(t.version(), version);
+
+    // The command line refuses what cannot mean anything.
+    let out = t.ctl(&["flip", "web-cache", "--reason", "neither"], &[]);
+    assert_eq!(out.code(), 2, "no target and no mode: {out:?}");
+    let out = t.ctl(
+        &[
+            "flip",
+            "web-cache",
+            "new",
+            "--shadow",
+            "new",
+            "--reason",
+            "x",
+        ],
+        &[],
+    );
+    assert_eq!(out.code(), 2, "--shadow without --mode: {out:?}");
+    let out = t.ctl(
+        &["flip", "web-cache", "--mode", "mirror", "--reason", "x"],
+        &[],
+    );
+    assert_eq!(out.code(), 2, "unknown mode: {out:?}");
+    assert_eq!(t.version(), version);
+
+    // Back to direct, and the old form still flips the target alone.
+    let out = t.ctl(
+        &["flip", "web-cache", "--mode", "direct", "--reason", "done"],
+        &[],
+    );
+    assert_eq!(out.code(), 0, "{out:?}");
+    let out = t.ctl(&["flip", "web-cache", "legacy", "--reason", "back"], &[]);
+    assert_eq!(out.code(), 0, "{out:?}");
+    let route = route_of(&t.routes(), "web-cache").clone();
+    assert_eq!(route["target"], "legacy", "{route}");
+    assert_eq!(route["mode"], "direct", "{route}");
+}
+
+#[test]
+fn ctl_shadow_reports_counts_mismatches_and_resets() {
+    let env = Env::standard();
+    let t = &env.turnout;
+
+    // Before any shadow mode: every namespace is direct with nothing counted, so hidden.
+    let out = t.ctl(&["shadow", "--once"], &[]);
+    assert_eq!(out.code(), 0, "{out:?}");
+    assert!(!out.stdout.contains("web-cache"), "{}", out.stdout);
+    let out = t.ctl(&["shadow", "--once", "--all"], &[]);
+    assert_eq!(out.code(), 0, "{out:?}");
+    for name in ["web-cache", "token-cache", "impact", "default"] {
+        assert!(
+            out.stdout.contains(name),
+            "--all lists {name}:\n{}",
+            out.stdout
+        );
+    }
+
+    let out = t.ctl(
+        &[
+            "flip",
+            "web-cache",
+            "--mode",
+            "shadow",
+            "--shadow",
+            "new",
+            "--sample",
+            "1",
+            "--reason",
+            "compare legacy with new",
+        ],
+        &[],
+    );
+    assert_eq!(out.code(), 0, "{out:?}");
+
+    // Three keys the same on both, one different.
+    for key in ["web:a", "web:b", "web:c"] {
+        env.legacy.set(key, "same");
+        env.new.set(key, "same");
+    }
+    env.legacy.set("web:drifted", "old-value");
+    env.new.set("web:drifted", "new-value!");
+    let mut client = t.client();
+    for key in ["web:a", "web:b", "web:c", "web:drifted"] {
+        let _: Option<String> = redis::cmd("GET").arg(key).query(&mut client).expect("GET");
+    }
+    let counted = wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+        let row = shadow_row(t, "web-cache");
+        row["counts"]["match"] == 3 && row["counts"]["mismatch"] == 1
+    });
+    assert!(counted, "{}", shadow_row(t, "web-cache"));
+
+    // The table: the shadowed namespace with its counts; direct ones with nothing hidden.
+    let out = t.ctl(&["shadow", "--once"], &[]);
+    assert_eq!(out.code(), 0, "{out:?}");
+    let header = table_row(&out.stdout, "NAMESPACE");
+    assert!(
+        header.contains(&"MATCH") && header.contains(&"MISMATCH"),
+        "{}",
+        out.stdout
+    );
+    let row = table_row(&out.stdout, "web-cache");
+    // NAMESPACE TARGET MODE(2 words) MATCH MISMATCH SHADOW-ERR DROPPED MIRRORED COMPARED RATIO SINCE
+    assert_eq!(
+        row[1..11],
+        [
+            "legacy",
+            "shadow->new",
+            "1.0",
+            "3",
+            "1",
+            "0",
+            "0",
+            "0",
+            "4",
+            "75.00%"
+        ],
+        "{}",
+        out.stdout
+    );
+    assert!(!out.stdout.contains("token-cache"), "{}", out.stdout);
+    assert!(
+        !out.stdout.contains('\x1b'),
+        "no escapes without a terminal"
+    );
+
+    // --json: the API's document, once.
+    for args in [&["shadow", "--json"][..], &["--json", "shadow", "--once"]] {
+        let out = t.ctl(args, &[]);
+        assert_eq!(out.code(), 0, "{args:?}: {out:?}");
+        let doc: serde_json::Value = serde_json::from_str(&out.stdout)
+            .unwrap_or_else(|e| panic!("{args:?} is not JSON ({e}): {}", out.stdout));
+        let row = doc["namespaces"]
+            .as_array()
+            .expect("namespaces")
+            .iter()
+            .find(|r| r["namespace"] == "web-cache")
+            .expect("web-cache row")
+            .clone();
+        assert_eq!(row["counts"]["match"], 3, "{row}");
+        assert_eq!(row["mode"], "shadow", "{row}");
+    }
+
+    // The mismatch log.
+    let out = t.ctl(&["shadow", "--mismatches"], &[]);
+    assert_eq!(out.code(), 0, "{out:?}");
+    let row = table_row(&out.stdout, "TIME");
+    assert_eq!(
+        row,
+        [
+            "TIME",
+            "NAMESPACE",
+            "COMMAND",
+            "OUTCOME",
+            "KEY",
+            "PRIMARY",
+            "SHADOW"
+        ],
+        "{}",
+        out.stdout
+    );
+    let line = out
+        .stdout
+        .lines()
+        .find(|l| l.contains("web:drifted"))
+        .unwrap_or_else(|| panic!("the mismatched key is listed:\n{}", out.stdout));
+    assert!(
+        line.contains("web-cache") && line.contains("mismatch") && line.contains("get"),
+        "{line}"
+    );
+    assert!(
+        !out.stdout.contains("web:a"),
+        "matches are not logged:\n{}",
+        out.stdout
+    );
+    let out = t.ctl(
+        &[
+            "shadow",
+            "--mismatches",
+            "--namespace",
+            "web-cache",
+            "--limit",
+            "1",
+        ],
+        &[],
+    );
+    assert_eq!(out.code(), 0, "{out:?}");
+    assert!(out.stdout.contains("web:drifted"), "{}", out.stdout);
+    let out = t.ctl(
+        &["shadow", "--mismatches", "--namespace", "token-cache"],
+        &[],
+    );
+    assert_eq!(out.code(), 0, "{out:?}");
+    assert!(!out.stdout.contains("web:drifted"), "{}", out.stdout);
+    let out = t.ctl(&["--json", "shadow", "--mismatches"], &[]);
+    assert_eq!(out.code(), 0, "{out:?}");
+    let doc: serde_json::Value = serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|e| panic!("--mismatches --json is not JSON ({e}): {}", out.stdout));
+    assert_eq!(doc["mismatches"][0]["key"], "web:drifted", "{doc}");
+    let out = t.ctl(
+        &["shadow", "--mismatches", "--namespace", "no-such-namespace"],
+        &[],
+    );
+    assert_ne!(out.code(), 0, "{out:?}");
+    assert!(out.stderr.contains("no-such-namespace"), "{out:?}");
+    let out = t.ctl(&["shadow", "--mismatches", "--limit", "0"], &[]);
+    assert_eq!(out.code(), 2, "{out:?}");
+
+    // Reset: one namespace, then all of them.
+    let out = t.ctl(&["shadow", "--reset", "web-cache"], &[]);
+    assert_eq!(out.code(), 0, "{out:?}");
+    let row = shadow_row(t, "web-cache");
+    for outcome in ["match", "mismatch", "shadow_error", "dropped", "mirrored"] {
+        assert_eq!(row["counts"][outcome], 0, "{outcome} after reset: {row}");
+    }
+    assert_eq!(row["compared"], 0, "{row}");
+    assert!(row["match_ratio"].is_null(), "{row}");
+    let row = table_row(&out.stdout, "web-cache");
+    assert_eq!(
+        row[4..11],
+        ["0", "0", "0", "0", "0", "0", "-"],
+        "{}",
+        out.stdout
+    );
+    let out = t.ctl(&["shadow", "--mismatches"], &[]);
+    assert_eq!(out.code(), 0, "{out:?}");
+    assert!(!out.stdout.contains("web:drifted"), "{}", out.stdout);
+
+    let _: Option<String> = redis::cmd("GET")
+        .arg("web:a")
+        .query(&mut client)
+        .expect("GET");
+    assert!(wait_until(
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        || shadow_row(t, "web-cache")["counts"]["match"] == 1
+    ));
+    let out = t.ctl(&["shadow", "--reset"], &[]);
+    assert_eq!(out.code(), 0, "{out:?}");
+    assert_eq!(shadow_row(t, "web-cache")["counts"]["match"], 0);
+    let out = t.ctl(&["shadow", "--reset", "no-such-namespace"], &[]);
+    assert_ne!(out.code(), 0, "{out:?}");
+}
+
+#[test]
+fn ctl_shadow_live_view_refreshes_until_interrupted() {
+    let env = Env::standard();
+    let t = &env.turnout;
+    let out = t.ctl(
+        &[
+            "flip",
+            "web-cache",
+            "--mode",
+            "shadow",
+            "--shadow",
+            "new",
+            "--reason",
+            "live",
+        ],
+        &[],
+    );
+    assert_eq!(out.code(), 0, "{out:?}");
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out_path = dir.path().join("stdout");
+    let mut child = Command::new(support::turnout::binary())
+        .args([
+            "ctl",
+            "--admin",
+            &t.admin_addr(),
+            "shadow",
+            "--interval",
+            "100ms",
+        ])
+        .env_remove("TURNOUT_ADMIN")
+        .env_remove("TURNOUT_ADMIN_TOKEN")
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out_path).expect("stdout file"))
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn ctl shadow");
+    let frames = || {
+        std::fs::read_to_string(&out_path)
+            .unwrap_or_default()
+            .matches("web-cache")
+            .count()
+    };
+    let refreshed = wait_until(Duration::from_secs(10), Duration::from_millis(20), || {
+        frames() >= 3
+    });
+    let still_running = matches!(child.try_wait(), Ok(None));
+    let interrupted = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("run kill");
+    let exited = wait_until(Duration::from_secs(10), Duration::from_millis(20), || {
+        !matches!(child.try_wait(), Ok(None))
+    });
+    if !exited {
+        let _ = child.kill();
+    }
+    let status = child.wait().expect("wait");
+    let stdout = std::fs::read_to_string(&out_path).unwrap_or_default();
+    assert!(refreshed, "fewer than 3 frames in 10s:\n{stdout}");
+    assert!(still_running, "the live view exited on its own:\n{stdout}");
+    assert!(interrupted.success());
+    assert!(exited, "the live view ignored SIGINT");
+    assert_eq!(status.code(), Some(0), "{status}\n{stdout}");
+    assert!(!stdout.contains('\x1b'), "no escapes without a terminal");
+
+    // A bad address fails at once instead of refreshing an error forever.
+    let out = run_cli(&["ctl", "--admin", "127.0.0.1:1", "shadow"], &[]);
+    assert_ne!(out.code(), 0, "{out:?}");
+    let out = run_cli(&["ctl", "shadow", "--interval", "0s"], &[]);
+    assert_eq!(out.code(), 2, "{out:?}");
 }
