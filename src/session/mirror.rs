@@ -115,6 +115,13 @@ impl Capture {
         if self.over {
             return;
         }
+        if matches!(self.sink, Sink::Exec(_)) {
+            // Only the first bytes matter: keep them, whatever the reply's length.
+            let room = self.limit.saturating_sub(self.bytes.len());
+            self.bytes
+                .extend_from_slice(&bytes[..room.min(bytes.len())]);
+            return;
+        }
         if self.bytes.len() + bytes.len() > self.limit {
             self.over = true;
             self.bytes = BytesMut::new();

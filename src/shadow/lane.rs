@@ -86,6 +86,10 @@ pub(super) struct Lane {
     oversize: bool,
     /// The first error among the leading parts of the transaction being read.
     part_error: Option<Bytes>,
+    /// SELECT/HELLO commands written and not yet answered: jobs wait in `held` meanwhile,
+    /// so a refused one never lets a copy run in the wrong database or protocol.
+    unsettled_state: usize,
+    held: VecDeque<Job>,
 }
 
 impl Lane {
@@ -109,6 +113,8 @@ impl Lane {
             reply: BytesMut::new(),
             oversize: false,
             part_error: None,
+            unsettled_state: 0,
+            held: VecDeque::new(),
         }
     }
 
@@ -169,18 +175,84 @@ impl Lane {
     /// Writes a job (after any SELECT or HELLO it needs) and records the replies it owes.
     fn accept(&mut self, job: Job) {
         let now = Instant::now();
-        if job.state.hello != self.applied.hello {
-            let frame = job.state.hello.as_deref().unwrap_or(HELLO_2);
+        if self.unsettled_state > 0 {
+            // Wait until the connection's state is known before sending more.
+            self.held.push_back(job);
+        } else if job.state != self.applied {
+            self.held.push_back(job);
+            self.write_state_for_held(now);
+        } else {
+            self.write_job(job, now);
+        }
+    }
+
+    /// Writes the SELECT/HELLO the first held job needs; the job waits for their answers.
+    fn write_state_for_held(&mut self, now: Instant) {
+        let Some(state) = self.held.front().map(|j| j.state.clone()) else {
+            return;
+        };
+        if state.hello != self.applied.hello {
+            let frame = state.hello.as_deref().unwrap_or(HELLO_2);
             self.wbuf.extend_from_slice(frame);
             self.in_flight.push_back((now, Expect::State));
-            self.applied.hello = job.state.hello.clone();
+            self.unsettled_state += 1;
         }
-        if job.state.select != self.applied.select {
-            let frame = job.state.select.as_deref().unwrap_or(SELECT_0);
+        if state.select != self.applied.select {
+            let frame = state.select.as_deref().unwrap_or(SELECT_0);
             self.wbuf.extend_from_slice(frame);
             self.in_flight.push_back((now, Expect::State));
-            self.applied.select = job.state.select.clone();
+            self.unsettled_state += 1;
         }
+        self.applied = state;
+    }
+
+    /// A SELECT/HELLO was answered: once all are, held jobs go out (or, after a refusal,
+    /// those needing the refused state fail).
+    fn state_answered(&mut self, refused: Option<Bytes>) {
+        self.unsettled_state = self.unsettled_state.saturating_sub(1);
+        if let Some(reply) = refused {
+            tracing::debug!(reply = %String::from_utf8_lossy(&reply), "shadow connection state refused");
+            // Which of the commands took effect is unknown: the next job restates both
+            // (an empty frame matches no real state).
+            let unknown = ConnState {
+                select: Some(Bytes::new()),
+                hello: Some(Bytes::new()),
+            };
+            let wanted = std::mem::replace(&mut self.applied, unknown);
+            // Every held job that needed it fails; the others are retried below.
+            let held = std::mem::take(&mut self.held);
+            for job in held {
+                if job.state == wanted {
+                    self.queued_bytes.fetch_sub(job.frame.len(), Relaxed);
+                    self.report.log_note(
+                        job.ns,
+                        job.command,
+                        Outcome::ShadowError,
+                        &job.key,
+                        &format!(
+                            "the endpoint refused the session's connection state: {}",
+                            String::from_utf8_lossy(&reply).trim_end()
+                        ),
+                    );
+                } else {
+                    self.held.push_back(job);
+                }
+            }
+        }
+        if self.unsettled_state > 0 {
+            return;
+        }
+        let now = Instant::now();
+        while let Some(job) = self.held.pop_front() {
+            if job.state != self.applied {
+                self.held.push_front(job);
+                return self.write_state_for_held(now);
+            }
+            self.write_job(job, now);
+        }
+    }
+
+    fn write_job(&mut self, job: Job, now: Instant) {
         self.wbuf.extend_from_slice(&job.frame);
         let meta = Meta {
             ns: job.ns,
@@ -203,7 +275,7 @@ impl Lane {
     }
 
     fn has_room(&self) -> bool {
-        self.in_flight.len() + self.waiting.len() < self.config.shadow.in_flight
+        self.in_flight.len() + self.waiting.len() + self.held.len() < self.config.shadow.in_flight
     }
 
     /// Runs one connection until it fails (`Err`) or the queue closes and everything is
@@ -312,9 +384,12 @@ impl Lane {
     fn settle_reply(&mut self, expect: Expect, reply: Option<Bytes>) {
         match expect {
             Expect::State => {
-                if let Some(reply) = reply.filter(|r| is_error(r)) {
-                    tracing::debug!(reply = %String::from_utf8_lossy(&reply), "shadow connection state refused");
-                }
+                let refused = match reply {
+                    Some(r) if is_error(&r) => Some(r),
+                    Some(_) => None,
+                    None => Some(Bytes::from_static(b"-ERR reply too large")),
+                };
+                self.state_answered(refused);
             }
             Expect::Part => {
                 if let Some(reply) = reply.filter(|r| is_error(r)) {
@@ -400,6 +475,12 @@ impl Lane {
 
     /// A connection failed: every reply it owed is a shadow error.
     fn fail_in_flight(&mut self, cause: &str) {
+        for job in std::mem::take(&mut self.held) {
+            self.queued_bytes.fetch_sub(job.frame.len(), Relaxed);
+            self.report
+                .log_note(job.ns, job.command, Outcome::ShadowError, &job.key, cause);
+        }
+        self.unsettled_state = 0;
         for (_, expect) in std::mem::take(&mut self.in_flight) {
             if let Expect::Done(meta, _) = expect {
                 self.queued_bytes.fetch_sub(meta.size, Relaxed);
