@@ -193,6 +193,8 @@ impl Session {
                 Some("ERR turnout: CLIENT REPLY is not supported inside MULTI".to_string())
             }
             // Inside a transaction it could only reach the pinned endpoint.
+            // SCRIPT EXISTS only reads: it may run on the pinned endpoint.
+            Policy::Everywhere if resolved.spec.is_some_and(|s| s.name == "script|exists") => None,
             Policy::Everywhere => Some(
                 "ERR turnout: SCRIPT and FUNCTION management is not supported inside MULTI (it must reach every endpoint)"
                     .to_string(),
