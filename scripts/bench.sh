@@ -6,6 +6,11 @@
 #   A  direct     redis-benchmark -> redis-server
 #   B  turnout    redis-benchmark -> turnout   -> redis-server
 #   C  twemproxy  redis-benchmark -> nutcracker -> redis-server
+# and, in the same rounds, turnout's shadow mode against its direct mode (workload S1):
+#   B  turnout         every namespace in direct mode (the instance of B above)
+#   D  turnout-shadow  a second turnout, same config, the namespaces S1's keys hit set through
+#                      the admin API to shadow mode (sample 1.0, writes false): every GET is
+#                      also sent to a second, empty redis-server and the replies compared
 #
 # Usage: scripts/bench.sh [--quick] [--rounds K] [--install] [--help]
 #   --quick      small N and 1 round: a smoke test of the script, not a measurement
@@ -14,6 +19,9 @@
 #
 # Environment:
 #   BENCH_SKIP_TURNOUT=1   skip building and benchmarking turnout (direct + twemproxy only)
+#   BENCH_SKIP_SHADOW=1    skip workload S1 (turnout's shadow mode against its direct mode)
+#   BENCH_SHADOW_SEED=1    also prefill S1's shadow endpoint, so that shadowed GETs match instead
+#                          of mismatching (default: the shadow endpoint stays empty)
 #   BENCH_KEEP_TMP=1       keep the temporary directory (logs, configs, raw runs)
 #   BENCH_RUN_TIMEOUT=S    upper bound for a single redis-benchmark run (default 300 s)
 #   BENCH_N1, BENCH_N2     requests per run for W1 / W2 (defaults below)
@@ -31,6 +39,8 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# 1-minute load average before this script adds any: work of other programs shows up here.
+LOADAVG_START="$(cut -d' ' -f1 /proc/loadavg 2>/dev/null || echo '?')"
 OUT_DIR="$ROOT/target/bench"
 
 # ---------------------------------------------------------------------------------------------
@@ -69,8 +79,16 @@ done
 #
 #   W1  pipelined:    -c 50 -P 16, N = 1,000,000 per run (throughput-bound)
 #   W2  unpipelined:  -c 50 -P 1,  N =   200,000 per run (round-trip-bound)
+#   S1  shadow:       W1's command line (-c 50 -P 16, N1, web: keys) against turnout in
+#                     direct mode and against turnout-shadow, whose namespaces hit by the keys
+#                     are in shadow mode (sample 1.0, writes false) towards the endpoint "new",
+#                     a fresh redis-server that nothing writes to: a shadowed GET of a prefilled
+#                     key compares the value with nil (a mismatch), which is still a full
+#                     comparison. SETs are not mirrored (writes false). After each shadow-mode
+#                     run the script waits for the shadow queues to drain (bounded), then reads
+#                     the run's outcomes from GET /v1/shadow and the processes' CPU time.
 # N is sized for runs of roughly 2-7 s each on a 2-core machine (twemproxy is the slowest
-# target on W1, turnout on W2); the whole script with 3 rounds takes about 3 minutes there.
+# target on W1, turnout on W2); the whole script with 3 rounds takes about 4 minutes there.
 # On a noisy machine prefer more rounds (--rounds 5) over larger N: the median absorbs bursts.
 CLIENTS="${BENCH_CLIENTS:-50}"
 KEYSPACE="${BENCH_KEYSPACE:-100000}"
@@ -86,15 +104,31 @@ fi
 RUN_TIMEOUT="${BENCH_RUN_TIMEOUT:-300}"
 SKIP_TURNOUT="${BENCH_SKIP_TURNOUT:-0}"
 [[ "$SKIP_TURNOUT" == "0" || -z "$SKIP_TURNOUT" ]] && SKIP_TURNOUT=0 || SKIP_TURNOUT=1
+SKIP_SHADOW="${BENCH_SKIP_SHADOW:-0}"
+[[ "$SKIP_SHADOW" == "0" || -z "$SKIP_SHADOW" ]] && SKIP_SHADOW=0 || SKIP_SHADOW=1
+SHADOW_SEED="${BENCH_SHADOW_SEED:-0}"
+[[ "$SHADOW_SEED" == "0" || -z "$SHADOW_SEED" ]] && SHADOW_SEED=0 || SHADOW_SEED=1
+[[ $SKIP_TURNOUT -eq 1 ]] && SKIP_SHADOW=1
+# S1's shadow mode, as sent to PUT /v1/routes/NAMESPACE; the target ratio it is reported against.
+SHADOW_ENDPOINT="new"
+SHADOW_SAMPLE="1.0"
+SHADOW_TARGET_RATIO="0.75"
 
 for v in CLIENTS KEYSPACE VALUE_SIZE N1 N2 RUN_TIMEOUT; do
     [[ "${!v}" =~ ^[1-9][0-9]*$ ]] || { echo "bench.sh: $v must be a positive integer (got '${!v}')" >&2; exit 2; }
 done
 
-#            name  pipeline  requests  key prefix
-WORKLOADS=("W1 16 $N1 web:" "W2 1 $N2 session:")
+if [[ $SKIP_TURNOUT -eq 1 ]]; then CMP_TARGETS="direct,twemproxy"; else CMP_TARGETS="direct,turnout,twemproxy"; fi
+#            name  pipeline  requests  key prefix  targets, in the order they run each round
+WORKLOADS=("W1 16 $N1 web: $CMP_TARGETS" "W2 1 $N2 session: $CMP_TARGETS")
+[[ $SKIP_SHADOW -eq 1 ]] || WORKLOADS+=("S1 16 $N1 web: turnout,turnout-shadow")
 COMMANDS=(SET GET)
-if [[ $SKIP_TURNOUT -eq 1 ]]; then TARGETS=(direct twemproxy); else TARGETS=(direct turnout twemproxy); fi
+TARGETS=()   # every target of any workload, in first-use order
+for w in "${WORKLOADS[@]}"; do
+    read -r _ _ _ _ wtargets <<<"$w"
+    IFS=, read -r -a wt <<<"$wtargets"
+    for t in "${wt[@]}"; do [[ " ${TARGETS[*]} " == *" $t "* ]] || TARGETS+=("$t"); done
+done
 
 log() { printf '[bench] %s\n' "$*" >&2; }
 die() { printf '[bench] error: %s\n' "$*" >&2; exit 1; }
@@ -281,18 +315,83 @@ def cmd_sanity(target, port, direct_port, prefix, value_size):
         raise SystemExit("sanity(%s): key written through %s not found on redis" % (target, target))
     d.cmd("DEL", key)
 
+def admin(port, method, path, body=None):
+    # One call to turnout's admin API; a non-2xx answer stops the script with its body.
+    import urllib.error, urllib.request
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request("http://127.0.0.1:%s%s" % (port, path), data=data, method=method)
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return json.load(r)
+    except urllib.error.HTTPError as e:
+        raise SystemExit("admin %s %s: HTTP %d: %s" % (method, path, e.code, e.read().decode(errors="replace")))
+
+def cmd_set_shadow(admin_port, key_prefix, endpoint, sample, out_json):
+    # Puts the namespace(s) KEY_PREFIX's keys fall in (longest matching prefix, else
+    # "default") in shadow mode towards ENDPOINT, checks the route table says so, saves it.
+    doc = admin(admin_port, "GET", "/v1/routes")
+    best, best_len = "default", -1
+    for r in doc["routes"]:
+        for p in r.get("prefixes") or []:
+            if key_prefix.startswith(p) and len(p) > best_len:
+                best, best_len = r["namespace"], len(p)
+    change = {"mode": "shadow", "shadow": endpoint, "sample": float(sample), "writes": False,
+              "reason": "bench"}
+    admin(admin_port, "PUT", "/v1/routes/%s" % best, change)
+    doc = admin(admin_port, "GET", "/v1/routes")
+    route = next(r for r in doc["routes"] if r["namespace"] == best)
+    if (route.get("mode"), route.get("shadow"), route.get("sample"), route.get("writes")) != ("shadow", endpoint, float(sample), False):
+        raise SystemExit("set_shadow: route of %s is %r after the change" % (best, route))
+    json.dump({"request": change, "namespaces": [best], "routes": doc}, open(out_json, "w"), indent=2)
+    print(best)
+
+def shadow_totals(admin_port):
+    doc = admin(admin_port, "GET", "/v1/shadow")
+    keys = ("match", "mismatch", "shadow_error", "dropped", "mirrored")
+    tot = [sum(int(n["counts"].get(k, 0)) for n in doc["namespaces"]) for k in keys]
+    return tot, int(doc.get("queued_bytes", 0)), doc
+
+def cmd_shadow_counts(admin_port):
+    # match mismatch shadow_error dropped mirrored, summed over namespaces.
+    print(" ".join(map(str, shadow_totals(admin_port)[0])))
+
+def cmd_shadow_settle(admin_port, timeout_s):
+    # Waits until nothing is queued for the shadow and the counts stop moving (bounded), then
+    # prints the counts like shadow_counts, the seconds waited and 1 if settled (0 if not).
+    import time
+    t0 = time.monotonic()
+    prev, settled = None, 0
+    while True:
+        tot, queued, _ = shadow_totals(admin_port)
+        if queued == 0 and tot == prev:
+            settled = 1
+            break
+        if time.monotonic() - t0 > float(timeout_s):
+            break
+        prev = tot
+        time.sleep(0.05)
+    print(" ".join(map(str, tot)), "%.2f" % (time.monotonic() - t0), settled)
+
+def cmd_shadow_doc(admin_port, out_json):
+    json.dump(shadow_totals(admin_port)[2], open(out_json, "w"), indent=2)
+
 def fmt_int(x):
     return "{:,}".format(int(round(x))) if x is not None else "—"
 
 def fmt_ratio(a, b):
     return "%.2f" % (a / b) if a and b else "—"
 
+SHADOW_KEYS = ("match", "mismatch", "shadow_error", "dropped", "mirrored")
+
 def cmd_report(runs_tsv, meta_json, out_json, out_md):
     meta = json.load(open(meta_json))
     runs = []
     with open(runs_tsv) as f:
         for line in f:
-            rnd, wl, target, command, n, wall, proxy_ticks, redis_ticks, csvline = line.rstrip("\n").split("\t", 8)
+            (rnd, wl, target, command, n, wall, settle, proxy_ticks, redis_ticks, shadow_redis_ticks,
+             shadow, started_at, other_ticks, window_ticks, csvline) = line.rstrip("\n").split("\t", 14)
             row = next(csv.reader([csvline]))
             rec = {
                 "round": int(rnd), "workload": wl, "target": target, "command": command,
@@ -301,10 +400,20 @@ def cmd_report(runs_tsv, meta_json, out_json, out_md):
                 "p99_latency_ms": float(row[6]), "max_latency_ms": float(row[7]),
                 "proxy_cpu_seconds": (int(proxy_ticks) / meta["clk_tck"]) if proxy_ticks != "-" else None,
                 "redis_cpu_seconds": int(redis_ticks) / meta["clk_tck"],
+                "shadow_redis_cpu_seconds": int(shadow_redis_ticks) / meta["clk_tck"],
+                "started_at": started_at,
+                # CPU other programs used during the run, as a share of all the machine's CPUs.
+                "other_programs_cpu_share": (int(other_ticks) / int(window_ticks)) if int(window_ticks) else None,
             }
+            if shadow != "-":
+                rec["shadow_outcomes"] = dict(zip(SHADOW_KEYS, map(int, shadow.split(":"))))
+                rec["shadow_drain_seconds"] = float(settle)
             runs.append(rec)
     targets = meta["targets"]
     workloads = [w["name"] for w in meta["workloads"]]
+    # W1, W2: direct vs turnout vs twemproxy. S1: turnout direct mode vs shadow mode.
+    cmp_workloads = [w["name"] for w in meta["workloads"] if "turnout-shadow" not in w["targets"]]
+    shadow_workloads = [w["name"] for w in meta["workloads"] if "turnout-shadow" in w["targets"]]
     commands = meta["commands"]
     med = {}
     for wl in workloads:
@@ -330,6 +439,7 @@ def cmd_report(runs_tsv, meta_json, out_json, out_md):
                 "operations": ops,
                 "proxy_cpu_seconds_per_million_ops": (sum(proxy) / ops * 1e6) if None not in proxy else None,
                 "redis_cpu_seconds_per_million_ops": sum(r["redis_cpu_seconds"] for r in rs) / ops * 1e6,
+                "shadow_redis_cpu_seconds_per_million_ops": sum(r["shadow_redis_cpu_seconds"] for r in rs) / ops * 1e6,
             }
 
     def rps(wl, cmd, t):
@@ -340,18 +450,28 @@ def cmd_report(runs_tsv, meta_json, out_json, out_md):
     md.append("## turnout benchmark (scripts/bench.sh)")
     md.append("")
     md.append("- date: %s" % meta["date"])
-    md.append("- machine: %s, %s CPUs (nproc), kernel %s" % (meta["cpu_model"], meta["nproc"], meta["kernel"]))
+    md.append("- machine: %s, %s CPUs (nproc), kernel %s; 1-min load average %s when the script started (before its build)"
+              % (meta["cpu_model"], meta["nproc"], meta["kernel"], meta["loadavg_at_start"]))
     md.append("- versions: %s; %s; %s; turnout %s" % (meta["redis_version"], meta["nutcracker_version"], meta["rustc_version"], meta["turnout_version"]))
     md.append("- rounds: %d, targets interleaved %s; median ops/s per cell" % (meta["rounds"], " ".join(targets)))
     md.append("- redis-server, the proxy and redis-benchmark all share this machine's CPUs (loopback TCP)")
+    shares = sorted(r["other_programs_cpu_share"] for r in runs if r["other_programs_cpu_share"] is not None)
+    if shares:
+        busy = [r for r in runs if (r["other_programs_cpu_share"] or 0) > 0.05]
+        md.append("- CPU taken by other programs during a timed run, share of the machine: median %.1f%%, max %.1f%%; "
+                  "%d of %d runs above 5%%%s" % (
+                      100 * statistics.median(shares), 100 * shares[-1], len(busy), len(runs),
+                      (" (" + ", ".join("%s %s %s r%d %.0f%%" % (r["workload"], r["command"], r["target"], r["round"],
+                                                                  100 * r["other_programs_cpu_share"]) for r in busy[:12])
+                       + (", …" if len(busy) > 12 else "") + ")") if busy else ""))
     md.append("- twemproxy: one pool, `hash: fnv1a_64`, `distribution: ketama`, one server, defaults otherwise")
     md.append("- value size %d bytes, keyspace %d keys per workload (all prefilled, so every GET hits)" % (meta["value_size"], meta["keyspace"]))
     for w in meta["workloads"]:
-        md.append("- %s: `%s`" % (w["name"], w["command_line"]))
+        md.append("- %s: `%s` (targets: %s)" % (w["name"], w["command_line"], ", ".join(w["targets"])))
     md.append("")
     md.append("| workload | command | direct ops/s | turnout ops/s | twemproxy ops/s | turnout/direct | turnout/twemproxy |")
     md.append("|---|---|---:|---:|---:|---:|---:|")
-    for wl in workloads:
+    for wl in cmp_workloads:
         for cmd in commands:
             d, t, c = rps(wl, cmd, "direct"), rps(wl, cmd, "turnout"), rps(wl, cmd, "twemproxy")
             md.append("| %s | %s | %s | %s | %s | %s | %s |" % (wl, cmd, fmt_int(d), fmt_int(t), fmt_int(c), fmt_ratio(t, d), fmt_ratio(t, c)))
@@ -360,7 +480,7 @@ def cmd_report(runs_tsv, meta_json, out_json, out_md):
     md.append("")
     md.append("| workload | command | direct | turnout | twemproxy |")
     md.append("|---|---|---:|---:|---:|")
-    for wl in workloads:
+    for wl in cmp_workloads:
         for cmd in commands:
             cells = []
             for t in ("direct", "turnout", "twemproxy"):
@@ -372,7 +492,7 @@ def cmd_report(runs_tsv, meta_json, out_json, out_md):
     md.append("")
     md.append("| workload | turnout process | twemproxy process | redis-server (direct) | redis-server (via turnout) | redis-server (via twemproxy) |")
     md.append("|---|---:|---:|---:|---:|---:|")
-    for wl in workloads:
+    for wl in cmp_workloads:
         def c(t, k):
             v = cpu.get((wl, t), {}).get(k)
             return "%.3f" % v if v is not None else "—"
@@ -381,6 +501,97 @@ def cmd_report(runs_tsv, meta_json, out_json, out_md):
             c("direct", "redis_cpu_seconds_per_million_ops"), c("turnout", "redis_cpu_seconds_per_million_ops"),
             c("twemproxy", "redis_cpu_seconds_per_million_ops")))
     md.append("")
+
+    shadow_rows = []
+    for wl in shadow_workloads:
+        wmeta = next(w for w in meta["workloads"] if w["name"] == wl)
+        sm = meta.get("shadow_mode") or {}
+        md.append("### %s: turnout in shadow mode against turnout in direct mode" % wl)
+        md.append("")
+        md.append("- same command line as W1 (`-c %d -P %d -n %d -r %d`, keys `%s…`), the two targets interleaved in every round"
+                  % (wmeta["clients"], wmeta["pipeline"], wmeta["requests"], wmeta["keyspace"], wmeta["key_prefix"]))
+        md.append("- `turnout`: the instance of the table above, every namespace in direct mode")
+        md.append("- `turnout-shadow`: a second turnout process with the same config and its own fresh state file; "
+                  "namespace(s) %s set with `PUT /v1/routes/NAMESPACE` `%s` before the first run"
+                  % (", ".join("`%s`" % n for n in sm.get("namespaces", [])), json.dumps(sm.get("request", {}))))
+        if meta.get("shadow_seeded"):
+            md.append("- shadow endpoint `%s`: a second redis-server, prefilled with the same keys and values "
+                      "(BENCH_SHADOW_SEED=1), so shadowed GETs compare equal; `[shadow]` settings: defaults"
+                      % sm.get("request", {}).get("shadow", "?"))
+        else:
+            md.append("- shadow endpoint `%s`: a second redis-server, empty (writes are not mirrored), so a shadowed GET of a "
+                      "prefilled key is compared and counts as a mismatch (value against nil); `[shadow]` settings: defaults"
+                      % sm.get("request", {}).get("shadow", "?"))
+        md.append("- outcomes from `GET /v1/shadow` (summed over namespaces) before each shadow-mode run and after it, "
+                  "once the shadow queues had drained; CPU read after the drain too")
+        md.append("")
+        md.append("| workload | command | direct-mode ops/s | shadow-mode ops/s | shadow/direct | per-round shadow/direct | target |")
+        md.append("|---|---|---:|---:|---:|---|---:|")
+        for cmd in commands:
+            d, sh = rps(wl, cmd, "turnout"), rps(wl, cmd, "turnout-shadow")
+            per_round = []
+            for rnd in sorted({r["round"] for r in runs if r["workload"] == wl}):
+                a = [r["rps"] for r in runs if r["workload"] == wl and r["command"] == cmd and r["round"] == rnd and r["target"] == "turnout"]
+                b = [r["rps"] for r in runs if r["workload"] == wl and r["command"] == cmd and r["round"] == rnd and r["target"] == "turnout-shadow"]
+                if a and b:
+                    per_round.append(b[0] / a[0])
+            ratio = (sh / d) if d and sh else None
+            srs = [r for r in runs if r["workload"] == wl and r["command"] == cmd and r["target"] == "turnout-shadow"]
+            outcomes = {k: sum(r["shadow_outcomes"][k] for r in srs) for k in SHADOW_KEYS}
+            requests = sum(r["requests"] for r in srs)
+            cpu_cmd = {}
+            for t in ("turnout", "turnout-shadow"):
+                rs = [r for r in runs if r["workload"] == wl and r["command"] == cmd and r["target"] == t]
+                ops = sum(r["requests"] for r in rs)
+                if ops:
+                    cpu_cmd[t] = {
+                        "turnout_cpu_seconds_per_million_ops": sum(r["proxy_cpu_seconds"] for r in rs) / ops * 1e6,
+                        "redis_cpu_seconds_per_million_ops": sum(r["redis_cpu_seconds"] for r in rs) / ops * 1e6,
+                        "shadow_redis_cpu_seconds_per_million_ops": sum(r["shadow_redis_cpu_seconds"] for r in rs) / ops * 1e6,
+                    }
+            shadow_rows.append({
+                "workload": wl, "command": cmd, "direct_mode_rps": d, "shadow_mode_rps": sh,
+                "shadow_over_direct": ratio, "per_round_shadow_over_direct": per_round,
+                "target_ratio": meta["shadow_target_ratio"],
+                "meets_target": (ratio >= meta["shadow_target_ratio"]) if ratio is not None else None,
+                "shadow_runs": len(srs), "shadow_requests": requests,
+                "shadow_outcomes": outcomes, "compared": outcomes["match"] + outcomes["mismatch"],
+                "max_drain_seconds": max((r["shadow_drain_seconds"] for r in srs), default=None),
+                "cpu": cpu_cmd,
+            })
+            md.append("| %s | %s | %s | %s | %s | %s | %s %s |" % (
+                wl, cmd, fmt_int(d), fmt_int(sh), fmt_ratio(sh, d),
+                " ".join("%.2f" % x for x in per_round) or "—", "≥", meta["shadow_target_ratio"]))
+        md.append("")
+        md.append("Shadow work during the timed shadow-mode runs (all rounds together):")
+        md.append("")
+        md.append("| command | requests sent | compared (match + mismatch) | match | mismatch | dropped | shadow_error | mirrored | longest drain after a run |")
+        md.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for row in (x for x in shadow_rows if x["workload"] == wl):
+            o = row["shadow_outcomes"]
+            md.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+                row["command"], fmt_int(row["shadow_requests"]), fmt_int(row["compared"]), fmt_int(o["match"]),
+                fmt_int(o["mismatch"]), fmt_int(o["dropped"]), fmt_int(o["shadow_error"]), fmt_int(o["mirrored"]),
+                "%.2f s" % row["max_drain_seconds"] if row["max_drain_seconds"] is not None else "—"))
+        md.append("")
+        md.append("CPU seconds per million operations in %s (utime+stime; for shadow mode including the drain):" % wl)
+        md.append("")
+        md.append("| command | turnout, direct mode | turnout, shadow mode | redis-server primary (direct mode) | redis-server primary (shadow mode) | redis-server shadow (shadow mode) |")
+        md.append("|---|---:|---:|---:|---:|---:|")
+        def f(v):
+            return "%.3f" % v if v is not None else "—"
+        for row in (x for x in shadow_rows if x["workload"] == wl):
+            cd, cs = row["cpu"].get("turnout", {}), row["cpu"].get("turnout-shadow", {})
+            md.append("| %s | %s | %s | %s | %s | %s |" % (
+                row["command"], f(cd.get("turnout_cpu_seconds_per_million_ops")), f(cs.get("turnout_cpu_seconds_per_million_ops")),
+                f(cd.get("redis_cpu_seconds_per_million_ops")), f(cs.get("redis_cpu_seconds_per_million_ops")),
+                f(cs.get("shadow_redis_cpu_seconds_per_million_ops"))))
+        cd, cs = cpu.get((wl, "turnout"), {}), cpu.get((wl, "turnout-shadow"), {})
+        md.append("| both | %s | %s | %s | %s | %s |" % (
+            f(cd.get("proxy_cpu_seconds_per_million_ops")), f(cs.get("proxy_cpu_seconds_per_million_ops")),
+            f(cd.get("redis_cpu_seconds_per_million_ops")), f(cs.get("redis_cpu_seconds_per_million_ops")),
+            f(cs.get("shadow_redis_cpu_seconds_per_million_ops"))))
+        md.append("")
     text = "\n".join(md)
 
     result = {
@@ -390,7 +601,8 @@ def cmd_report(runs_tsv, meta_json, out_json, out_md):
             {"workload": wl, "command": cmd,
              "turnout_over_direct": (rps(wl, cmd, "turnout") / rps(wl, cmd, "direct")) if rps(wl, cmd, "turnout") and rps(wl, cmd, "direct") else None,
              "turnout_over_twemproxy": (rps(wl, cmd, "turnout") / rps(wl, cmd, "twemproxy")) if rps(wl, cmd, "turnout") and rps(wl, cmd, "twemproxy") else None}
-            for wl in workloads for cmd in commands],
+            for wl in cmp_workloads for cmd in commands],
+        "shadow": shadow_rows,
         "cpu": [dict(workload=k[0], target=k[1], **v) for k, v in cpu.items()],
         "runs": runs,
     }
@@ -403,7 +615,9 @@ def cmd_report(runs_tsv, meta_json, out_json, out_md):
 
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
-    {"ports": cmd_ports, "ping": cmd_ping, "prefill": cmd_prefill, "sanity": cmd_sanity, "report": cmd_report}[cmd](*args)
+    {"ports": cmd_ports, "ping": cmd_ping, "prefill": cmd_prefill, "sanity": cmd_sanity, "report": cmd_report,
+     "set_shadow": cmd_set_shadow, "shadow_counts": cmd_shadow_counts, "shadow_settle": cmd_shadow_settle,
+     "shadow_doc": cmd_shadow_doc}[cmd](*args)
 PY
 
 helper() { python3 "$HELPER" "$@"; }
@@ -435,12 +649,37 @@ cpu_ticks() {
     echo $(( f[11] + f[12] ))
 }
 
+# cpu_snapshot: sets SNAP_BUSY (machine-wide user+nice+system+steal ticks, all CPUs), SNAP_ALL
+# (every field of /proc/stat's cpu line, idle included) and SNAP_OURS (utime+stime of this
+# script, of everything it has waited for, redis-benchmark included, and of its servers).
+# Between two snapshots, busy - ours is CPU that other programs took: the report gives it as a
+# share of the machine, so a run disturbed by something else on the machine shows. (Softirq
+# time, where much of loopback TCP is accounted, is left out of both sides.)
+cpu_snapshot() {
+    local -a c f
+    read -r -a c </proc/stat
+    SNAP_BUSY=$(( c[1] + c[2] + c[3] + c[8] ))
+    SNAP_ALL=0
+    local x
+    for x in "${c[@]:1:8}"; do SNAP_ALL=$(( SNAP_ALL + x )); done
+    local stat
+    stat="$(</proc/$$/stat)"
+    read -r -a f <<<"${stat##*) }"
+    SNAP_OURS=$(( f[11] + f[12] + f[13] + f[14] ))
+    local pid
+    for pid in "${CHILD_PIDS[@]}"; do
+        stat="$(</proc/"$pid"/stat)" || continue
+        read -r -a f <<<"${stat##*) }"
+        SNAP_OURS=$(( SNAP_OURS + f[11] + f[12] ))
+    done
+}
+
 # ---------------------------------------------------------------------------------------------
 # Start the servers
 
-# Six distinct free loopback ports, bound at once by the OS (port 0) then released; the
+# Eight distinct free loopback ports, bound at once by the OS (port 0) then released; the
 # servers bind them a moment later (a small race with other programs, never a fixed port).
-read -r P_LEGACY P_NEW P_TURNOUT P_ADMIN P_TWEM P_TWEM_STATS <<<"$(helper ports 6)"
+read -r P_LEGACY P_NEW P_TURNOUT P_ADMIN P_TWEM P_TWEM_STATS P_TURNOUT_SH P_ADMIN_SH <<<"$(helper ports 8)"
 
 start_redis() {  # NAME PORT -> sets REDIS_PID
     local name="$1" port="$2"
@@ -453,25 +692,25 @@ start_redis() {  # NAME PORT -> sets REDIS_PID
 
 # "legacy" serves every workload (all routes point at it, as before a migration); "new" is
 # the second endpoint of turnout's config, started so that the config is a realistic one
-# and for workloads that need two endpoints.
+# and for workloads that need two endpoints: it is S1's shadow endpoint, and stays empty.
 log "starting redis-server legacy on 127.0.0.1:$P_LEGACY and new on 127.0.0.1:$P_NEW"
 start_redis legacy "$P_LEGACY"; PID_LEGACY=$REDIS_PID
 start_redis new "$P_NEW"; PID_NEW=$REDIS_PID
 wait_ping "redis-server legacy" "$P_LEGACY" "$PID_LEGACY" 20 "$TMP/legacy.log"
 wait_ping "redis-server new" "$P_NEW" "$PID_NEW" 20 "$TMP/new.log"
 
-PID_TURNOUT=""
-if [[ $SKIP_TURNOUT -eq 0 ]]; then
-    cat >"$TMP/turnout.toml" <<EOF
+# write_turnout_config FILE PORT ADMIN_PORT STATE_FILE
+write_turnout_config() {
+    cat >"$1" <<EOF
 # generated by scripts/bench.sh
 [proxy]
-listen = "127.0.0.1:$P_TURNOUT"
+listen = "127.0.0.1:$2"
 
 [admin]
-listen = "127.0.0.1:$P_ADMIN"
+listen = "127.0.0.1:$3"
 
 [state]
-path = "$TMP/turnout-state.json"
+path = "$4"
 
 [endpoints.legacy]
 address = "127.0.0.1:$P_LEGACY"
@@ -497,13 +736,35 @@ target = "legacy"
 [default]
 target = "legacy"
 EOF
-    "$TURNOUT_BIN" check --config "$TMP/turnout.toml" >"$TMP/turnout-check.log" 2>&1 \
-        || { cat "$TMP/turnout-check.log" >&2; die "turnout check rejected the generated config"; }
-    log "starting turnout on 127.0.0.1:$P_TURNOUT (admin 127.0.0.1:$P_ADMIN)"
-    RUST_LOG="${RUST_LOG:-info}" "$TURNOUT_BIN" run --config "$TMP/turnout.toml" 2>"$TMP/turnout.log" &
-    PID_TURNOUT=$!
-    CHILD_PIDS+=("$PID_TURNOUT")
-    wait_ping turnout "$P_TURNOUT" "$PID_TURNOUT" 30 "$TMP/turnout.log"
+    "$TURNOUT_BIN" check --config "$1" >"$1.check.log" 2>&1 \
+        || { cat "$1.check.log" >&2; die "turnout check rejected the generated config $1"; }
+}
+
+# start_turnout NAME PORT ADMIN_PORT -> sets TURNOUT_PID. Each instance has its own config
+# and a state file that does not exist yet (fresh route table, every namespace direct).
+start_turnout() {
+    local name="$1" port="$2" admin="$3"
+    write_turnout_config "$TMP/$name.toml" "$port" "$admin" "$TMP/$name-state.json"
+    log "starting $name on 127.0.0.1:$port (admin 127.0.0.1:$admin)"
+    RUST_LOG="${RUST_LOG:-info}" "$TURNOUT_BIN" run --config "$TMP/$name.toml" 2>"$TMP/$name.log" &
+    TURNOUT_PID=$!
+    CHILD_PIDS+=("$TURNOUT_PID")
+    wait_ping "$name" "$port" "$TURNOUT_PID" 30 "$TMP/$name.log"
+}
+
+PID_TURNOUT=""
+PID_TURNOUT_SH=""
+if [[ $SKIP_TURNOUT -eq 0 ]]; then
+    start_turnout turnout "$P_TURNOUT" "$P_ADMIN"; PID_TURNOUT=$TURNOUT_PID
+fi
+if [[ $SKIP_SHADOW -eq 0 ]]; then
+    start_turnout turnout-shadow "$P_TURNOUT_SH" "$P_ADMIN_SH"; PID_TURNOUT_SH=$TURNOUT_PID
+    # The namespaces S1's keys fall in go to shadow mode through the admin API, as an operator
+    # would do it; the helper checks the route table afterwards.
+    read -r _ _ _ s1_prefix _ <<<"${WORKLOADS[-1]}"
+    shadow_ns="$(helper set_shadow "$P_ADMIN_SH" "$s1_prefix" "$SHADOW_ENDPOINT" "$SHADOW_SAMPLE" "$TMP/shadow-mode.json")" \
+        || die "could not set shadow mode through the admin API of turnout-shadow"
+    log "turnout-shadow: namespace $shadow_ns in shadow mode (shadow $SHADOW_ENDPOINT, sample $SHADOW_SAMPLE, writes false)"
 fi
 
 cat >"$TMP/nutcracker.yml" <<EOF
@@ -527,20 +788,35 @@ CHILD_PIDS+=("$PID_TWEM")
 wait_ping twemproxy "$P_TWEM" "$PID_TWEM" 20 "$TMP/nutcracker.log"
 
 target_port() {
-    case "$1" in direct) echo "$P_LEGACY" ;; turnout) echo "$P_TURNOUT" ;; twemproxy) echo "$P_TWEM" ;; esac
+    case "$1" in
+        direct) echo "$P_LEGACY" ;; turnout) echo "$P_TURNOUT" ;; twemproxy) echo "$P_TWEM" ;;
+        turnout-shadow) echo "$P_TURNOUT_SH" ;;
+    esac
 }
 target_pid() {   # the proxy process whose CPU is recorded ("-" for direct)
-    case "$1" in direct) echo "-" ;; turnout) echo "$PID_TURNOUT" ;; twemproxy) echo "$PID_TWEM" ;; esac
+    case "$1" in
+        direct) echo "-" ;; turnout) echo "$PID_TURNOUT" ;; twemproxy) echo "$PID_TWEM" ;;
+        turnout-shadow) echo "$PID_TURNOUT_SH" ;;
+    esac
 }
 
 # ---------------------------------------------------------------------------------------------
 # Prefill and sanity checks
 
 prefixes=()
-for w in "${WORKLOADS[@]}"; do read -r _ _ _ prefix <<<"$w"; prefixes+=("$prefix"); done
+for w in "${WORKLOADS[@]}"; do
+    read -r _ _ _ prefix _ <<<"$w"
+    [[ " ${prefixes[*]} " == *" $prefix "* ]] || prefixes+=("$prefix")
+done
 log "prefilling ${prefixes[*]} x $KEYSPACE keys of $VALUE_SIZE bytes on legacy"
 dbsize="$(helper prefill "$P_LEGACY" "$KEYSPACE" "$VALUE_SIZE" "${prefixes[@]}")"
 log "legacy DBSIZE after prefill: $dbsize"
+if [[ $SKIP_SHADOW -eq 0 && $SHADOW_SEED -eq 1 ]]; then
+    read -r _ _ _ s1_prefix _ <<<"${WORKLOADS[-1]}"
+    log "BENCH_SHADOW_SEED=1: prefilling $s1_prefix x $KEYSPACE keys on new (the shadow endpoint)"
+    dbsize="$(helper prefill "$P_NEW" "$KEYSPACE" "$VALUE_SIZE" "$s1_prefix")"
+    log "new DBSIZE after prefill: $dbsize"
+fi
 for t in "${TARGETS[@]}"; do
     for prefix in "${prefixes[@]}"; do
         helper sanity "$t" "$(target_port "$t")" "$P_LEGACY" "$prefix" "$VALUE_SIZE" || die "sanity check through $t failed"
@@ -585,42 +861,78 @@ bench_run() {
 # Warm-up: one short untimed run per target and workload (connections, page cache, allocator).
 log "warm-up"
 for w in "${WORKLOADS[@]}"; do
-    read -r wname pipeline n prefix <<<"$w"
-    for t in "${TARGETS[@]}"; do
+    read -r wname pipeline n prefix wtargets <<<"$w"
+    IFS=, read -r -a wt <<<"$wtargets"
+    for t in "${wt[@]}"; do
         bench_run "$t" "$pipeline" "$(( n / 10 > 1000 ? n / 10 : 1000 ))" "$prefix" GET
     done
 done
 
-total_runs=$(( ROUNDS * ${#WORKLOADS[@]} * ${#COMMANDS[@]} * ${#TARGETS[@]} ))
+# The shadow must really be doing the work: after the warm-up GETs it has compared some.
+SHADOW_SETTLE_TIMEOUT=30
+if [[ $SKIP_SHADOW -eq 0 ]]; then
+    read -r m mm se dr mi _ _ <<<"$(helper shadow_settle "$P_ADMIN_SH" "$SHADOW_SETTLE_TIMEOUT")"
+    log "turnout-shadow after sanity checks and warm-up: match $m, mismatch $mm, shadow_error $se, dropped $dr, mirrored $mi"
+    (( m + mm > 0 )) || die "turnout-shadow compared nothing during the warm-up: shadow mode is not in effect"
+fi
+
+total_runs=0
+for w in "${WORKLOADS[@]}"; do
+    read -r _ _ _ _ wtargets <<<"$w"
+    IFS=, read -r -a wt <<<"$wtargets"
+    total_runs=$(( total_runs + ROUNDS * ${#COMMANDS[@]} * ${#wt[@]} ))
+done
 run_no=0
 for (( round = 1; round <= ROUNDS; round++ )); do
     for w in "${WORKLOADS[@]}"; do
-        read -r wname pipeline n prefix <<<"$w"
+        read -r wname pipeline n prefix wtargets <<<"$w"
+        IFS=, read -r -a wt <<<"$wtargets"
         for command in "${COMMANDS[@]}"; do
-            for t in "${TARGETS[@]}"; do
+            for t in "${wt[@]}"; do
                 run_no=$((run_no + 1))
                 ppid_="$(target_pid "$t")"
+                c0=()
+                [[ "$t" == turnout-shadow ]] && read -r -a c0 <<<"$(helper shadow_counts "$P_ADMIN_SH")"
                 p0="-"; [[ "$ppid_" != "-" ]] && p0="$(cpu_ticks "$ppid_")"
                 r0="$(cpu_ticks "$PID_LEGACY")"
+                s0="$(cpu_ticks "$PID_NEW")"
+                started_at="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+                cpu_snapshot; b0=$SNAP_BUSY; a0=$SNAP_ALL; o0=$SNAP_OURS
                 t0="$(date +%s.%N)"
                 bench_run "$t" "$pipeline" "$n" "$prefix" "$command"
                 line="$BENCH_LINE"
                 t1="$(date +%s.%N)"
+                # Shadow mode: wait for the shadow queues to drain, so that the run's outcomes
+                # are complete and the CPU below includes the comparisons still in flight.
+                shadow="-"; settle="-"
+                if [[ "$t" == turnout-shadow ]]; then
+                    read -r -a c1 <<<"$(helper shadow_settle "$P_ADMIN_SH" "$SHADOW_SETTLE_TIMEOUT")"
+                    [[ "${c1[6]}" == 1 ]] || log "warning: shadow counts still moving ${SHADOW_SETTLE_TIMEOUT}s after the run"
+                    shadow="$(( c1[0] - c0[0] )):$(( c1[1] - c0[1] )):$(( c1[2] - c0[2] )):$(( c1[3] - c0[3] )):$(( c1[4] - c0[4] ))"
+                    settle="${c1[5]}"
+                fi
                 r1="$(cpu_ticks "$PID_LEGACY")"
+                s1="$(cpu_ticks "$PID_NEW")"
                 pd="-"; [[ "$ppid_" != "-" ]] && pd=$(( $(cpu_ticks "$ppid_") - p0 ))
+                cpu_snapshot
+                other=$(( (SNAP_BUSY - b0) - (SNAP_OURS - o0) )); (( other >= 0 )) || other=0
+                window=$(( SNAP_ALL - a0 ))
                 wall="$(python3 -c "print('%.3f' % ($t1 - $t0))")"
-                printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
-                    "$round" "$wname" "$t" "$command" "$n" "$wall" "$pd" "$((r1 - r0))" "$line" >>"$RUNS"
+                printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
+                    "$round" "$wname" "$t" "$command" "$n" "$wall" "$settle" "$pd" "$((r1 - r0))" "$((s1 - s0))" \
+                    "$shadow" "$started_at" "$other" "$window" "$line" >>"$RUNS"
                 rps="$(cut -d, -f2 <<<"$line" | tr -d '"')"
-                log "$(printf '[%2d/%d] round %d %s %-3s %-9s %12s ops/s  (%ss)' \
-                    "$run_no" "$total_runs" "$round" "$wname" "$command" "$t" "$rps" "$wall")"
+                extra="  other programs $(( window > 0 ? other * 100 / window : 0 ))% CPU"
+                [[ "$shadow" != "-" ]] && extra="$extra;  shadow match:mismatch:error:dropped:mirrored $shadow, drained in ${settle}s"
+                log "$(printf '[%2d/%d] round %d %s %-3s %-14s %12s ops/s  (%ss)%s' \
+                    "$run_no" "$total_runs" "$round" "$wname" "$command" "$t" "$rps" "$wall" "$extra")"
             done
         done
     done
 done
 
 # Each proxy must still be alive: a crash mid-run would otherwise go unnoticed.
-for pid in $PID_TURNOUT "$PID_TWEM" "$PID_LEGACY"; do
+for pid in $PID_TURNOUT $PID_TURNOUT_SH "$PID_TWEM" "$PID_LEGACY" "$PID_NEW"; do
     kill -0 "$pid" 2>/dev/null || die "process $pid died during the benchmark"
 done
 
@@ -638,31 +950,39 @@ fi
 
 workloads_json="$(
     for w in "${WORKLOADS[@]}"; do
-        read -r wname pipeline n prefix <<<"$w"
-        printf '%s\t%s\t%s\t%s\n' "$wname" "$pipeline" "$n" "$prefix"
+        read -r wname pipeline n prefix wtargets <<<"$w"
+        printf '%s\t%s\t%s\t%s\t%s\n' "$wname" "$pipeline" "$n" "$prefix" "$wtargets"
     done
 )"
+SHADOW_MODE_JSON=""
+if [[ $SKIP_SHADOW -eq 0 ]]; then
+    helper shadow_doc "$P_ADMIN_SH" "$TMP/shadow-final.json"
+    SHADOW_MODE_JSON="$TMP/shadow-mode.json"
+fi
 
 META="$TMP/meta.json"
 WORKLOADS_TSV="$workloads_json" CLIENTS="$CLIENTS" KEYSPACE="$KEYSPACE" VALUE_SIZE="$VALUE_SIZE" \
 ROUNDS="$ROUNDS" QUICK="$QUICK" CLK_TCK="$CLK_TCK" TARGETS="${TARGETS[*]}" COMMANDS="${COMMANDS[*]}" \
 CPU_MODEL="$(lscpu 2>/dev/null | sed -n 's/^Model name:[[:space:]]*//p' | head -n 1)" \
 NPROC="$(nproc)" KERNEL="$(uname -r)" ARCH="$(uname -m)" \
+LOADAVG_START="$LOADAVG_START" SHADOW_SEED="$SHADOW_SEED" \
 REDIS_VERSION="redis-server $(redis-server --version | sed -n 's/.*v=\([^ ]*\).*/\1/p' | head -n 1)" \
 BENCH_VERSION="$(redis-benchmark --version 2>/dev/null | head -n 1 || true)" \
 NUTCRACKER_VERSION="$("$NUTCRACKER" -V 2>&1 | sed -n 's/.*nutcracker-\([^ ]*\).*/nutcracker \1/p' | head -n 1)" \
 RUSTC_VERSION="$(rustc --version 2>/dev/null || echo 'rustc n/a')" \
 TURNOUT_VERSION="$turnout_version" RUST_LOG_USED="${RUST_LOG:-info}" \
+SHADOW_MODE_JSON="$SHADOW_MODE_JSON" SHADOW_FINAL_JSON="$TMP/shadow-final.json" \
+SHADOW_TARGET_RATIO="$SHADOW_TARGET_RATIO" \
 python3 - "$META" <<'PY'
 import datetime, json, os, sys
 e = os.environ
 workloads = []
 for line in e["WORKLOADS_TSV"].splitlines():
-    name, pipeline, n, prefix = line.split("\t")
+    name, pipeline, n, prefix, targets = line.split("\t")
     base = "redis-benchmark -h 127.0.0.1 -p PORT -c %s -P %s -n %s -r %s --csv" % (e["CLIENTS"], pipeline, n, e["KEYSPACE"])
     workloads.append({
         "name": name, "clients": int(e["CLIENTS"]), "pipeline": int(pipeline), "requests": int(n),
-        "keyspace": int(e["KEYSPACE"]), "key_prefix": prefix,
+        "keyspace": int(e["KEYSPACE"]), "key_prefix": prefix, "targets": targets.split(","),
         "command_line": "%s SET %s__rand_int__ <%s bytes>  /  ... GET %s__rand_int__" % (base, prefix, e["VALUE_SIZE"], prefix),
     })
 meta = {
@@ -674,7 +994,15 @@ meta = {
     "kernel": e["KERNEL"], "arch": e["ARCH"], "redis_version": e["REDIS_VERSION"],
     "redis_benchmark_version": e["BENCH_VERSION"], "nutcracker_version": e["NUTCRACKER_VERSION"],
     "rustc_version": e["RUSTC_VERSION"], "turnout_version": e["TURNOUT_VERSION"], "turnout_rust_log": e["RUST_LOG_USED"],
+    "shadow_target_ratio": float(e["SHADOW_TARGET_RATIO"]), "shadow_seeded": e["SHADOW_SEED"] == "1",
+    "loadavg_at_start": e["LOADAVG_START"],
 }
+if e["SHADOW_MODE_JSON"]:
+    # S1: the mode change sent to turnout-shadow, its route table after it, and its
+    # GET /v1/shadow at the end (counts since the mode was set: sanity, warm-up and timed runs).
+    meta["shadow_mode"] = json.load(open(e["SHADOW_MODE_JSON"]))
+    meta["shadow_mode"]["final_shadow_report"] = json.load(open(e["SHADOW_FINAL_JSON"]))
+    meta["shadow_mode"]["instance"] = "turnout-shadow"
 json.dump(meta, open(sys.argv[1], "w"), indent=2)
 PY
 
