@@ -2317,3 +2317,39 @@ fn dual_write_replays_a_transaction_whose_exec_reply_is_long() {
     );
     assert_eq!(c.mirrored, 2, "{c:?}");
 }
+
+/// A write acknowledged to one client and then read by another must be compared against a
+/// secondary that already has the write: copies of different sessions keep the order in
+/// which turnout received them (one lane per endpoint by default).
+#[test]
+fn a_read_after_another_sessions_write_sees_that_write_on_the_secondary() {
+    let env = shadow_env(&[]);
+    let t = &env.turnout;
+    set_mode(
+        t,
+        "impact",
+        json!({"target": "legacy", "mode": "dual-write", "secondary": "new", "compare": true}),
+    );
+    let mut writer = t.raw();
+    let mut reader = t.raw();
+    const ROUNDS: usize = 300;
+    for i in 0..ROUNDS {
+        let value = i.to_string();
+        writer.expect_cmd(&["SET", "impact:causal", &value], b"+OK\r\n");
+        let expected = format!("${}\r\n{value}\r\n", value.len());
+        reader.expect_cmd(&["GET", "impact:causal"], expected.as_bytes());
+    }
+    let c = wait_counts(t, "impact", Duration::from_secs(10), "causal", |c| {
+        c.total() >= 2 * ROUNDS as u64
+    });
+    assert_eq!(
+        c,
+        Counts {
+            matched: ROUNDS as u64,
+            mirrored: ROUNDS as u64,
+            ..Counts::default()
+        },
+        "{:#?}",
+        mismatches(t, "limit=5")
+    );
+}

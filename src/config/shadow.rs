@@ -39,7 +39,10 @@ pub struct ShadowConfig {
     /// Fraction of reads compared when a mode change does not say (`sample`).
     pub sample: f64,
     /// Upstream connections per shadow or secondary endpoint; a session always uses the same
-    /// one, so its mirrored commands keep their order.
+    /// one, so its mirrored commands keep their order. With one (the default) copies of
+    /// every session keep the order turnout received them in, so a read that follows
+    /// another session's acknowledged write is compared against a secondary that has it;
+    /// more connections trade that for throughput.
     pub connections: usize,
     /// Commands waiting for each connection; past it they are dropped and counted.
     pub queue: usize,
@@ -63,7 +66,7 @@ impl Default for ShadowConfig {
     fn default() -> Self {
         ShadowConfig {
             sample: 1.0,
-            connections: 2,
+            connections: 1,
             queue: 4096,
             in_flight: 1024,
             max_queued_bytes: 64 * 1024 * 1024,
