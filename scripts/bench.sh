@@ -88,7 +88,7 @@ done
 #                     run the script waits for the shadow queues to drain (bounded), then reads
 #                     the run's outcomes from GET /v1/shadow and the processes' CPU time.
 # N is sized for runs of roughly 2-7 s each on a 2-core machine (twemproxy is the slowest
-# target on W1, turnout on W2); the whole script with 3 rounds takes about 4 minutes there.
+# target on W1, turnout on W2); the whole script with 3 rounds takes about 3 minutes there.
 # On a noisy machine prefer more rounds (--rounds 5) over larger N: the median absorbs bursts.
 CLIENTS="${BENCH_CLIENTS:-50}"
 KEYSPACE="${BENCH_KEYSPACE:-100000}"

@@ -67,7 +67,7 @@ impl Default for ShadowConfig {
         ShadowConfig {
             sample: 1.0,
             connections: 1,
-            queue: 4096,
+            queue: 16384,
             in_flight: 1024,
             max_queued_bytes: 64 * 1024 * 1024,
             max_compare_bytes: 64 * 1024,

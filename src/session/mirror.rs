@@ -44,6 +44,8 @@ pub(super) struct Mirror {
     rng: u64,
     /// Copies waiting behind an unfilled hole, oldest first.
     backlog: VecDeque<Slot>,
+    /// Copies ready to go, sent once per event-loop turn (one message per lane).
+    outbox: Vec<(EndpointId, Job)>,
 }
 
 #[derive(Debug)]
@@ -78,7 +80,8 @@ pub(super) struct TxCopy {
     endpoint: EndpointId,
     ns: NsId,
     command: crate::command::CommandId,
-    key: Bytes,
+    /// Where the first key lies in `frame`.
+    key: Range<usize>,
     frame: BytesMut,
     replies: u32,
     /// Too large to keep: the transaction is counted as dropped.
@@ -91,6 +94,7 @@ impl Mirror {
             lane,
             rng: lane.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
             backlog: VecDeque::new(),
+            outbox: Vec::new(),
         }
     }
 
@@ -189,11 +193,12 @@ impl Session {
                     .record(ns, resolved.id, Outcome::Dropped);
                 return;
             }
+            let copied = Bytes::copy_from_slice(frame);
             let job = Job {
                 ns,
                 command: resolved.id,
                 key,
-                frame: Bytes::copy_from_slice(frame),
+                frame: copied,
                 state: self.conn_state(),
                 check: Check::Write { replies: 1 },
             };
@@ -225,11 +230,12 @@ impl Session {
             limit: self.shared.shadow.max_compare_bytes,
             sink: Sink::Compare(tx),
         }));
+        let copied = Bytes::copy_from_slice(frame);
         let job = Job {
             ns,
             command: resolved.id,
             key,
-            frame: Bytes::copy_from_slice(frame),
+            frame: copied,
             state: self.conn_state(),
             check: Check::Compare {
                 primary: rx,
@@ -249,7 +255,7 @@ impl Session {
         args: &[Range<usize>],
         table: &RouteTable,
         write: bool,
-    ) -> Option<(NsId, EndpointId, Bytes)> {
+    ) -> Option<(NsId, EndpointId, Range<usize>)> {
         let namespaces = &self.shared.router.namespaces;
         let mut found: Option<(NsId, EndpointId, &[u8])> = None;
         let mut keys = 0usize;
@@ -297,7 +303,11 @@ impl Session {
         if mixed {
             return None;
         }
-        found.map(|(ns, ep, key)| (ns, ep, Bytes::copy_from_slice(key)))
+        // Where the key lies in the frame, so a copy of the frame can share it.
+        found.map(|(ns, ep, key)| {
+            let start = (key.as_ptr() as usize).saturating_sub(frame.as_ptr() as usize);
+            (ns, ep, start..start + key.len())
+        })
     }
 
     /// The connection state a copy must run in.
@@ -320,7 +330,7 @@ impl Session {
     /// Hands a copy to its lane, or to the backlog while an earlier copy is still unknown.
     fn send_copy(&mut self, endpoint: EndpointId, job: Job) {
         if self.mirror.backlog.is_empty() {
-            return self.shared.shadow.submit(endpoint, self.mirror.lane, job);
+            return self.mirror.outbox.push((endpoint, job));
         }
         if self.mirror.backlog.len() >= MAX_BACKLOG {
             return self
@@ -330,6 +340,34 @@ impl Session {
                 .record(job.ns, job.command, Outcome::Dropped);
         }
         self.mirror.backlog.push_back(Slot::Job(endpoint, job));
+    }
+
+    /// Sends this turn's copies: one batch per endpoint, in order.
+    pub(super) fn flush_copies(&mut self) {
+        if self.mirror.outbox.is_empty() {
+            return;
+        }
+        let mut outbox = std::mem::take(&mut self.mirror.outbox);
+        if let Some(&(ep, _)) = outbox.first() {
+            if outbox.iter().all(|(e, _)| *e == ep) {
+                // The usual case: one shadow endpoint.
+                let batch = outbox.drain(..).map(|(_, job)| job).collect();
+                self.shared.shadow.submit(ep, self.mirror.lane, batch);
+                self.mirror.outbox = outbox;
+                return;
+            }
+        }
+        while let Some(&(ep, _)) = outbox.first() {
+            let (batch, rest): (Vec<_>, Vec<_>) = outbox.into_iter().partition(|(e, _)| *e == ep);
+            self.shared.shadow.submit(
+                ep,
+                self.mirror.lane,
+                batch.into_iter().map(|(_, job)| job).collect(),
+            );
+            outbox = rest;
+        }
+        // Keep the allocation for the next turn.
+        self.mirror.outbox = outbox;
     }
 
     /// Fills the oldest hole and sends every copy no longer waiting.
@@ -350,7 +388,7 @@ impl Session {
             Some(Slot::Job(..) | Slot::Skip)
         ) {
             if let Some(Slot::Job(ep, job)) = self.mirror.backlog.pop_front() {
-                self.shared.shadow.submit(ep, self.mirror.lane, job);
+                self.mirror.outbox.push((ep, job));
             }
         }
     }
@@ -388,7 +426,7 @@ impl Session {
                     endpoint,
                     ns,
                     command: resolved.id,
-                    key,
+                    key: MULTI.len() + key.start..MULTI.len() + key.end,
                     frame: BytesMut::from(MULTI),
                     replies: 1,
                     over: false,

@@ -215,6 +215,7 @@ impl Session {
         loop {
             self.dispatch_buffered();
             self.deliver()?;
+            self.flush_copies();
             self.stats.flush(&self.shared.stats);
             self.connect_waiting_links();
             // A client that closed is gone, as Redis sees it: every request it sent still

@@ -16,10 +16,10 @@ use crate::resp::reply::{complete_len, ReplyScan};
 use crate::route::NsId;
 use bytes::{Buf, Bytes, BytesMut};
 use std::collections::VecDeque;
-use std::future::{poll_fn, Future};
+
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
-use std::task::Poll;
+
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -31,13 +31,19 @@ const HELLO_2: &[u8] = b"*2\r\n$5\r\nHELLO\r\n$1\r\n2\r\n";
 /// First and longest wait before reconnecting to an endpoint that refused a connection.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Lane read buffers grow by this much.
+const READ_CHUNK: usize = 64 * 1024;
+/// Longest a lane with comparisons waiting for client replies sleeps before checking them.
+const WAITING_TICK: Duration = Duration::from_millis(2);
 
 /// A job whose reply identifies it.
 #[derive(Debug)]
 struct Meta {
     ns: NsId,
     command: CommandId,
-    key: Bytes,
+    /// The request, for its key in reports.
+    frame: Bytes,
+    key: std::ops::Range<usize>,
     /// Request bytes, given back to the budget when settled.
     size: usize,
 }
@@ -74,6 +80,8 @@ pub(super) struct Lane {
     config: Arc<Config>,
     report: Arc<Report>,
     queued_bytes: Arc<AtomicUsize>,
+    /// Jobs sessions queued for this lane and it has not taken yet.
+    queued_jobs: Arc<AtomicUsize>,
     /// The connection's SELECT and HELLO, as last sent.
     applied: ConnState,
     in_flight: VecDeque<(Instant, Expect)>,
@@ -98,12 +106,14 @@ impl Lane {
         config: Arc<Config>,
         report: Arc<Report>,
         queued_bytes: Arc<AtomicUsize>,
+        queued_jobs: Arc<AtomicUsize>,
     ) -> Self {
         Lane {
             endpoint,
             config,
             report,
             queued_bytes,
+            queued_jobs,
             applied: ConnState::default(),
             in_flight: VecDeque::new(),
             waiting: VecDeque::new(),
@@ -119,19 +129,20 @@ impl Lane {
     }
 
     /// Serves jobs until every sender is gone.
-    pub(super) async fn run(mut self, mut rx: mpsc::Receiver<Job>) {
+    pub(super) async fn run(mut self, mut rx: mpsc::Receiver<Vec<Job>>) {
         let address = self.config.endpoints[self.endpoint].address.clone();
         let timeout = self.config.proxy.connect_timeout;
         let mut backoff = BACKOFF_MIN;
         loop {
-            let Some(job) = rx.recv().await else {
+            let Some(batch) = rx.recv().await else {
                 return;
             };
+            self.queued_jobs.fetch_sub(batch.len(), Relaxed);
             let stream = match crate::upstream::connect(&address, timeout).await {
                 Ok(stream) => stream,
                 Err(e) => {
                     tracing::debug!(endpoint = %self.config.endpoints[self.endpoint].name, cause = %e, "shadow connection failed");
-                    self.drop_job(job);
+                    batch.into_iter().for_each(|job| self.drop_job(job));
                     if self.back_off(&mut rx, backoff).await {
                         return;
                     }
@@ -141,7 +152,7 @@ impl Lane {
             };
             backoff = BACKOFF_MIN;
             self.applied = ConnState::default();
-            self.accept(job);
+            self.accept_all(batch);
             match self.serve(stream, &mut rx).await {
                 Ok(()) => return,
                 Err(cause) => {
@@ -153,17 +164,33 @@ impl Lane {
     }
 
     /// Drops every job that arrives for `delay`; true if the queue closed.
-    async fn back_off(&mut self, rx: &mut mpsc::Receiver<Job>, delay: Duration) -> bool {
+    async fn back_off(&mut self, rx: &mut mpsc::Receiver<Vec<Job>>, delay: Duration) -> bool {
         let until = Instant::now() + delay;
         self.settle_waiting(true);
         loop {
             tokio::select! {
-                job = rx.recv() => match job {
-                    Some(job) => self.drop_job(job),
+                batch = rx.recv() => match batch {
+                    Some(batch) => {
+                        self.queued_jobs.fetch_sub(batch.len(), Relaxed);
+                        batch.into_iter().for_each(|job| self.drop_job(job));
+                    }
                     None => return true,
                 },
                 () = tokio::time::sleep_until(until) => return false,
             }
+        }
+    }
+
+    /// Accepts a batch from the queue.
+    fn take(&mut self, batch: Vec<Job>) {
+        self.queued_jobs.fetch_sub(batch.len(), Relaxed);
+        self.accept_all(batch);
+    }
+
+    fn accept_all(&mut self, batch: Vec<Job>) {
+        let now = Instant::now();
+        for job in batch {
+            self.accept(job, now);
         }
     }
 
@@ -173,8 +200,7 @@ impl Lane {
     }
 
     /// Writes a job (after any SELECT or HELLO it needs) and records the replies it owes.
-    fn accept(&mut self, job: Job) {
-        let now = Instant::now();
+    fn accept(&mut self, job: Job, now: Instant) {
         if self.unsettled_state > 0 {
             // Wait until the connection's state is known before sending more.
             self.held.push_back(job);
@@ -228,7 +254,7 @@ impl Lane {
                         job.ns,
                         job.command,
                         Outcome::ShadowError,
-                        &job.key,
+                        key_of(&job.frame, &job.key),
                         &format!(
                             "the endpoint refused the session's connection state: {}",
                             String::from_utf8_lossy(&reply).trim_end()
@@ -257,8 +283,9 @@ impl Lane {
         let meta = Meta {
             ns: job.ns,
             command: job.command,
-            key: job.key,
             size: job.frame.len(),
+            key: job.key,
+            frame: job.frame,
         };
         let check = match job.check {
             Check::Compare { primary, how } => DoneCheck::Compare(primary, how),
@@ -283,7 +310,7 @@ impl Lane {
     async fn serve(
         &mut self,
         stream: TcpStream,
-        rx: &mut mpsc::Receiver<Job>,
+        rx: &mut mpsc::Receiver<Vec<Job>>,
     ) -> Result<(), String> {
         let (mut reader, mut writer) = stream.into_split();
         let stall = self.config.shadow.compare_timeout;
@@ -295,21 +322,29 @@ impl Lane {
             }
             let room = !closed && self.has_room();
             let stalled_at = self.in_flight.front().map(|(sent, _)| *sent + stall);
-            let wait_until = self.waiting.front().map(|w| w.deadline);
+            // Client replies are picked up without being awaited (awaiting each would wake
+            // this task once per copy): whenever the lane wakes, and at least every tick.
+            let wait_until = self
+                .waiting
+                .front()
+                .map(|w| w.deadline.min(Instant::now() + WAITING_TICK));
             let deadline = match (stalled_at, wait_until) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
-            let waiting = &mut self.waiting;
+            // Read in large pieces: an empty BytesMut would be filled 64 bytes per read.
+            if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 2 {
+                self.rbuf.reserve(READ_CHUNK);
+            }
             let wbuf = &mut self.wbuf;
             let rbuf = &mut self.rbuf;
             tokio::select! {
-                job = rx.recv(), if room => match job {
-                    Some(job) => {
-                        self.accept(job);
+                batch = rx.recv(), if room => match batch {
+                    Some(batch) => {
+                        self.take(batch);
                         while self.has_room() {
                             match rx.try_recv() {
-                                Ok(job) => self.accept(job),
+                                Ok(batch) => self.take(batch),
                                 Err(_) => break,
                             }
                         }
@@ -325,14 +360,6 @@ impl Lane {
                     Ok(0) => return Err("connection closed by the endpoint".to_string()),
                     Ok(_) => self.read_replies()?,
                     Err(e) => return Err(format!("read failed: {e}")),
-                },
-                primary = poll_fn(|cx| match waiting.front_mut() {
-                    Some(w) => std::pin::Pin::new(&mut w.primary).poll(cx),
-                    None => Poll::Pending,
-                }), if !waiting.is_empty() => {
-                    if let Some(w) = self.waiting.pop_front() {
-                        self.settle(w, primary.ok());
-                    }
                 },
                 () = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
                     let now = Instant::now();
@@ -367,25 +394,29 @@ impl Lane {
             }
             let push = self.scan.is_push();
             self.scan = ReplyScan::new();
-            let reply = std::mem::take(&mut self.reply).freeze();
             let oversize = std::mem::take(&mut self.oversize);
             if push {
+                self.reply.clear();
                 continue;
             }
             let Some((_, expect)) = self.in_flight.pop_front() else {
                 return Err("endpoint sent a reply nobody asked for".to_string());
             };
-            self.settle_reply(expect, (!oversize).then_some(reply));
+            // The buffer is reused: whatever must outlive this call is copied out of it.
+            let reply = std::mem::take(&mut self.reply);
+            self.settle_reply(expect, (!oversize).then_some(&reply[..]));
+            self.reply = reply;
+            self.reply.clear();
         }
         Ok(())
     }
 
     /// Handles one reply (`None`: too large to keep).
-    fn settle_reply(&mut self, expect: Expect, reply: Option<Bytes>) {
+    fn settle_reply(&mut self, expect: Expect, reply: Option<&[u8]>) {
         match expect {
             Expect::State => {
                 let refused = match reply {
-                    Some(r) if is_error(&r) => Some(r),
+                    Some(r) if is_error(r) => Some(Bytes::copy_from_slice(r)),
                     Some(_) => None,
                     None => Some(Bytes::from_static(b"-ERR reply too large")),
                 };
@@ -393,17 +424,16 @@ impl Lane {
             }
             Expect::Part => {
                 if let Some(reply) = reply.filter(|r| is_error(r)) {
-                    self.part_error.get_or_insert(reply);
+                    self.part_error
+                        .get_or_insert_with(|| Bytes::copy_from_slice(reply));
                 }
             }
             Expect::Done(meta, DoneCheck::Write { transaction }) => {
                 self.queued_bytes.fetch_sub(meta.size, Relaxed);
                 let part_error = self.part_error.take();
-                let failed = match (&part_error, &reply) {
-                    (Some(error), _) => Some(error.clone()),
-                    (None, Some(r)) if is_error(r) || (transaction && exec_failed(r)) => {
-                        Some(r.clone())
-                    }
+                let failed = match (&part_error, reply) {
+                    (Some(error), _) => Some(&error[..]),
+                    (None, Some(r)) if is_error(r) || (transaction && exec_failed(r)) => Some(r),
                     _ => None,
                 };
                 match failed {
@@ -411,9 +441,9 @@ impl Lane {
                         meta.ns,
                         meta.command,
                         Outcome::ShadowError,
-                        &meta.key,
+                        key_of(&meta.frame, &meta.key),
                         b"",
-                        &error,
+                        error,
                     ),
                     None => self.report.record(meta.ns, meta.command, Outcome::Mirrored),
                 }
@@ -423,13 +453,21 @@ impl Lane {
                 let Some(shadow) = reply else {
                     return self.report.record(meta.ns, meta.command, Outcome::Dropped);
                 };
-                self.waiting.push_back(Waiting {
-                    meta,
-                    how,
-                    shadow,
-                    primary,
-                    deadline: Instant::now() + self.config.shadow.compare_timeout,
-                });
+                let mut primary = primary;
+                match primary.try_recv() {
+                    // Usually the client's reply is already there: compare at once.
+                    Ok(p) => self.settle(&meta, how, shadow, Some(p)),
+                    Err(oneshot::error::TryRecvError::Closed) => {
+                        self.settle(&meta, how, shadow, None)
+                    }
+                    Err(oneshot::error::TryRecvError::Empty) => self.waiting.push_back(Waiting {
+                        meta,
+                        how,
+                        shadow: Bytes::copy_from_slice(shadow),
+                        primary,
+                        deadline: Instant::now() + self.config.shadow.compare_timeout,
+                    }),
+                }
             }
         }
     }
@@ -446,29 +484,28 @@ impl Lane {
                 Err(oneshot::error::TryRecvError::Empty) => break,
             };
             if let Some(w) = self.waiting.pop_front() {
-                self.settle(w, primary);
+                self.settle(&w.meta, w.how, &w.shadow, primary);
             }
         }
     }
 
     /// Compares a shadow reply with the client's (`None`: never came).
-    fn settle(&self, w: Waiting, primary: Option<Primary>) {
+    fn settle(&self, meta: &Meta, how: Compare, shadow: &[u8], primary: Option<Primary>) {
         let tolerance = self.config.shadow.ttl_tolerance.as_millis() as u64;
         match primary {
-            Some(Primary::Reply(p)) if compare::same(w.how, &p, &w.shadow, tolerance) => self
-                .report
-                .record(w.meta.ns, w.meta.command, Outcome::Match),
+            Some(Primary::Reply(p)) if compare::same(how, &p, shadow, tolerance) => {
+                self.report.record(meta.ns, meta.command, Outcome::Match)
+            }
             Some(Primary::Reply(p)) => self.report.log(
-                w.meta.ns,
-                w.meta.command,
+                meta.ns,
+                meta.command,
                 Outcome::Mismatch,
-                &w.meta.key,
+                key_of(&meta.frame, &meta.key),
                 &p,
-                &w.shadow,
+                shadow,
             ),
             Some(Primary::TooLarge) | None => {
-                self.report
-                    .record(w.meta.ns, w.meta.command, Outcome::Dropped)
+                self.report.record(meta.ns, meta.command, Outcome::Dropped)
             }
         }
     }
@@ -477,8 +514,13 @@ impl Lane {
     fn fail_in_flight(&mut self, cause: &str) {
         for job in std::mem::take(&mut self.held) {
             self.queued_bytes.fetch_sub(job.frame.len(), Relaxed);
-            self.report
-                .log_note(job.ns, job.command, Outcome::ShadowError, &job.key, cause);
+            self.report.log_note(
+                job.ns,
+                job.command,
+                Outcome::ShadowError,
+                key_of(&job.frame, &job.key),
+                cause,
+            );
         }
         self.unsettled_state = 0;
         for (_, expect) in std::mem::take(&mut self.in_flight) {
@@ -488,7 +530,7 @@ impl Lane {
                     meta.ns,
                     meta.command,
                     Outcome::ShadowError,
-                    &meta.key,
+                    key_of(&meta.frame, &meta.key),
                     cause,
                 );
             }
@@ -501,6 +543,11 @@ impl Lane {
         self.part_error = None;
         self.settle_waiting(true);
     }
+}
+
+/// A job's key, for reports.
+fn key_of<'a>(frame: &'a [u8], key: &std::ops::Range<usize>) -> &'a [u8] {
+    frame.get(key.clone()).unwrap_or_default()
 }
 
 fn is_error(reply: &[u8]) -> bool {

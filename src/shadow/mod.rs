@@ -64,8 +64,8 @@ pub struct Job {
     pub ns: NsId,
     /// Its command, for the counters.
     pub command: CommandId,
-    /// The command's first key, for mismatch reports.
-    pub key: Bytes,
+    /// Where the command's first key lies in `frame`, for mismatch reports.
+    pub key: std::ops::Range<usize>,
     /// The request bytes.
     pub frame: Bytes,
     /// The connection state it runs in.
@@ -74,11 +74,21 @@ pub struct Job {
     pub check: Check,
 }
 
+/// A lane's queue, as sessions see it.
+#[derive(Debug)]
+struct LaneHandle {
+    tx: mpsc::Sender<Vec<Job>>,
+    /// Jobs sent and not yet taken by the lane.
+    queued: Arc<AtomicUsize>,
+}
+
 /// Shadow and secondary connections of the whole process.
 #[derive(Debug)]
 pub struct Shadow {
     /// Per endpoint, one queue per lane.
-    lanes: Vec<Vec<mpsc::Sender<Job>>>,
+    lanes: Vec<Vec<LaneHandle>>,
+    /// `[shadow] queue`: most jobs waiting for one lane.
+    queue: usize,
     /// Request bytes queued or in flight on every lane together.
     queued_bytes: Arc<AtomicUsize>,
     max_queued_bytes: usize,
@@ -103,15 +113,18 @@ impl Shadow {
             .map(|ep| {
                 (0..settings.connections)
                     .map(|_| {
+                        // Bounded in batches here, and in jobs by `queued`.
                         let (tx, rx) = mpsc::channel(settings.queue);
+                        let queued = Arc::new(AtomicUsize::new(0));
                         let lane = lane::Lane::new(
                             ep,
                             config.clone(),
                             report.clone(),
                             queued_bytes.clone(),
+                            queued.clone(),
                         );
                         tokio::spawn(lane.run(rx));
-                        tx
+                        LaneHandle { tx, queued }
                     })
                     .collect()
             })
@@ -120,30 +133,48 @@ impl Shadow {
             lanes,
             queued_bytes,
             max_queued_bytes: settings.max_queued_bytes,
+            queue: settings.queue,
             report,
             max_compare_bytes: settings.max_compare_bytes,
         })
     }
 
-    /// Queues a job for `endpoint` on the lane of `session`, without waiting. A job that does
-    /// not fit is dropped and counted.
-    pub fn submit(&self, endpoint: EndpointId, session: u64, job: Job) {
+    /// Queues a session's copies for `endpoint` on the session's lane, without waiting: one
+    /// message per batch, so a pipeline of copies wakes the lane once. Copies that do not fit
+    /// (the lane's queue or the byte budget) are dropped and counted.
+    pub fn submit(&self, endpoint: EndpointId, session: u64, jobs: Vec<Job>) {
+        if jobs.is_empty() {
+            return;
+        }
         let Some(lanes) = self.lanes.get(endpoint).filter(|l| !l.is_empty()) else {
-            return self.report.record(job.ns, job.command, Outcome::Dropped);
+            return self.drop_all(&jobs);
         };
-        let size = job.frame.len();
+        let lane = &lanes[(session % lanes.len() as u64) as usize];
+        let count = jobs.len();
+        if lane.queued.fetch_add(count, Relaxed) + count > self.queue {
+            lane.queued.fetch_sub(count, Relaxed);
+            return self.drop_all(&jobs);
+        }
+        let size: usize = jobs.iter().map(|j| j.frame.len()).sum();
         if self.queued_bytes.fetch_add(size, Relaxed) + size > self.max_queued_bytes {
             self.queued_bytes.fetch_sub(size, Relaxed);
-            return self.report.record(job.ns, job.command, Outcome::Dropped);
+            lane.queued.fetch_sub(count, Relaxed);
+            return self.drop_all(&jobs);
         }
-        let lane = &lanes[(session % lanes.len() as u64) as usize];
-        if let Err(e) = lane.try_send(job) {
+        if let Err(e) = lane.tx.try_send(jobs) {
             self.queued_bytes.fetch_sub(size, Relaxed);
-            let job = match e {
-                mpsc::error::TrySendError::Full(job) | mpsc::error::TrySendError::Closed(job) => {
-                    job
+            lane.queued.fetch_sub(count, Relaxed);
+            let jobs = match e {
+                mpsc::error::TrySendError::Full(jobs) | mpsc::error::TrySendError::Closed(jobs) => {
+                    jobs
                 }
             };
+            self.drop_all(&jobs);
+        }
+    }
+
+    fn drop_all(&self, jobs: &[Job]) {
+        for job in jobs {
             self.report.record(job.ns, job.command, Outcome::Dropped);
         }
     }
