@@ -167,3 +167,62 @@ fn pubsub_introspection_asks_the_pubsub_endpoint() {
     c.expect_cmd(&["PUBSUB", "CHANNELS"], b"*1\r\n$5\r\nchanx\r\n");
     c.expect_cmd(&["PUBSUB", "NUMPAT"], b":1\r\n");
 }
+
+/// Sends `script` as one pipelined write to `addr` (after `hello`, if any, answered first) and
+/// returns the first `replies` frames.
+fn pipelined_frames(addr: &str, hello: bool, script: &[&[&str]], replies: usize) -> Vec<String> {
+    let mut c = support::RawClient::connect(addr);
+    if hello {
+        assert!(c.roundtrip(&["HELLO", "3"]).starts_with(b"%"));
+    }
+    let mut bytes = Vec::new();
+    for command in script {
+        bytes.extend_from_slice(&support::raw::cmd(command));
+    }
+    c.send(&bytes);
+    c.read_frames(replies, Duration::from_secs(5))
+        .iter()
+        .map(|f| support::show(f))
+        .collect()
+}
+
+/// Confirmations of subscription commands keep their place among the replies of a pipeline,
+/// as with Redis: replies to commands sent after a SUBSCRIBE come after its confirmation,
+/// and RESP2 subscribed mode ends exactly at the UNSUBSCRIBE that leaves no subscription.
+#[test]
+fn subscription_confirmations_keep_their_place_in_a_pipeline() {
+    let env = Env::standard();
+    let direct = RedisServer::start();
+    let resp2: &[&[&str]] = &[
+        // Refused by Redis with one error: it counts as the command's only answer.
+        &["SUBSCRIBE"],
+        &["SUBSCRIBE", "c1"],
+        &["GET", "web:x"],
+        &["PING"],
+        &["SUBSCRIBE", "c2", "c3"],
+        &["PSUBSCRIBE", "p*"],
+        &["UNSUBSCRIBE", "c1", "c2", "c3"],
+        &["PING", "still"],
+        &["PUNSUBSCRIBE"],
+        &["GET", "web:x"],
+        &["UNSUBSCRIBE"],
+        &["SET", "web:x", "1"],
+    ];
+    let expected = pipelined_frames(&direct.addr(), false, resp2, 15);
+    let actual = pipelined_frames(&env.turnout.proxy_addr(), false, resp2, 15);
+    assert_eq!(actual, expected, "RESP2");
+    let resp3: &[&[&str]] = &[
+        &["SUBSCRIBE", "c1"],
+        &["GET", "web:y"],
+        &["GET", "tok:y"],
+        &["SSUBSCRIBE", "s1"],
+        &["PING"],
+        &["UNSUBSCRIBE", "c1"],
+        &["SUNSUBSCRIBE"],
+        &["UNSUBSCRIBE"],
+        &["GET", "tok:y"],
+    ];
+    let expected = pipelined_frames(&direct.addr(), true, resp3, 9);
+    let actual = pipelined_frames(&env.turnout.proxy_addr(), true, resp3, 9);
+    assert_eq!(actual, expected, "RESP3");
+}

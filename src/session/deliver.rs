@@ -43,7 +43,10 @@ impl Session {
                     let (mask, primary, state) = (*mask, *primary, *state);
                     self.gather(mask, primary, state)?
                 }
-                Source::PubsubStart => self.start_streaming(),
+                Source::Pubsub(upto) => {
+                    let upto = *upto;
+                    self.pubsub_due(upto)?
+                }
                 Source::Swallow(ep) => {
                     let ep = *ep;
                     self.swallow_reply(ep)?

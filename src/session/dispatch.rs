@@ -169,7 +169,7 @@ impl Session {
             return self.reset(now);
         }
         if self.resp2_subscribed() && !matches!(resolved.policy, Policy::Subscribe | Policy::Quit) {
-            if name.eq_ignore_ascii_case(b"PING") && self.pubsub_ping(frame) {
+            if name.eq_ignore_ascii_case(b"PING") && self.pubsub_ping(frame, now) {
                 return;
             }
             let lower = String::from_utf8_lossy(name).to_ascii_lowercase();
@@ -199,7 +199,7 @@ impl Session {
                 };
             }
             Policy::Reset => {}
-            Policy::Subscribe => return self.subscribe(frame, table, now),
+            Policy::Subscribe => return self.subscribe(frame, args, table, now),
             Policy::Publish => {
                 let endpoint = self.pubsub_endpoint(table);
                 let ns = self.shared.router.namespaces.default_id();

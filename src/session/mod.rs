@@ -79,8 +79,10 @@ enum Source {
     Merge(Box<split::Merge>),
     /// A reply to turnout's own command (a deferred MULTI, a DISCARD), which nobody sees.
     Swallow(EndpointId),
-    /// From here on, the Pub/Sub connection's frames flow to the client as they arrive.
-    PubsubStart,
+    /// Confirmations from the Pub/Sub connection, up to this many in all (a subscription
+    /// command's, or a subscribed PING's). Messages flow between replies at any time;
+    /// confirmations keep their place among the replies.
+    Pubsub(u64),
 }
 
 /// One reply the client is owed, in request order.

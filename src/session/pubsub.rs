@@ -2,10 +2,13 @@
 //!
 //! A subscribed RESP2 connection can run nothing else, and its frames (confirmations,
 //! messages) do not answer requests one for one, so they cannot share a link's reply FIFO.
-//! The session opens a dedicated connection on the first subscription command and places a
-//! marker in its pending FIFO; once the marker is due, every complete frame from that
-//! connection is forwarded as it arrives, between replies (never inside one). Confirmations
-//! are parsed for the subscription count, so the session knows when subscribed mode ends.
+//! The session opens a dedicated connection on the first subscription command. Each
+//! subscription command (and each RESP2 subscribed PING) puts an entry in the pending FIFO
+//! for the confirmation frames it will get: one per channel, or, for an UNSUBSCRIBE without
+//! arguments, one per name the session will be subscribed to by then (tracked as commands
+//! are sent). Published messages are forwarded as they arrive, between replies (never inside
+//! one); confirmations only when their entry is due, so they keep their place among the
+//! replies exactly as with Redis, pipelined or not. Subscribed mode is known the same way.
 //! In RESP2 subscribed mode only (P|S)SUBSCRIBE, (P|S)UNSUBSCRIBE, PING, QUIT and RESET are
 //! accepted, as in Redis; PING then goes to the Pub/Sub connection for Redis's own answer.
 
@@ -15,6 +18,8 @@ use crate::config::EndpointId;
 use crate::resp::reply::ReplyScan;
 use crate::upstream::UpstreamError;
 use bytes::{Buf, Bytes};
+use std::collections::HashSet;
+use std::ops::Range;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -24,9 +29,17 @@ pub struct Pubsub {
     link: Link,
     /// The marker is due: frames are forwarded as they arrive.
     streaming: bool,
-    /// Subscribed mode as far as the session knows: from the first subscription command
-    /// until a confirmation reports no subscription left.
+    /// Subscribed mode as it will be once every command sent has run: some subscription
+    /// is left (RESP2 refuses other commands then, as Redis does).
     pub subscribed: bool,
+    /// Confirmation frames asked for so far (one per channel of a (P|S)(UN)SUBSCRIBE, one
+    /// per subscribed PING), in all.
+    expected: u64,
+    /// Confirmation frames forwarded so far.
+    seen: u64,
+    /// Channels, patterns and shard channels as they will be once every command sent has
+    /// run: an UNSUBSCRIBE without arguments is confirmed once per name (or once if none).
+    names: [HashSet<Vec<u8>>; 3],
 }
 
 impl Session {
@@ -34,6 +47,7 @@ impl Session {
     pub(super) fn subscribe(
         &mut self,
         frame: &[u8],
+        args: &[Range<usize>],
         table: &crate::route::RouteTable,
         now: Instant,
     ) {
@@ -55,28 +69,57 @@ impl Session {
                 link,
                 streaming: false,
                 subscribed: false,
+                expected: 0,
+                seen: 0,
+                names: Default::default(),
             });
         }
         let Some(pubsub) = self.pubsub.as_mut() else {
             return;
         };
         pubsub.link.wbuf.extend_from_slice(frame);
-        pubsub.subscribed = true;
-        if !pubsub.streaming
-            && !self
-                .pending
-                .iter()
-                .any(|p| matches!(p.source, Source::PubsubStart))
-        {
-            self.expect(Source::PubsubStart, now);
-        }
+        let name = args.first().map_or(&b""[..], |r| &frame[r.clone()]);
+        let names = args.get(1..).unwrap_or_default();
+        let lower = name.to_ascii_lowercase();
+        let (kind, adds) = match lower.as_slice() {
+            b"subscribe" => (0, true),
+            b"unsubscribe" => (0, false),
+            b"psubscribe" => (1, true),
+            b"punsubscribe" => (1, false),
+            b"ssubscribe" => (2, true),
+            _ => (2, false),
+        };
+        let set = &mut pubsub.names[kind];
+        let confirmations = if adds {
+            for r in names {
+                set.insert(frame[r.clone()].to_vec());
+            }
+            // Without a name Redis answers one arity error.
+            names.len().max(1)
+        } else if names.is_empty() {
+            let n = set.len().max(1);
+            set.clear();
+            n
+        } else {
+            for r in names {
+                set.remove(&frame[r.clone()]);
+            }
+            names.len()
+        };
+        pubsub.subscribed = pubsub.names.iter().any(|s| !s.is_empty());
+        pubsub.expected += confirmations as u64;
+        let upto = pubsub.expected;
+        self.expect(Source::Pubsub(upto), now);
     }
 
     /// PING in RESP2 subscribed mode, answered by the Pub/Sub connection as Redis does.
-    pub(super) fn pubsub_ping(&mut self, frame: &[u8]) -> bool {
+    pub(super) fn pubsub_ping(&mut self, frame: &[u8], now: Instant) -> bool {
         match self.pubsub.as_mut() {
             Some(pubsub) if pubsub.subscribed => {
                 pubsub.link.wbuf.extend_from_slice(frame);
+                pubsub.expected += 1;
+                let upto = pubsub.expected;
+                self.expect(Source::Pubsub(upto), now);
                 true
             }
             _ => false,
@@ -107,16 +150,24 @@ impl Session {
         }
     }
 
-    /// The marker is due: from now on the connection's frames flow to the client.
-    pub(super) fn start_streaming(&mut self) -> bool {
-        if let Some(pubsub) = self.pubsub.as_mut() {
-            pubsub.streaming = true;
-        }
-        true
+    /// A `Source::Pubsub(upto)` entry is due: messages flow from now on, and confirmations
+    /// up to `upto`; true once they have all been forwarded (or the connection is gone).
+    pub(super) fn pubsub_due(&mut self, upto: u64) -> Result<bool, End> {
+        let Some(pubsub) = self.pubsub.as_mut() else {
+            return Ok(true);
+        };
+        pubsub.streaming = true;
+        self.forward_pubsub()?;
+        Ok(self.pubsub.as_ref().map_or(true, |p| p.seen >= upto))
     }
 
     /// Forwards every complete frame the Pub/Sub connection has, tracking subscribed mode.
     pub(super) fn forward_pubsub(&mut self) -> Result<(), End> {
+        // Confirmations may go out only while their own entry is due.
+        let confirmations_due = match self.pending.front().map(|p| &p.source) {
+            Some(Source::Pubsub(upto)) => *upto,
+            _ => 0,
+        };
         let Some(pubsub) = self.pubsub.as_mut() else {
             return Ok(());
         };
@@ -135,8 +186,17 @@ impl Session {
                 Ok(None) => return Ok(()),
                 Err(e) => return Err(End::Pubsub(UpstreamError::Protocol(e))),
             };
-            if let Some(count) = unsubscribe_count(&pubsub.link.rbuf[..len]) {
-                pubsub.subscribed = count > 0;
+            if !is_message(&pubsub.link.rbuf[..len]) {
+                if pubsub.seen >= confirmations_due {
+                    // Behind replies still owed: it waits, and so does what follows it.
+                    return Ok(());
+                }
+                if matches!(pubsub.link.rbuf.first(), Some(b'-' | b'!')) {
+                    // A refused command (NOPERM, arity) is answered once, whatever it named.
+                    pubsub.seen = confirmations_due;
+                } else {
+                    pubsub.seen += 1;
+                }
             }
             self.cout.extend_from_slice(&pubsub.link.rbuf[..len]);
             pubsub.link.rbuf.advance(len);
@@ -189,31 +249,23 @@ impl Session {
     }
 }
 
-/// For an unsubscribe-type confirmation (`unsubscribe`, `punsubscribe`, `sunsubscribe`, or
-/// a subscribe-type one), the subscription count it reports.
-fn unsubscribe_count(frame: &[u8]) -> Option<i64> {
-    // [kind, channel, count] as an array (RESP2) or a push (RESP3).
-    let rest = frame
-        .strip_prefix(b"*3\r\n")
-        .or_else(|| frame.strip_prefix(b">3\r\n"))?;
-    let (kind, rest) = element(rest)?;
-    let kind = kind.strip_prefix(b"$")?;
-    let body_start = kind.iter().position(|&b| b == b'\n')? + 1;
-    let name = kind.get(body_start..kind.len().checked_sub(2)?)?;
-    let known = [
-        &b"subscribe"[..],
-        b"psubscribe",
-        b"ssubscribe",
-        b"unsubscribe",
-        b"punsubscribe",
-        b"sunsubscribe",
-    ];
-    if !known.contains(&name) {
-        return None;
-    }
-    let (_, rest) = element(rest)?;
-    let count = rest.strip_prefix(b":")?.strip_suffix(b"\r\n")?;
-    std::str::from_utf8(count).ok()?.parse().ok()
+/// Whether a frame is a published message (`message`, `pmessage`, `smessage`), which answers
+/// no command and may be forwarded between any two replies.
+fn is_message(frame: &[u8]) -> bool {
+    let Some(rest) = frame
+        .strip_prefix(b"*")
+        .or_else(|| frame.strip_prefix(b">"))
+        .and_then(|r| r.iter().position(|&b| b == b'\n').map(|i| &r[i + 1..]))
+    else {
+        return false;
+    };
+    let Some((kind, _)) = element(rest) else {
+        return false;
+    };
+    matches!(
+        kind,
+        b"$7\r\nmessage\r\n" | b"$8\r\npmessage\r\n" | b"$8\r\nsmessage\r\n"
+    )
 }
 
 /// Splits the first complete RESP element off `buf`.
@@ -235,23 +287,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn subscription_counts_are_read_from_confirmations() {
-        assert_eq!(
-            unsubscribe_count(b"*3\r\n$9\r\nsubscribe\r\n$1\r\nc\r\n:2\r\n"),
-            Some(2)
-        );
-        assert_eq!(
-            unsubscribe_count(b">3\r\n$11\r\nunsubscribe\r\n$1\r\nc\r\n:0\r\n"),
-            Some(0)
-        );
-        assert_eq!(
-            unsubscribe_count(b"*3\r\n$11\r\nunsubscribe\r\n$-1\r\n:0\r\n"),
-            Some(0)
-        );
-        assert_eq!(
-            unsubscribe_count(b"*3\r\n$7\r\nmessage\r\n$1\r\nc\r\n$1\r\nm\r\n"),
-            None
-        );
-        assert_eq!(unsubscribe_count(b"+OK\r\n"), None);
+    fn messages_are_told_from_confirmations() {
+        assert!(is_message(b"*3\r\n$7\r\nmessage\r\n$1\r\nc\r\n$1\r\nm\r\n"));
+        assert!(is_message(
+            b">4\r\n$8\r\npmessage\r\n$2\r\np*\r\n$1\r\nc\r\n$1\r\nm\r\n"
+        ));
+        assert!(is_message(
+            b">3\r\n$8\r\nsmessage\r\n$1\r\nc\r\n$1\r\nm\r\n"
+        ));
+        assert!(!is_message(b"*3\r\n$9\r\nsubscribe\r\n$1\r\nc\r\n:2\r\n"));
+        assert!(!is_message(b"*2\r\n$4\r\npong\r\n$0\r\n\r\n"));
+        assert!(!is_message(b"-ERR wrong number of arguments\r\n"));
+        assert!(!is_message(b"+OK\r\n"));
     }
 }
