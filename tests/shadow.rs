@@ -2353,3 +2353,42 @@ fn a_read_after_another_sessions_write_sees_that_write_on_the_secondary() {
         mismatches(t, "limit=5")
     );
 }
+
+/// A split write copies only the keys of mirrored namespaces to the secondary: a key whose
+/// namespace the secondary already serves must not be written there a second time (late,
+/// possibly over a newer value), nor a key of a namespace that is not mirrored at all.
+#[test]
+fn split_writes_copy_only_the_mirrored_keys() {
+    let env = shadow_env(&[]);
+    let t = &env.turnout;
+    set_mode(
+        t,
+        "impact",
+        json!({"target": "legacy", "mode": "dual-write", "secondary": "new"}),
+    );
+    let mut c = t.raw();
+    // impact:a and web:e go to legacy, tok:d to new (its namespace's target).
+    c.expect_cmd(
+        &["MSET", "impact:a", "1", "tok:d", "2", "web:e", "3"],
+        b"+OK\r\n",
+    );
+    // Another client overwrites tok:d; a late second copy of the MSET would undo it.
+    t.raw().expect_cmd(&["SET", "tok:d", "newer"], b"+OK\r\n");
+    c.expect_cmd(&["DEL", "impact:a", "tok:nothing", "web:nothing"], b":1\r\n");
+    c.expect_cmd(&["MSET", "impact:b", "1", "impact:c", "2"], b"+OK\r\n");
+    let counts = wait_counts(t, "impact", Duration::from_secs(10), "split", |c| {
+        c.mirrored >= 3
+    });
+    assert_eq!(counts.mirrored, 3, "{counts:?}");
+    assert_eq!(env.new.get("tok:d").as_deref(), Some("newer"));
+    assert!(
+        !env.new.exists("web:e"),
+        "a key of a direct namespace was copied"
+    );
+    assert!(
+        !env.new.exists("impact:a"),
+        "the DEL's mirrored part was not copied"
+    );
+    assert_eq!(env.new.get("impact:b").as_deref(), Some("1"));
+    assert_eq!(env.new.get("impact:c").as_deref(), Some("2"));
+}

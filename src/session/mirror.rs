@@ -193,7 +193,15 @@ impl Session {
                     .record(ns, resolved.id, Outcome::Dropped);
                 return;
             }
-            let copied = Bytes::copy_from_slice(frame);
+            let (copied, key) = match super::split::splittable(crate::command::label(resolved.id)) {
+                Some((_, per_key)) => {
+                    match mirrored_part(self, frame, args, per_key, endpoint, table) {
+                        Some(part) => part,
+                        None => return,
+                    }
+                }
+                None => (Bytes::copy_from_slice(frame), key),
+            };
             let job = Job {
                 ns,
                 command: resolved.id,
@@ -501,6 +509,54 @@ impl Session {
             }
         }
     }
+}
+
+/// The part of a split write (MSET, DEL, UNLINK, TOUCH) whose keys belong to namespaces
+/// mirrored to `endpoint`, with where its first key lies; `None` if no key does. Keys of
+/// other namespaces must not be written there: one already served by that endpoint would be
+/// written twice, the copy arriving late.
+fn mirrored_part(
+    session: &Session,
+    frame: &[u8],
+    args: &[Range<usize>],
+    per_key: usize,
+    endpoint: EndpointId,
+    table: &RouteTable,
+) -> Option<(Bytes, Range<usize>)> {
+    let namespaces = &session.shared.router.namespaces;
+    let mirrors = |key: &[u8]| match table.routes[usize::from(namespaces.of_key(key))].mode {
+        Mode::DualWrite { secondary, .. } => secondary == endpoint,
+        Mode::Shadow {
+            endpoint: to,
+            writes: true,
+            ..
+        } => to == endpoint,
+        _ => false,
+    };
+    let groups: Vec<usize> = (1..args.len())
+        .step_by(per_key.max(1))
+        .filter(|&i| i + per_key <= args.len() && mirrors(&frame[args[i].clone()]))
+        .collect();
+    let first = *groups.first()?;
+    if groups.len() * per_key == args.len() - 1 {
+        let key = args[first].clone();
+        return Some((Bytes::copy_from_slice(frame), key));
+    }
+    let mut out = BytesMut::with_capacity(frame.len());
+    out.extend_from_slice(format!("*{}\r\n", 1 + groups.len() * per_key).as_bytes());
+    super::split::push_bulk(&mut out, &frame[args[0].clone()]);
+    let mut key = 0..0;
+    for (n, &i) in groups.iter().enumerate() {
+        for (j, arg) in args[i..i + per_key].iter().enumerate() {
+            let bytes = &frame[arg.clone()];
+            super::split::push_bulk(&mut out, bytes);
+            if n == 0 && j == 0 {
+                let end = out.len() - 2;
+                key = end - bytes.len()..end;
+            }
+        }
+    }
+    Some((out.freeze(), key))
 }
 
 fn append(copy: &mut TxCopy, frame: &[u8]) {

@@ -53,7 +53,7 @@ pub fn splittable(name: &str) -> Option<(MergeOp, usize)> {
 }
 
 /// Appends one bulk string to a RESP frame being built.
-fn push_bulk(out: &mut BytesMut, bytes: &[u8]) {
+pub(super) fn push_bulk(out: &mut BytesMut, bytes: &[u8]) {
     let _ = write!(Buf(out), "${}\r\n", bytes.len());
     out.extend_from_slice(bytes);
     out.extend_from_slice(b"\r\n");
