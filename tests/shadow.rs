@@ -2374,7 +2374,10 @@ fn split_writes_copy_only_the_mirrored_keys() {
     );
     // Another client overwrites tok:d; a late second copy of the MSET would undo it.
     t.raw().expect_cmd(&["SET", "tok:d", "newer"], b"+OK\r\n");
-    c.expect_cmd(&["DEL", "impact:a", "tok:nothing", "web:nothing"], b":1\r\n");
+    c.expect_cmd(
+        &["DEL", "impact:a", "tok:nothing", "web:nothing"],
+        b":1\r\n",
+    );
     c.expect_cmd(&["MSET", "impact:b", "1", "impact:c", "2"], b"+OK\r\n");
     let counts = wait_counts(t, "impact", Duration::from_secs(10), "split", |c| {
         c.mirrored >= 3
@@ -2391,4 +2394,83 @@ fn split_writes_copy_only_the_mirrored_keys() {
     );
     assert_eq!(env.new.get("impact:b").as_deref(), Some("1"));
     assert_eq!(env.new.get("impact:c").as_deref(), Some("2"));
+}
+
+/// SPOP and blocking pops are mirrored by their effect: the members SPOP returned are removed
+/// from the secondary, and the element a blocking pop took is popped there without blocking,
+/// so both endpoints end with the same data and the lane never blocks.
+#[test]
+fn random_and_blocking_pops_are_mirrored_by_their_effect() {
+    let env = shadow_env(&[]);
+    let t = &env.turnout;
+    for server in [&env.legacy, &env.new] {
+        let mut c = RawClient::connect(&server.addr());
+        c.expect_cmd(
+            &["SADD", "impact:s", "a", "b", "c", "d", "e", "f"],
+            b":6\r\n",
+        );
+        c.expect_cmd(&["RPUSH", "impact:l", "1", "2", "3", "4", "5"], b":5\r\n");
+        c.expect_cmd(
+            &["ZADD", "impact:z", "1", "m1", "2", "m2", "3", "m3"],
+            b":3\r\n",
+        );
+    }
+    set_mode(
+        t,
+        "impact",
+        json!({"target": "legacy", "mode": "dual-write", "secondary": "new"}),
+    );
+    let mut c = t.raw();
+    c.roundtrip(&["SPOP", "impact:s"]);
+    c.roundtrip(&["SPOP", "impact:s", "2"]);
+    c.roundtrip(&["SPOP", "impact:nothing"]);
+    c.expect_cmd(
+        &["BLPOP", "impact:l", "1"],
+        b"*2\r\n$8\r\nimpact:l\r\n$1\r\n1\r\n",
+    );
+    c.expect_cmd(
+        &["BRPOP", "impact:l", "1"],
+        b"*2\r\n$8\r\nimpact:l\r\n$1\r\n5\r\n",
+    );
+    c.expect_cmd(
+        &["BLMOVE", "impact:l", "impact:l2", "LEFT", "RIGHT", "1"],
+        b"$1\r\n2\r\n",
+    );
+    c.expect_cmd(
+        &["BRPOPLPUSH", "impact:l", "impact:l2", "1"],
+        b"$1\r\n4\r\n",
+    );
+    c.roundtrip(&["BZPOPMIN", "impact:z", "1"]);
+    c.roundtrip(&["BZPOPMAX", "impact:z", "1"]);
+    c.expect_cmd(&["BLPOP", "impact:empty", "0.05"], b"*-1\r\n");
+    // A pop released by another client's push, then a write behind it.
+    c.send_cmd(&["BLPOP", "impact:q", "5"]);
+    std::thread::sleep(Duration::from_millis(100));
+    t.raw()
+        .expect_cmd(&["RPUSH", "impact:q", "v1", "v2"], b":2\r\n");
+    assert_eq!(c.read_frame(), b"*2\r\n$8\r\nimpact:q\r\n$2\r\nv1\r\n");
+    c.expect_cmd(&["SET", "impact:after", "1"], b"+OK\r\n");
+    // Two SPOPs (the one of a missing key changes nothing), six blocking pops (the
+    // timed-out BLPOP changes nothing), RPUSH, the released BLPOP and the SET.
+    let counts = wait_counts(t, "impact", Duration::from_secs(10), "effects", |c| {
+        c.mirrored >= 11
+    });
+    assert_eq!(counts.mirrored, 11, "{counts:?}");
+    assert_eq!(counts.shadow_error + counts.dropped, 0, "{counts:?}");
+    let mut legacy = RawClient::connect(&env.legacy.addr());
+    let mut new = RawClient::connect(&env.new.addr());
+    for key in [
+        "impact:s",
+        "impact:l",
+        "impact:l2",
+        "impact:z",
+        "impact:q",
+        "impact:after",
+    ] {
+        assert_eq!(
+            key_snapshot(&mut legacy, key),
+            key_snapshot(&mut new, key),
+            "{key}"
+        );
+    }
 }

@@ -14,6 +14,7 @@
 //! depends on a reply still to come; every later copy of the session waits behind it in a
 //! bounded backlog, which keeps the secondary's order the session's order.
 
+use super::effect::Effect;
 use super::{Pending, Session};
 use crate::command::keys::for_each_key;
 use crate::command::spec::flags;
@@ -72,6 +73,19 @@ enum Sink {
     Compare(oneshot::Sender<Primary>),
     /// An EXEC: if it ran, the transaction's copy fills the session's oldest hole.
     Exec(Box<TxCopy>),
+    /// A write mirrored by its effect: the copy built from the reply fills the oldest hole.
+    Effect(Box<EffectCopy>),
+}
+
+/// What is needed to build a write's effect once its reply is in.
+#[derive(Debug)]
+pub(super) struct EffectCopy {
+    endpoint: EndpointId,
+    ns: NsId,
+    command: crate::command::CommandId,
+    effect: Effect,
+    frame: Bytes,
+    args: Vec<Range<usize>>,
 }
 
 /// A transaction's copy, built while it is queued.
@@ -168,6 +182,19 @@ impl Session {
         let Some(spec) = resolved.spec else {
             return;
         };
+        if is_write(spec) {
+            if let Some(effect) = Effect::of(spec.name, frame, args) {
+                return self.mirror_effect(
+                    effect,
+                    resolved,
+                    spec,
+                    frame,
+                    args,
+                    table,
+                    reply_pending,
+                );
+            }
+        }
         if spec.flags & flags::BLOCKING != 0 {
             // A blocking copy could stall the lane; a blocked write cannot be mirrored.
             if is_write(spec) {
@@ -251,6 +278,51 @@ impl Session {
             },
         };
         self.send_copy(endpoint, job);
+    }
+
+    /// SPOP and blocking pops: the copy waits for the reply, which says what to remove.
+    #[allow(clippy::too_many_arguments)]
+    fn mirror_effect(
+        &mut self,
+        effect: Effect,
+        resolved: &Resolved,
+        spec: &CommandSpec,
+        frame: &[u8],
+        args: &[Range<usize>],
+        table: &RouteTable,
+        reply_pending: bool,
+    ) {
+        let Some((ns, endpoint, _)) = self.mirror_target(spec, frame, args, table, true) else {
+            return;
+        };
+        let limit = self.shared.shadow.max_compare_bytes;
+        let capture = match self.pending.back_mut() {
+            Some(pending) if reply_pending && !pending.silent && pending.capture.is_none() => {
+                pending
+            }
+            _ => {
+                // CLIENT REPLY OFF: the reply, and so the effect, is never seen.
+                return self
+                    .shared
+                    .shadow
+                    .report
+                    .record(ns, resolved.id, Outcome::Dropped);
+            }
+        };
+        capture.capture = Some(Box::new(Capture {
+            bytes: BytesMut::new(),
+            over: false,
+            limit,
+            sink: Sink::Effect(Box::new(EffectCopy {
+                endpoint,
+                ns,
+                command: resolved.id,
+                effect,
+                frame: Bytes::copy_from_slice(frame),
+                args: args.to_vec(),
+            })),
+        }));
+        self.mirror.backlog.push_back(Slot::Hole);
     }
 
     /// Where a command's copy goes: for a write, the first key whose namespace mirrors
@@ -486,6 +558,29 @@ impl Session {
                     Primary::Reply(bytes.freeze())
                 });
             }
+            Sink::Effect(e) => {
+                if !delivered || over {
+                    self.shared
+                        .shadow
+                        .report
+                        .record(e.ns, e.command, Outcome::Dropped);
+                    return self.fill_hole(None);
+                }
+                let Some(frame) = e.effect.copy(&e.frame, &e.args, &bytes) else {
+                    // Nothing was removed: nothing to copy.
+                    return self.fill_hole(None);
+                };
+                let key = second_argument(&frame);
+                let job = Job {
+                    ns: e.ns,
+                    command: e.command,
+                    key,
+                    frame,
+                    state: self.conn_state(),
+                    check: Check::Write { replies: 1 },
+                };
+                self.fill_hole(Some((e.endpoint, job)));
+            }
             Sink::Exec(copy) => {
                 // The first bytes say it all: an array that is not nil means EXEC ran.
                 let ran = delivered && bytes.first() == Some(&b'*') && !bytes.starts_with(b"*-1");
@@ -557,6 +652,15 @@ fn mirrored_part(
         }
     }
     Some((out.freeze(), key))
+}
+
+/// Where a request's first argument after its name lies (for reports).
+fn second_argument(frame: &[u8]) -> Range<usize> {
+    let mut args = Vec::new();
+    match crate::resp::request::parse(frame, &mut args, usize::MAX) {
+        Ok(crate::resp::request::Parsed::Multibulk { .. }) => args.get(1).cloned().unwrap_or(0..0),
+        _ => 0..0,
+    }
 }
 
 fn append(copy: &mut TxCopy, frame: &[u8]) {

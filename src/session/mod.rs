@@ -14,6 +14,7 @@
 mod auth;
 mod deliver;
 mod dispatch;
+mod effect;
 pub mod link;
 mod mirror;
 mod pubsub;
