@@ -27,6 +27,7 @@ pub mod admin;
 pub mod command;
 pub mod config;
 pub mod ctl;
+pub mod cutover;
 pub mod demo;
 pub mod metrics;
 pub mod resp;

@@ -71,6 +71,7 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<(), S
         router,
         stats,
         shadow,
+        sessions: Arc::new(crate::cutover::registry::Registry::default()),
     });
 
     let bind = |what, addr| async move {
@@ -84,10 +85,16 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<(), S
     tracing::info!(addr = %config.admin.listen, "admin API listening");
 
     let shutdown = Shutdown::new();
+    let cutovers = Arc::new(crate::cutover::Cutovers::new(
+        control.clone(),
+        config.clone(),
+        shared.sessions.clone(),
+    ));
     let admin_state = Arc::new(AdminState {
         control,
         shared: shared.clone(),
         prometheus,
+        cutovers,
     });
     let admin_task = tokio::spawn(admin::serve(
         admin_listener,

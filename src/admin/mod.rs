@@ -5,6 +5,8 @@
 //! | GET | `/v1/routes` | the route table and its version (also as `ETag`) |
 //! | PUT | `/v1/routes/{namespace}` | change a route: `{"target": "new", "reason": "…"}` flips it; `mode` (`direct`, `shadow` with `shadow`/`sample`/`writes`, `dual-write` with `secondary`/`compare`/`sample`) sets how it is served; optional `If-Match: N` |
 //! | GET | `/v1/history` | the audit log of route changes |
+//! | POST | `/v1/routes/{namespace}/cutover` | a fenced cutover ([`cutover`]) |
+//! | GET | `/v1/cutovers/{id}` | a cutover's report |
 //! | GET | `/v1/shadow` | shadow counts and match ratio per namespace ([`shadow`]) |
 //! | POST | `/v1/shadow/reset` | restart shadow counts |
 //! | GET | `/v1/shadow/mismatches` | recent mismatches |
@@ -15,6 +17,7 @@
 //! Mutating calls need `Authorization: Bearer <token>` when `[admin] token_env` is set.
 //! Errors are `{"error": "…"}` with 400, 401, 404, 405, 409, 412 or 500.
 
+mod cutover;
 pub mod probe;
 mod shadow;
 
@@ -49,6 +52,8 @@ pub struct AdminState {
     pub shared: Arc<Shared>,
     /// The Prometheus exporter.
     pub prometheus: PrometheusHandle,
+    /// Fenced cutovers.
+    pub cutovers: Arc<crate::cutover::Cutovers>,
 }
 
 type Reply = Response<Full<Bytes>>;
@@ -99,6 +104,24 @@ async fn handle(req: Request<Incoming>, state: &AdminState, peer: SocketAddr) ->
             put_route(req, state, peer, ns).await
         }
         (["v1", "history"], &Method::GET) => history(state).await,
+        (["v1", "routes", ns, "cutover"], &Method::POST) => {
+            if !authorized(&req, state) {
+                return unauthorized();
+            }
+            let ns = (*ns).to_string();
+            let query = req.uri().query().map(str::to_string);
+            let actor = actor_of(&req, peer);
+            match Limited::new(req.into_body(), MAX_BODY).collect().await {
+                Ok(body) => {
+                    cutover::start(state, ns, &body.to_bytes(), query.as_deref(), actor).await
+                }
+                Err(e) => error(StatusCode::BAD_REQUEST, format!("cannot read body: {e}")),
+            }
+        }
+        (["v1", "cutovers", id], &Method::GET) => match id.parse::<u64>() {
+            Ok(id) => cutover::show(state, id),
+            Err(_) => error(StatusCode::NOT_FOUND, format!("no cutover {id}")),
+        },
         (["v1", "shadow"], &Method::GET) => shadow::summary(state),
         (["v1", "shadow", "mismatches"], &Method::GET) => {
             shadow::mismatches(state, req.uri().query())
@@ -136,6 +159,8 @@ async fn handle(req: Request<Incoming>, state: &AdminState, peer: SocketAddr) ->
             ["v1", "routes"]
             | ["v1", "routes", _]
             | ["v1", "history"]
+            | ["v1", "routes", _, "cutover"]
+            | ["v1", "cutovers", _]
             | ["v1", "shadow"]
             | ["v1", "shadow", "mismatches" | "reset"]
             | ["healthz"]
@@ -202,6 +227,14 @@ fn routes(table: &RouteTable, state: &AdminState) -> Reply {
     reply
 }
 
+/// Who makes a change: the `X-Turnout-Actor` header and the caller's address.
+fn actor_of(req: &Request<Incoming>, peer: SocketAddr) -> String {
+    req.headers()
+        .get("x-turnout-actor")
+        .and_then(|v| v.to_str().ok())
+        .map_or_else(|| peer.to_string(), |a| format!("{a} ({peer})"))
+}
+
 fn unauthorized() -> Reply {
     let mut reply = error(
         StatusCode::UNAUTHORIZED,
@@ -262,11 +295,7 @@ async fn put_route(
             )
         }
     };
-    let actor = req
-        .headers()
-        .get("x-turnout-actor")
-        .and_then(|v| v.to_str().ok())
-        .map_or_else(|| peer.to_string(), |a| format!("{a} ({peer})"));
+    let actor = actor_of(&req, peer);
     let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
         Ok(body) => body.to_bytes(),
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("cannot read body: {e}")),
@@ -311,6 +340,7 @@ async fn put_route(
     }
     let before = state.control.router().snapshot();
     let request = ChangeRequest {
+        release_hold: false,
         namespace: namespace.clone(),
         mode,
         target: change.target,
@@ -348,7 +378,14 @@ async fn put_route(
         Err(e @ (ChangeError::UnknownEndpoint(_) | ChangeError::BadMode(_))) => {
             error(StatusCode::BAD_REQUEST, e.to_string())
         }
-        Err(e @ ChangeError::Stale { .. }) => error(StatusCode::PRECONDITION_FAILED, e.to_string()),
+        Err(e @ (ChangeError::Stale { .. } | ChangeError::CutoverRunning(_))) => {
+            let status = if matches!(e, ChangeError::Stale { .. }) {
+                StatusCode::PRECONDITION_FAILED
+            } else {
+                StatusCode::CONFLICT
+            };
+            error(status, e.to_string())
+        }
         Err(e @ ChangeError::Persist(_)) => {
             tracing::error!(cause = %e, "route change not persisted");
             error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())

@@ -70,6 +70,8 @@ pub struct ChangeRequest {
     pub actor: String,
     /// Expected current table version (`If-Match`).
     pub if_match: Option<u64>,
+    /// The cutover holding this namespace makes the change, and releases the hold with it.
+    pub release_hold: bool,
 }
 
 /// Why a change was refused.
@@ -89,6 +91,9 @@ pub enum ChangeError {
         /// What it is.
         current: u64,
     },
+    /// A cutover holds the namespace.
+    #[error("a cutover of \"{0}\" is running; wait for it to end")]
+    CutoverRunning(String),
     /// The mode is not valid for this route.
     #[error("{0}")]
     BadMode(String),
@@ -123,6 +128,18 @@ impl RouteControl {
     /// The audit history, oldest first.
     pub async fn history(&self) -> Vec<HistoryEntry> {
         self.history.lock().await.clone()
+    }
+
+    /// Holds or releases a namespace's commands (a cutover's hold step, or its abort).
+    /// Nothing is persisted: a hold never outlives the process. Returns the epoch of the
+    /// snapshot that carries it.
+    pub async fn set_hold(&self, ns: NsId, hold: bool) -> u64 {
+        let _serialized = self.history.lock().await;
+        let mut next = RouteTable::clone(&self.router.snapshot());
+        if let Some(route) = next.routes.get_mut(usize::from(ns)) {
+            route.hold = hold;
+        }
+        self.router.store(next)
     }
 
     /// A requested mode, checked against the config.
@@ -200,6 +217,9 @@ impl RouteControl {
             .ok_or_else(|| ChangeError::UnknownNamespace(req.namespace.clone()))?;
         let current = self.router.snapshot();
         let route_now = &current.routes[usize::from(ns)];
+        if route_now.hold && !req.release_hold {
+            return Err(ChangeError::CutoverRunning(req.namespace.clone()));
+        }
         let target = match &req.target {
             Some(name) => self
                 .config
@@ -235,7 +255,7 @@ impl RouteControl {
         }
         let before = current.target(ns);
         let mode_before = route_now.mode;
-        if before == target && mode_before == mode {
+        if before == target && mode_before == mode && !route_now.hold {
             return Ok(current);
         }
         let now = SystemTime::now();
@@ -244,6 +264,7 @@ impl RouteControl {
         let route = &mut next.routes[usize::from(ns)];
         route.target = target;
         route.mode = mode;
+        route.hold = false;
         route.changed_at = now;
         route.reason = req.reason.clone();
         next.refresh();

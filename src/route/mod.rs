@@ -217,6 +217,8 @@ pub struct Route {
     pub changed_at: SystemTime,
     /// Why it last changed.
     pub reason: String,
+    /// A cutover holds the namespace's commands (never persisted).
+    pub hold: bool,
 }
 
 /// An immutable, versioned snapshot of every route, indexed by [`NsId`].
@@ -228,6 +230,11 @@ pub struct RouteTable {
     pub routes: Vec<Route>,
     /// Some route is not `direct` (sessions skip every mirroring check when none is).
     pub mirrored: bool,
+    /// Some route is held by a cutover (sessions skip every hold check when none is).
+    pub any_held: bool,
+    /// Goes up with every published snapshot, holds included (the version counts only
+    /// accepted changes).
+    pub epoch: u64,
 }
 
 impl RouteTable {
@@ -238,6 +245,7 @@ impl RouteTable {
             mode: Mode::Direct,
             changed_at: now,
             reason: "initial target from the config file".to_string(),
+            hold: false,
         };
         let mut routes: Vec<Route> = config.namespaces.iter().map(|n| route(n.target)).collect();
         routes.push(route(config.default_target));
@@ -245,12 +253,21 @@ impl RouteTable {
             version: 1,
             routes,
             mirrored: false,
+            any_held: false,
+            epoch: 0,
         }
     }
 
-    /// Recomputes [`RouteTable::mirrored`] after routes changed.
+    /// Recomputes [`RouteTable::mirrored`] and [`RouteTable::any_held`] after routes changed.
     pub fn refresh(&mut self) {
         self.mirrored = self.routes.iter().any(|r| r.mode != Mode::Direct);
+        self.any_held = self.routes.iter().any(|r| r.hold);
+    }
+
+    /// Whether a namespace's commands are held.
+    #[inline]
+    pub fn held(&self, ns: NsId) -> bool {
+        self.any_held && self.routes.get(usize::from(ns)).is_some_and(|r| r.hold)
     }
 
     /// The endpoint a namespace's commands go to.
@@ -274,15 +291,24 @@ pub struct Router {
     /// The namespaces (fixed for the process lifetime).
     pub namespaces: Namespaces,
     table: ArcSwap<RouteTable>,
+    /// The epoch of the newest snapshot: sessions waiting on a hold wake when it changes.
+    epoch: tokio::sync::watch::Sender<u64>,
 }
 
 impl Router {
     /// A router starting from `table`.
     pub fn new(namespaces: Namespaces, table: RouteTable) -> Self {
+        let (epoch, _) = tokio::sync::watch::channel(table.epoch);
         Router {
             namespaces,
             table: ArcSwap::from_pointee(table),
+            epoch,
         }
+    }
+
+    /// Notified whenever a snapshot is published.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.epoch.subscribe()
     }
 
     /// The current snapshot: one atomic load, no lock.
@@ -297,8 +323,13 @@ impl Router {
     }
 
     /// Publishes a new snapshot. Only [`change::RouteControl`] calls this, after persisting.
-    pub(crate) fn store(&self, table: RouteTable) {
+    pub(crate) fn store(&self, mut table: RouteTable) -> u64 {
+        let epoch = self.table.load().epoch + 1;
+        table.epoch = epoch;
+        table.refresh();
         self.table.store(Arc::new(table));
+        self.epoch.send_replace(epoch);
+        epoch
     }
 }
 

@@ -58,6 +58,7 @@ fn pattern_namespace(
 impl Session {
     /// Dispatches every complete request in the client buffer, as far as limits allow.
     pub(super) fn dispatch_buffered(&mut self) {
+        self.holding = false;
         if self.cin.is_empty() || !self.wants_requests() {
             return;
         }
@@ -79,6 +80,17 @@ impl Session {
                 Ok(Parsed::Multibulk { len }) => {
                     // A transaction routes with the snapshot it began with.
                     let snapshot = self.tx.as_ref().map(|tx| tx.table.clone());
+                    if snapshot.is_none()
+                        && live.any_held
+                        && self.is_held(&cin[..len], &args, &live)
+                    {
+                        // A cutover holds its namespace: it waits here, unsent, with what
+                        // follows it, until the hold is released.
+                        self.holding = true;
+                        self.args = args;
+                        self.resume = Default::default();
+                        break;
+                    }
                     let table = snapshot.as_ref().unwrap_or(&*live);
                     self.request(&cin[..len], &args, table, now);
                     cin.advance(len);
@@ -89,6 +101,17 @@ impl Session {
                     let converted = resp::request::inline_to_multibulk(&cin[..len], &mut inline)
                         .and_then(|()| resp::request::parse(&inline, &mut args, usize::MAX));
                     match converted {
+                        Ok(Parsed::Multibulk { len: n })
+                            if self.tx.is_none()
+                                && live.any_held
+                                && self.is_held(&inline[..n], &args, &live) =>
+                        {
+                            self.holding = true;
+                            self.inline = inline;
+                            self.args = args;
+                            self.resume = Default::default();
+                            break;
+                        }
                         Ok(Parsed::Multibulk { len }) => {
                             let snapshot = self.tx.as_ref().map(|tx| tx.table.clone());
                             let table = snapshot.as_ref().unwrap_or(&*live);
@@ -108,6 +131,35 @@ impl Session {
             self.args = args;
         }
         self.cin = cin;
+    }
+
+    /// Whether a request belongs to a namespace a cutover holds: a keyed command by any of
+    /// its keys, a keyless forwarded one by the default route, KEYS/SCAN by their pattern.
+    fn is_held(&self, frame: &[u8], args: &[std::ops::Range<usize>], table: &RouteTable) -> bool {
+        let Some(name) = args.first().map(|r| &frame[r.clone()]) else {
+            return false;
+        };
+        let resolved = command::resolve(name, args.get(1).map(|r| &frame[r.clone()]));
+        let namespaces = &self.shared.router.namespaces;
+        match resolved.policy {
+            Policy::Forward => {}
+            Policy::Pattern => return table.held(pattern_namespace(namespaces, frame, args)),
+            _ => return false,
+        }
+        let mut keyed = false;
+        let mut held = false;
+        if let Some(spec) = resolved.spec {
+            let _ = for_each_key(spec, frame, args, |key| {
+                keyed = true;
+                held = table.held(namespaces.of_key(key));
+                if held {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            });
+        }
+        held || (!keyed && table.held(namespaces.default_id()))
     }
 
     /// Answers a malformed request and stops reading: Redis closes such connections too.
@@ -383,6 +435,12 @@ impl Session {
     ) {
         self.prepare_link(endpoint);
         self.links[endpoint].queue(frame);
+        // Inside a transaction every command may concern any namespace (it all runs at EXEC).
+        self.tag = if self.tx.is_some() {
+            super::NS_ANY
+        } else {
+            u32::from(ns)
+        };
         self.expect(Source::Upstream(endpoint), now);
         self.stats
             .request(&self.shared.stats, ns, endpoint, command);

@@ -59,6 +59,8 @@ pub struct Shared {
     pub stats: RequestStats,
     /// Shadow and secondary lanes.
     pub shadow: Arc<crate::shadow::Shadow>,
+    /// Every session's drain state, for cutovers.
+    pub sessions: Arc<crate::cutover::registry::Registry>,
 }
 
 /// Where a pending reply comes from.
@@ -95,7 +97,16 @@ struct Pending {
     silent: bool,
     /// The reply is also wanted for a shadow comparison or a transaction's copy.
     capture: Option<Box<mirror::Capture>>,
+    /// The namespace the request belongs to, for a cutover's drain: [`NS_ANY`] when it may
+    /// concern any (transactions, state commands, split requests), [`NS_NONE`] for
+    /// turnout's own replies.
+    ns: u32,
 }
+
+/// A pending reply that may concern any namespace.
+const NS_ANY: u32 = u32::MAX;
+/// A pending reply that concerns no endpoint.
+const NS_NONE: u32 = u32::MAX - 1;
 
 /// CLIENT REPLY's mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,6 +175,21 @@ struct Session {
     stats: LocalStats,
     /// Shadow and dual-write copies.
     mirror: mirror::Mirror,
+    /// The namespace of the next pending entry ([`NS_ANY`] unless `forward` says).
+    tag: u32,
+    /// The next request belongs to a namespace a cutover holds: it waits in `cin`.
+    holding: bool,
+    /// This session's drain state, for cutovers.
+    registration: crate::cutover::registry::Registration,
+}
+
+/// Waits for the next published route snapshot and hands the receiver back.
+async fn next_change(mut rx: watch::Receiver<u64>) -> watch::Receiver<u64> {
+    if rx.changed().await.is_err() {
+        // The router is gone (shutdown): never wake again.
+        std::future::pending::<()>().await;
+    }
+    rx
 }
 
 /// Numbers sessions, so each keeps to one shadow lane.
@@ -173,6 +199,7 @@ static SESSIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::ne
 pub async fn serve(client: TcpStream, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
     let links = (0..shared.config.endpoints.len()).map(Link::new).collect();
     let shared_auth_free = shared.config.proxy.auth.is_none();
+    let registration = shared.sessions.register();
     let mut session = Session {
         shared,
         client,
@@ -195,6 +222,9 @@ pub async fn serve(client: TcpStream, shared: Arc<Shared>, mut shutdown: watch::
         client_eof: false,
         stats: LocalStats::default(),
         mirror: mirror::Mirror::new(SESSIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)),
+        tag: NS_ANY,
+        holding: false,
+        registration,
     };
     match session.run(&mut shutdown).await {
         Ok(()) => tracing::debug!("client connection closed"),
@@ -215,16 +245,20 @@ impl Session {
         // register with the channel's shared waiter list (a lock) on every command.
         let mut shutdown_started = std::pin::pin!(crate::shutdown::wait(shutdown));
         let mut shut_down = false;
+        // Wakes the session when a route snapshot is published (a cutover's hold or release);
+        // re-armed only after it fires, so the hot path never touches the channel.
+        let mut routes_changed = Box::pin(next_change(self.shared.router.subscribe()));
         loop {
             self.dispatch_buffered();
             self.deliver()?;
             self.flush_copies();
+            self.report_drain();
             self.stats.flush(&self.shared.stats);
             self.connect_waiting_links();
             // A client that closed is gone, as Redis sees it: every request it sent still
             // reaches its endpoint, but nobody waits for replies (a blocked command must not
             // outlive its client and swallow the next job).
-            if self.client_eof && self.unsent() == 0 {
+            if self.client_eof && self.unsent() == 0 && !self.holding {
                 return Ok(());
             }
             if self.stop_reading && self.pending.is_empty() && self.cout.is_empty() {
@@ -240,9 +274,26 @@ impl Session {
                     self.stop_reading = true;
                     self.cin.clear();
                     self.resume = Default::default();
+                    self.holding = false;
+                }
+                rx = &mut routes_changed => {
+                    routes_changed = Box::pin(next_change(rx));
                 }
             }
         }
+    }
+
+    /// Records whether this session still owes replies for a held namespace.
+    fn report_drain(&mut self) {
+        let table = self.shared.router.load();
+        let drained = !table.any_held
+            || !self.pending.iter().any(|p| {
+                p.ns == NS_ANY
+                    || (p.ns != NS_NONE && u16::try_from(p.ns).is_ok_and(|ns| table.held(ns)))
+            });
+        self.registration
+            .slot
+            .record(table.epoch, drained, self.holding);
     }
 
     /// Records that a reply is owed, silenced if CLIENT REPLY says so. Turnout's own
@@ -256,11 +307,16 @@ impl Session {
                 true
             }
         };
+        let ns = match source {
+            Source::Local(_) => NS_NONE,
+            _ => std::mem::replace(&mut self.tag, NS_ANY),
+        };
         self.pending.push_back(Pending {
             source,
             since,
             silent,
             capture: None,
+            ns,
         });
     }
 
@@ -323,7 +379,10 @@ impl Session {
         for ep in 0..self.links.len() {
             progressed |= self.poll_link_write(ep, cx)?;
         }
-        if self.wants_requests() && !self.client_eof {
+        // While a request is held, what follows it waits in `cin`, up to the buffer bound.
+        let cin_room =
+            !self.holding || self.cin.len() < self.shared.config.proxy.max_buffered_bytes;
+        if self.wants_requests() && !self.client_eof && cin_room {
             if self.cin.capacity() - self.cin.len() < READ_CHUNK / 4 {
                 self.cin.reserve(READ_CHUNK);
             }

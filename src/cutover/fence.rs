@@ -1,0 +1,109 @@
+//! The replication fence and promotion: turnout's own short commands to the two endpoints.
+
+use crate::resp::reply::complete_len;
+use bytes::BytesMut;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// A fence key left behind by a crash expires by itself.
+const FENCE_TTL_MS: &str = "600000";
+
+/// Writes a unique key under `prefix` through `old`, waits until `new` has it (replication
+/// caught up past every write acknowledged before it), then deletes it on both.
+pub(super) async fn replicated(
+    old: &str,
+    new: &str,
+    prefix: &str,
+    connect_timeout: Duration,
+    deadline: Instant,
+) -> Result<(), String> {
+    let within = tokio::time::Instant::from_std(deadline);
+    let run = async {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let key = format!("{prefix}turnout:fence:{}:{nanos}", std::process::id());
+        let token = format!("{nanos}");
+        let mut old_conn = open(old, connect_timeout).await?;
+        let reply = command(&mut old_conn, &["SET", &key, &token, "PX", FENCE_TTL_MS]).await?;
+        if reply != b"+OK\r\n" {
+            return Err(format!(
+                "the old endpoint refused the fence key: {}",
+                String::from_utf8_lossy(&reply).trim_end()
+            ));
+        }
+        let mut new_conn = open(new, connect_timeout).await?;
+        let expected = format!("${}\r\n{token}\r\n", token.len());
+        loop {
+            let reply = command(&mut new_conn, &["GET", &key]).await?;
+            if reply == expected.as_bytes() {
+                break;
+            }
+            tokio::time::sleep(super::POLL).await;
+        }
+        // On the old endpoint (replicated to the new one); on the new one in case it is a
+        // writable replica. A read-only replica refuses: that is fine.
+        let _ = command(&mut old_conn, &["DEL", &key]).await?;
+        let _ = command(&mut new_conn, &["DEL", &key]).await;
+        Ok(())
+    };
+    match tokio::time::timeout_at(within, run).await {
+        Ok(result) => result,
+        Err(_) => Err("the fence key did not reach the new endpoint before the deadline (is replication running and caught up?)".to_string()),
+    }
+}
+
+/// `REPLICAOF NO ONE` on the new endpoint.
+pub(super) async fn promote(
+    new: &str,
+    connect_timeout: Duration,
+    deadline: Instant,
+) -> Result<(), String> {
+    let within = tokio::time::Instant::from_std(deadline);
+    let run = async {
+        let mut conn = open(new, connect_timeout).await?;
+        let reply = command(&mut conn, &["REPLICAOF", "NO", "ONE"]).await?;
+        if reply == b"+OK\r\n" {
+            Ok(())
+        } else {
+            Err(format!(
+                "REPLICAOF NO ONE refused: {}",
+                String::from_utf8_lossy(&reply).trim_end()
+            ))
+        }
+    };
+    match tokio::time::timeout_at(within, run).await {
+        Ok(result) => result,
+        Err(_) => Err("REPLICAOF NO ONE did not answer before the deadline".to_string()),
+    }
+}
+
+async fn open(address: &str, timeout: Duration) -> Result<TcpStream, String> {
+    crate::upstream::connect(address, timeout)
+        .await
+        .map_err(|e| format!("{address}: {e}"))
+}
+
+/// Sends one command and reads its whole reply.
+async fn command(conn: &mut TcpStream, args: &[&str]) -> Result<Vec<u8>, String> {
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for arg in args {
+        out.extend_from_slice(format!("${}\r\n{arg}\r\n", arg.len()).as_bytes());
+    }
+    conn.write_all(&out).await.map_err(|e| e.to_string())?;
+    let mut buf = BytesMut::with_capacity(256);
+    loop {
+        match complete_len(&buf) {
+            Ok(Some(len)) => return Ok(buf[..len].to_vec()),
+            Ok(None) => {}
+            Err(e) => return Err(format!("invalid reply: {e}")),
+        }
+        if buf.len() > 1 << 20 {
+            return Err("reply too large".to_string());
+        }
+        if conn.read_buf(&mut buf).await.map_err(|e| e.to_string())? == 0 {
+            return Err("connection closed".to_string());
+        }
+    }
+}

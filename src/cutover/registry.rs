@@ -1,0 +1,82 @@
+//! Which sessions have drained a held namespace: the drain step's evidence.
+//!
+//! Every session owns a [`SessionSlot`] here. At the end of each turn it records the epoch of
+//! the route table it checked and whether it still owes replies for a held namespace. The
+//! cutover waits until every live session has recorded the hold's epoch as drained: then no
+//! command of the namespace is in flight to the old endpoint, and none can be sent there.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+
+/// One session's drain state.
+#[derive(Debug, Default)]
+pub struct SessionSlot {
+    /// The newest route-table epoch at which the session owed nothing to a held namespace.
+    drained: AtomicU64,
+    /// The session is holding a request for a held namespace.
+    holding: AtomicBool,
+}
+
+impl SessionSlot {
+    /// Records the session's state at the end of a turn.
+    pub fn record(&self, epoch: u64, drained: bool, holding: bool) {
+        if drained {
+            self.drained.fetch_max(epoch, Relaxed);
+        }
+        self.holding.store(holding, Relaxed);
+    }
+}
+
+/// Every live session's slot.
+#[derive(Debug, Default)]
+pub struct Registry {
+    next: AtomicU64,
+    slots: Mutex<HashMap<u64, Arc<SessionSlot>>>,
+}
+
+/// Removes a session's slot when the session ends.
+#[derive(Debug)]
+pub struct Registration {
+    registry: Arc<Registry>,
+    id: u64,
+    /// The slot.
+    pub slot: Arc<SessionSlot>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        if let Ok(mut slots) = self.registry.slots.lock() {
+            slots.remove(&self.id);
+        }
+    }
+}
+
+impl Registry {
+    /// Registers a new session.
+    pub fn register(self: &Arc<Self>) -> Registration {
+        let id = self.next.fetch_add(1, Relaxed);
+        let slot = Arc::new(SessionSlot::default());
+        if let Ok(mut slots) = self.slots.lock() {
+            slots.insert(id, slot.clone());
+        }
+        Registration {
+            registry: self.clone(),
+            id,
+            slot,
+        }
+    }
+
+    /// Sessions that have not drained at `epoch` yet, and sessions holding a request.
+    pub fn pending(&self, epoch: u64) -> (usize, usize) {
+        let Ok(slots) = self.slots.lock() else {
+            return (usize::MAX, 0);
+        };
+        let undrained = slots
+            .values()
+            .filter(|s| s.drained.load(Relaxed) < epoch)
+            .count();
+        let holding = slots.values().filter(|s| s.holding.load(Relaxed)).count();
+        (undrained, holding)
+    }
+}
