@@ -89,6 +89,7 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<(), S
         control.clone(),
         config.clone(),
         shared.sessions.clone(),
+        shared.shadow.clone(),
     ));
     let admin_state = Arc::new(AdminState {
         control,

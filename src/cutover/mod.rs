@@ -133,6 +133,7 @@ pub struct Cutovers {
     control: Arc<RouteControl>,
     config: Arc<Config>,
     sessions: Arc<registry::Registry>,
+    shadow: Arc<crate::shadow::Shadow>,
     state: Mutex<State>,
 }
 
@@ -151,11 +152,13 @@ impl Cutovers {
         control: Arc<RouteControl>,
         config: Arc<Config>,
         sessions: Arc<registry::Registry>,
+        shadow: Arc<crate::shadow::Shadow>,
     ) -> Self {
         Cutovers {
             control,
             config,
             sessions,
+            shadow,
             state: Mutex::new(State {
                 next: 1,
                 ..State::default()
@@ -375,12 +378,14 @@ impl Cutovers {
         let began = step("drain");
         loop {
             let (undrained, _) = self.sessions.pending(epoch);
-            if undrained == 0 {
+            // Dual-write copies still on their way to the secondary would land after the flip.
+            let copies = self.shadow.outstanding(ns);
+            if undrained == 0 && copies == 0 {
                 break;
             }
             if Instant::now() >= deadline {
                 let reason = format!(
-                    "{undrained} session(s) still had commands of the namespace in flight at the deadline"
+                    "at the deadline {undrained} session(s) still had commands of the namespace in flight, and {copies} dual-write cop(ies) were not yet answered"
                 );
                 end_step(began, Some(reason.clone()));
                 return Err(("drain", reason));

@@ -286,11 +286,14 @@ impl Session {
     /// Records whether this session still owes replies for a held namespace.
     fn report_drain(&mut self) {
         let table = self.shared.router.load();
+        // An open transaction (or WATCH) routes with its own, older snapshot: it may still
+        // send anything to the old endpoint, so it drains nothing until it ends.
         let drained = !table.any_held
-            || !self.pending.iter().any(|p| {
-                p.ns == NS_ANY
-                    || (p.ns != NS_NONE && u16::try_from(p.ns).is_ok_and(|ns| table.held(ns)))
-            });
+            || self.tx.is_none()
+                && !self.pending.iter().any(|p| {
+                    p.ns == NS_ANY
+                        || (p.ns != NS_NONE && u16::try_from(p.ns).is_ok_and(|ns| table.held(ns)))
+                });
         self.registration
             .slot
             .record(table.epoch, drained, self.holding);

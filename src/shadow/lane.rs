@@ -17,7 +17,7 @@ use crate::route::NsId;
 use bytes::{Buf, Bytes, BytesMut};
 use std::collections::VecDeque;
 
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 
 use std::time::Duration;
@@ -82,6 +82,8 @@ pub(super) struct Lane {
     queued_bytes: Arc<AtomicUsize>,
     /// Jobs sessions queued for this lane and it has not taken yet.
     queued_jobs: Arc<AtomicUsize>,
+    /// Per namespace, jobs submitted and not yet answered, failed or dropped.
+    outstanding: Arc<[AtomicU64]>,
     /// The connection's SELECT and HELLO, as last sent.
     applied: ConnState,
     in_flight: VecDeque<(Instant, Expect)>,
@@ -107,6 +109,7 @@ impl Lane {
         report: Arc<Report>,
         queued_bytes: Arc<AtomicUsize>,
         queued_jobs: Arc<AtomicUsize>,
+        outstanding: Arc<[AtomicU64]>,
     ) -> Self {
         Lane {
             endpoint,
@@ -114,6 +117,7 @@ impl Lane {
             report,
             queued_bytes,
             queued_jobs,
+            outstanding,
             applied: ConnState::default(),
             in_flight: VecDeque::new(),
             waiting: VecDeque::new(),
@@ -194,8 +198,16 @@ impl Lane {
         }
     }
 
+    /// A job leaves the lane (answered, failed or dropped): its bytes and its count go back.
+    fn release(&self, ns: NsId, size: usize) {
+        self.queued_bytes.fetch_sub(size, Relaxed);
+        if let Some(n) = self.outstanding.get(usize::from(ns)) {
+            n.fetch_sub(1, Relaxed);
+        }
+    }
+
     fn drop_job(&mut self, job: Job) {
-        self.queued_bytes.fetch_sub(job.frame.len(), Relaxed);
+        self.release(job.ns, job.frame.len());
         self.report.record(job.ns, job.command, Outcome::Dropped);
     }
 
@@ -249,7 +261,7 @@ impl Lane {
             let held = std::mem::take(&mut self.held);
             for job in held {
                 if job.state == wanted {
-                    self.queued_bytes.fetch_sub(job.frame.len(), Relaxed);
+                    self.release(job.ns, job.frame.len());
                     self.report.log_note(
                         job.ns,
                         job.command,
@@ -429,7 +441,7 @@ impl Lane {
                 }
             }
             Expect::Done(meta, DoneCheck::Write { transaction }) => {
-                self.queued_bytes.fetch_sub(meta.size, Relaxed);
+                self.release(meta.ns, meta.size);
                 let part_error = self.part_error.take();
                 let failed = match (&part_error, reply) {
                     (Some(error), _) => Some(&error[..]),
@@ -449,7 +461,7 @@ impl Lane {
                 }
             }
             Expect::Done(meta, DoneCheck::Compare(primary, how)) => {
-                self.queued_bytes.fetch_sub(meta.size, Relaxed);
+                self.release(meta.ns, meta.size);
                 let Some(shadow) = reply else {
                     return self.report.record(meta.ns, meta.command, Outcome::Dropped);
                 };
@@ -513,7 +525,7 @@ impl Lane {
     /// A connection failed: every reply it owed is a shadow error.
     fn fail_in_flight(&mut self, cause: &str) {
         for job in std::mem::take(&mut self.held) {
-            self.queued_bytes.fetch_sub(job.frame.len(), Relaxed);
+            self.release(job.ns, job.frame.len());
             self.report.log_note(
                 job.ns,
                 job.command,
@@ -525,7 +537,7 @@ impl Lane {
         self.unsettled_state = 0;
         for (_, expect) in std::mem::take(&mut self.in_flight) {
             if let Expect::Done(meta, _) = expect {
-                self.queued_bytes.fetch_sub(meta.size, Relaxed);
+                self.release(meta.ns, meta.size);
                 self.report.log_note(
                     meta.ns,
                     meta.command,

@@ -17,7 +17,7 @@ use crate::config::{Config, EndpointId};
 use crate::route::NsId;
 use bytes::Bytes;
 use report::{Outcome, Report};
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
@@ -89,6 +89,9 @@ pub struct Shadow {
     lanes: Vec<Vec<LaneHandle>>,
     /// `[shadow] queue`: most jobs waiting for one lane.
     queue: usize,
+    /// Per namespace, copies handed to a lane and not yet answered, failed or dropped (a
+    /// cutover waits for none to be left before it flips).
+    outstanding: Arc<[AtomicU64]>,
     /// Request bytes queued or in flight on every lane together.
     queued_bytes: Arc<AtomicUsize>,
     max_queued_bytes: usize,
@@ -109,6 +112,7 @@ impl Shadow {
             settings.log_values,
         ));
         let queued_bytes = Arc::new(AtomicUsize::new(0));
+        let outstanding: Arc<[AtomicU64]> = (0..routes).map(|_| AtomicU64::new(0)).collect();
         let lanes = (0..config.endpoints.len())
             .map(|ep| {
                 (0..settings.connections)
@@ -122,6 +126,7 @@ impl Shadow {
                             report.clone(),
                             queued_bytes.clone(),
                             queued.clone(),
+                            outstanding.clone(),
                         );
                         tokio::spawn(lane.run(rx));
                         LaneHandle { tx, queued }
@@ -134,6 +139,7 @@ impl Shadow {
             queued_bytes,
             max_queued_bytes: settings.max_queued_bytes,
             queue: settings.queue,
+            outstanding,
             report,
             max_compare_bytes: settings.max_compare_bytes,
         })
@@ -161,6 +167,11 @@ impl Shadow {
             lane.queued.fetch_sub(count, Relaxed);
             return self.drop_all(&jobs);
         }
+        for job in &jobs {
+            if let Some(n) = self.outstanding.get(usize::from(job.ns)) {
+                n.fetch_add(1, Relaxed);
+            }
+        }
         if let Err(e) = lane.tx.try_send(jobs) {
             self.queued_bytes.fetch_sub(size, Relaxed);
             lane.queued.fetch_sub(count, Relaxed);
@@ -169,8 +180,20 @@ impl Shadow {
                     jobs
                 }
             };
+            for job in &jobs {
+                if let Some(n) = self.outstanding.get(usize::from(job.ns)) {
+                    n.fetch_sub(1, Relaxed);
+                }
+            }
             self.drop_all(&jobs);
         }
+    }
+
+    /// Copies of a namespace handed to a lane and not settled yet.
+    pub fn outstanding(&self, ns: NsId) -> u64 {
+        self.outstanding
+            .get(usize::from(ns))
+            .map_or(0, |n| n.load(Relaxed))
     }
 
     fn drop_all(&self, jobs: &[Job]) {
