@@ -10,9 +10,11 @@
 //! turnout ctl shadow [--once] [--interval DURATION] [--all]
 //! turnout ctl shadow --mismatches [--namespace NS] [--limit N]
 //! turnout ctl shadow --reset [NAMESPACE]
+//! turnout ctl cutover NAMESPACE --to ENDPOINT --reason TEXT [--fence replication|drain]
+//!     [--timeout DURATION] [--promote]
 //! ```
 
-use anyhow::{bail, Context as _};
+use anyhow::Context as _;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::{Method, Request, StatusCode};
@@ -20,10 +22,50 @@ use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use std::fmt::Write as _;
 use std::io::{IsTerminal as _, Write as _};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 /// How long one admin call may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often `ctl cutover` reads the cutover's report.
+const CUTOVER_POLL: Duration = Duration::from_millis(20);
+/// How long past its `--timeout` `ctl cutover` keeps reading a report that says `running`
+/// (turnout ends every cutover by its deadline; the flip's write of the state file may
+/// take a little longer).
+const CUTOVER_MARGIN: Duration = Duration::from_secs(5);
+
+/// A failure that asks for its own exit code; every other error exits 1.
+#[derive(Debug)]
+pub struct Failure {
+    /// The process's exit code.
+    pub code: u8,
+    /// What went wrong, for stderr.
+    pub message: String,
+}
+
+impl Failure {
+    fn new(code: u8, message: impl Into<String>) -> Self {
+        Failure {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Failure {}
+
+/// The admin API answered with an error status.
+#[derive(Debug, thiserror::Error)]
+#[error("{status}: {message}")]
+struct ApiError {
+    status: StatusCode,
+    message: String,
+}
 
 /// Where the admin API is and how to authenticate.
 #[derive(Debug, clap::Args)]
@@ -94,6 +136,38 @@ pub enum CtlCommand {
     /// --interval until Ctrl-C (--once: one table; --json: the API's JSON once). With
     /// --mismatches, the recent mismatches; with --reset, restart the counts.
     Shadow(ShadowArgs),
+    /// Move a namespace to another endpoint with a fenced cutover (hold its commands, drain
+    /// the ones in flight, fence, flip) and show each step as it ends. Exit status: 0 when it
+    /// completed, 1 when it aborted (the route is unchanged), 2 when it could not start (the
+    /// API's refusal is printed), 3 when its outcome is unknown (the report could not be read
+    /// to its end; see GET /v1/cutovers/ID).
+    Cutover(CutoverArgs),
+}
+
+/// `turnout ctl cutover`.
+#[derive(Debug, clap::Args)]
+pub struct CutoverArgs {
+    /// The namespace (or `default`).
+    pub namespace: String,
+    /// The endpoint to move it to.
+    #[arg(long, value_name = "ENDPOINT")]
+    pub to: String,
+    /// How the new endpoint is known to have every acknowledged write: `replication` (a key
+    /// written through the old endpoint must reach the new one, which replicates from it) or
+    /// `drain` (only drain the commands in flight: for data that need not carry over, e.g. a
+    /// cache).
+    #[arg(long, value_parser = ["replication", "drain"], default_value = "replication")]
+    pub fence: String,
+    /// Bound on the whole cutover (`2s`, `500ms`, or seconds as a number); past it the
+    /// cutover aborts and the route stays as it was.
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_timeout)]
+    pub timeout: Duration,
+    /// Send `REPLICAOF NO ONE` to the new endpoint after the fence.
+    #[arg(long)]
+    pub promote: bool,
+    /// Why, for the audit log.
+    #[arg(long)]
+    pub reason: String,
 }
 
 /// `turnout ctl shadow`.
@@ -144,6 +218,24 @@ fn parse_interval(text: &str) -> Result<Duration, String> {
         return Err("must be between 10ms and 24h".to_string());
     }
     Ok(interval)
+}
+
+/// `--timeout` of a cutover: a humantime duration (`2s`, `500ms`) or a number of seconds,
+/// from 1ms to the API's bound.
+fn parse_timeout(text: &str) -> Result<Duration, String> {
+    let timeout = match text.trim().parse::<f64>() {
+        Ok(secs) if (0.0..=1e9).contains(&secs) => Duration::from_secs_f64(secs),
+        Ok(_) => return Err("must be a positive duration".to_string()),
+        Err(_) => humantime::parse_duration(text.trim()).map_err(|e| e.to_string())?,
+    };
+    let max = crate::cutover::MAX_TIMEOUT;
+    if timeout < Duration::from_millis(1) || timeout > max {
+        return Err(format!(
+            "must be between 1ms and {}",
+            humantime::format_duration(max)
+        ));
+    }
+    Ok(timeout)
 }
 
 /// Runs one ctl command.
@@ -248,6 +340,7 @@ pub async fn run(args: CtlArgs, command: CtlCommand) -> anyhow::Result<()> {
             Ok(())
         }
         CtlCommand::Shadow(shadow) => run_shadow(&args, shadow).await,
+        CtlCommand::Cutover(cutover) => run_cutover(&args, &cutover).await,
     }
 }
 
@@ -584,6 +677,241 @@ async fn print_mismatches(args: &CtlArgs, shadow: &ShadowArgs) -> anyhow::Result
     Ok(())
 }
 
+/// `turnout ctl cutover`: starts the cutover, then reads its report every [`CUTOVER_POLL`]
+/// and shows each step as it ends, until it completed or aborted.
+async fn run_cutover(args: &CtlArgs, cutover: &CutoverArgs) -> anyhow::Result<()> {
+    let body = serde_json::json!({
+        "to": cutover.to,
+        "fence": cutover.fence,
+        "timeout_ms": u64::try_from(cutover.timeout.as_nanos().div_ceil(1_000_000))
+            .unwrap_or(u64::MAX),
+        "promote": cutover.promote,
+        "reason": cutover.reason,
+    });
+    let path = format!("/v1/routes/{}/cutover", cutover.namespace);
+    let started = call(args, Method::POST, &path, Some(body), None)
+        .await
+        .map_err(|e| Failure::new(2, format!("{e:#}")))?;
+    let Some(id) = started["id"].as_u64() else {
+        return Err(Failure::new(
+            2,
+            format!("the API answered without a cutover id: {started}"),
+        )
+        .into());
+    };
+    let report_path = format!("/v1/cutovers/{id}");
+    let mut progress = Progress {
+        shown: !args.json,
+        terminal: !args.json && std::io::stdout().is_terminal(),
+        header: false,
+        printed: 0,
+        bar: false,
+        began: Instant::now(),
+        timeout: cutover.timeout,
+    };
+    let bound = tokio::time::Instant::now() + cutover.timeout + CUTOVER_MARGIN;
+    let stop = tokio::signal::ctrl_c();
+    tokio::pin!(stop);
+    let mut last_error = None;
+    let report = loop {
+        let fetched = tokio::select! {
+            fetched = tokio::time::timeout_at(bound, call(args, Method::GET, &report_path, None, None)) => fetched,
+            _ = &mut stop => {
+                progress.clear();
+                return Err(Failure::new(3, format!(
+                    "interrupted; cutover {id} goes on in turnout: see GET {report_path}"
+                )).into());
+            }
+        };
+        match fetched {
+            Ok(Ok(doc)) => {
+                progress.show(&doc)?;
+                if doc["outcome"] != "running" {
+                    break Some(doc);
+                }
+            }
+            // Read again: turnout may have been busy or restarting.
+            Ok(Err(e)) => last_error = Some(e),
+            Err(_) => break None,
+        }
+        if tokio::time::Instant::now() >= bound {
+            break None;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(CUTOVER_POLL) => {}
+            _ = &mut stop => {
+                progress.clear();
+                return Err(Failure::new(3, format!(
+                    "interrupted; cutover {id} goes on in turnout: see GET {report_path}"
+                )).into());
+            }
+        }
+    };
+    let Some(report) = report else {
+        progress.clear();
+        let why = match last_error {
+            Some(e) => format!("its report could not be read ({e:#})"),
+            None => "its report still said running".to_string(),
+        };
+        return Err(Failure::new(
+            3,
+            format!(
+                "outcome of cutover {id} unknown: {why} {} after its timeout; see GET {report_path}",
+                humantime::format_duration(CUTOVER_MARGIN)
+            ),
+        )
+        .into());
+    };
+    if args.json {
+        println!("{report}");
+    }
+    match s(&report["outcome"]) {
+        "completed" => Ok(()),
+        "aborted" => Err(Failure::new(
+            1,
+            format!(
+                "cutover {id} aborted at {}; {} still routes to {}",
+                s(&report["failed_step"]),
+                s(&report["namespace"]),
+                s(&report["from"])
+            ),
+        )
+        .into()),
+        other => Err(Failure::new(
+            3,
+            format!("cutover {id} ended with an unknown outcome \"{other}\""),
+        )
+        .into()),
+    }
+}
+
+/// What `ctl cutover` has shown of a report so far: plain lines, one per step as it ends,
+/// and on a terminal a progress bar for the running step, redrawn in place.
+struct Progress {
+    /// Anything is shown (not with `--json`).
+    shown: bool,
+    /// Stdout is a terminal: draw the bar.
+    terminal: bool,
+    /// The header line is out.
+    header: bool,
+    /// Steps whose line is out.
+    printed: usize,
+    /// The bar is on the screen (the cursor at the end of its line).
+    bar: bool,
+    /// When the cutover was started, for the bar.
+    began: Instant,
+    /// The cutover's bound, for the bar.
+    timeout: Duration,
+}
+
+impl Progress {
+    /// Shows what is new in `doc`, a `GET /v1/cutovers/{id}` report.
+    fn show(&mut self, doc: &Value) -> anyhow::Result<()> {
+        if !self.shown {
+            return Ok(());
+        }
+        let mut out = String::new();
+        if self.bar {
+            out.push_str("\r\x1b[2K");
+            self.bar = false;
+        }
+        if !self.header {
+            self.header = true;
+            let _ = writeln!(
+                out,
+                "cutover {} of {}: {} -> {} (fence {}{}, timeout {})",
+                doc["id"],
+                s(&doc["namespace"]),
+                s(&doc["from"]),
+                s(&doc["to"]),
+                s(&doc["fence"]),
+                if doc["promote"] == true {
+                    ", promote"
+                } else {
+                    ""
+                },
+                humantime::format_duration(self.timeout)
+            );
+        }
+        let steps: &[Value] = doc["steps"].as_array().map_or(&[], Vec::as_slice);
+        for step in steps.iter().skip(self.printed) {
+            let Some(took) = step["took_ms"].as_f64() else {
+                break;
+            };
+            let status = if step["error"].is_null() {
+                "ok"
+            } else {
+                "failed"
+            };
+            let _ = writeln!(out, "{:<9} {:<6} {took:>7.1} ms", s(&step["step"]), status);
+            self.printed += 1;
+        }
+        match s(&doc["outcome"]) {
+            "running" => {
+                if self.terminal {
+                    let name = steps.get(self.printed).map_or("...", |st| s(&st["step"]));
+                    out.push_str(&bar(name, self.began.elapsed(), self.timeout));
+                    self.bar = true;
+                }
+            }
+            "completed" => {
+                let total: f64 = steps.iter().filter_map(|st| st["took_ms"].as_f64()).sum();
+                let held = doc["held_sessions"].as_u64().unwrap_or(0);
+                let _ = writeln!(
+                    out,
+                    "completed in {total:.1} ms (pause {:.1} ms, {held} session{} held)",
+                    doc["pause_ms"].as_f64().unwrap_or(0.0),
+                    if held == 1 { "" } else { "s" }
+                );
+            }
+            "aborted" => {
+                let _ = writeln!(
+                    out,
+                    "aborted at {}: {}",
+                    s(&doc["failed_step"]),
+                    s(&doc["error"])
+                );
+            }
+            other => {
+                let _ = writeln!(out, "outcome {other}");
+            }
+        }
+        let mut stdout = std::io::stdout().lock();
+        stdout
+            .write_all(out.as_bytes())
+            .and_then(|()| stdout.flush())
+            .context("cannot write to stdout")
+    }
+
+    /// Takes the bar off the screen.
+    fn clear(&mut self) {
+        if self.bar {
+            self.bar = false;
+            let mut stdout = std::io::stdout().lock();
+            let _ = stdout.write_all(b"\r\x1b[2K").and_then(|()| stdout.flush());
+        }
+    }
+}
+
+/// The progress bar of the running step: time used of the cutover's bound, no newline.
+fn bar(step: &str, elapsed: Duration, timeout: Duration) -> String {
+    const WIDTH: usize = 30;
+    let used = elapsed.min(timeout);
+    let filled = if timeout.is_zero() {
+        WIDTH
+    } else {
+        // At most WIDTH: the ratio is at most 1.
+        (used.as_secs_f64() / timeout.as_secs_f64() * WIDTH as f64).round() as usize
+    };
+    format!(
+        "{step:<9} [{}{}] {} / {} ms",
+        "#".repeat(filled.min(WIDTH)),
+        "-".repeat(WIDTH - filled.min(WIDTH)),
+        used.as_millis(),
+        timeout.as_millis()
+    )
+}
+
 async fn call(
     args: &CtlArgs,
     method: Method,
@@ -637,12 +965,12 @@ async fn exchange(
     let bytes = res.into_body().collect().await?.to_bytes();
     let doc: Value = serde_json::from_slice(&bytes)
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
-    if status != StatusCode::OK {
+    if !status.is_success() {
         let message = doc["error"]
             .as_str()
             .map(str::to_string)
             .unwrap_or_else(|| doc.to_string());
-        bail!("{status}: {message}");
+        return Err(ApiError { status, message }.into());
     }
     Ok(doc)
 }

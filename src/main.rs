@@ -82,12 +82,17 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
+/// 0 on success; on an error, its message on stderr and exit status 1, or the status a
+/// [`turnout::ctl::Failure`] asks for.
 fn exit(result: anyhow::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("turnout: {e:#}");
-            ExitCode::FAILURE
+            match e.downcast_ref::<turnout::ctl::Failure>() {
+                Some(failure) => ExitCode::from(failure.code),
+                None => ExitCode::FAILURE,
+            }
         }
     }
 }

@@ -79,6 +79,17 @@ pub(super) async fn promote(
     }
 }
 
+/// `CLIENT UNBLOCK id ERROR` on the old endpoint: the blocked command fails with
+/// `-UNBLOCKED`, which its session takes as the signal to send it again after the flip.
+pub(super) async fn unblock(old: &str, ids: &[u64], connect_timeout: Duration) -> Result<(), String> {
+    let mut conn = open(old, connect_timeout).await?;
+    for id in ids {
+        let id = id.to_string();
+        command(&mut conn, &["CLIENT", "UNBLOCK", &id, "ERROR"]).await?;
+    }
+    Ok(())
+}
+
 async fn open(address: &str, timeout: Duration) -> Result<TcpStream, String> {
     crate::upstream::connect(address, timeout)
         .await

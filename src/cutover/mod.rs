@@ -376,7 +376,25 @@ impl Cutovers {
         end_step: &impl Fn(Instant, Option<String>),
     ) -> Result<(), (&'static str, String)> {
         let began = step("drain");
+        let mut unblocked = std::collections::HashSet::new();
         loop {
+            // Blocked commands of the namespace would keep the drain waiting: unblock them;
+            // their sessions send them again once the hold is released.
+            let blocked: Vec<u64> = self
+                .sessions
+                .blocked()
+                .into_iter()
+                .filter(|&(ep, id)| ep == from && unblocked.insert(id))
+                .map(|(_, id)| id)
+                .collect();
+            if !blocked.is_empty() {
+                let old = &self.config.endpoints[from].address;
+                if let Err(e) =
+                    fence::unblock(old, &blocked, self.config.proxy.connect_timeout).await
+                {
+                    tracing::warn!(cause = %e, "cutover: could not unblock blocked commands");
+                }
+            }
             let (undrained, _) = self.sessions.pending(epoch);
             // Dual-write copies still on their way to the secondary would land after the flip.
             let copies = self.shadow.outstanding(ns);

@@ -16,6 +16,8 @@ pub struct SessionSlot {
     drained: AtomicU64,
     /// The session is holding a request for a held namespace.
     holding: AtomicBool,
+    /// Its last command blocks on this endpoint's connection with this `CLIENT ID`.
+    blocked: Mutex<Option<(usize, u64)>>,
 }
 
 impl SessionSlot {
@@ -25,6 +27,13 @@ impl SessionSlot {
             self.drained.fetch_max(epoch, Relaxed);
         }
         self.holding.store(holding, Relaxed);
+    }
+
+    /// Records where the session's last command blocks, if it can be unblocked.
+    pub fn set_blocked(&self, blocked: Option<(usize, u64)>) {
+        if let Ok(mut b) = self.blocked.lock() {
+            *b = blocked;
+        }
     }
 }
 
@@ -65,6 +74,17 @@ impl Registry {
             id,
             slot,
         }
+    }
+
+    /// Blocked commands that may be unblocked: (endpoint, `CLIENT ID`).
+    pub fn blocked(&self) -> Vec<(usize, u64)> {
+        let Ok(slots) = self.slots.lock() else {
+            return Vec::new();
+        };
+        slots
+            .values()
+            .filter_map(|s| s.blocked.lock().ok().and_then(|b| *b))
+            .collect()
     }
 
     /// Sessions that have not drained at `epoch` yet, and sessions holding a request.

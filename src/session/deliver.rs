@@ -10,7 +10,7 @@ use crate::command::policy::StateKind;
 use crate::config::EndpointId;
 use crate::resp::reply::ReplyScan;
 use crate::upstream::UpstreamError;
-use bytes::{Buf, Bytes};
+use bytes::{Buf, Bytes, BytesMut};
 use std::time::Instant;
 
 impl Session {
@@ -18,7 +18,25 @@ impl Session {
     pub(super) fn deliver(&mut self) -> Result<(), End> {
         let mut now: Option<Instant> = None;
         self.forward_pubsub()?;
-        while let Some(front) = self.pending.front() {
+        loop {
+            let blocked_on = match self.pending.front() {
+                Some(super::Pending {
+                    source: Source::Upstream(ep),
+                    reissue: Some(_),
+                    ..
+                }) => Some(*ep),
+                _ => None,
+            };
+            if let Some(ep) = blocked_on {
+                match self.unblocked(ep)? {
+                    Some(true) => continue,
+                    Some(false) => break,
+                    None => {}
+                }
+            }
+            let Some(front) = self.pending.front() else {
+                break;
+            };
             let silent = front.silent;
             let written = self.cout.len();
             let delivered = match &front.source {
@@ -50,6 +68,10 @@ impl Session {
                 Source::Swallow(ep) => {
                     let ep = *ep;
                     self.swallow_reply(ep)?
+                }
+                Source::ClientId(ep) => {
+                    let ep = *ep;
+                    self.client_id_reply(ep)?
                 }
                 Source::Merge(merge) => {
                     let mask = merge.mask();
@@ -137,6 +159,64 @@ impl Session {
             }
         }
         Ok(Some(nexts))
+    }
+
+    /// The answer to turnout's `CLIENT ID`: kept by the link.
+    fn client_id_reply(&mut self, ep: EndpointId) -> Result<bool, End> {
+        let Some(nexts) = self.complete_replies(1 << ep)? else {
+            return Ok(false);
+        };
+        if let Some(next) = &nexts[ep] {
+            let link = &mut self.links[ep];
+            if let Next::Frame(len) = next {
+                link.client_id = link.rbuf[..*len]
+                    .strip_prefix(b":")
+                    .and_then(|r| r.strip_suffix(b"\r\n"))
+                    .and_then(|n| std::str::from_utf8(n).ok())
+                    .and_then(|n| n.parse().ok());
+            }
+            link.consumed(next);
+        }
+        Ok(true)
+    }
+
+    /// A blocking command at the front: if a cutover unblocked it (`-UNBLOCKED`), its
+    /// request goes back to the read buffer, to be held and sent to the new endpoint;
+    /// `Some(true)` then. `Some(false)`: its reply is not complete yet. `None`: an ordinary
+    /// reply, delivered as usual.
+    fn unblocked(&mut self, ep: EndpointId) -> Result<Option<bool>, End> {
+        if self.front_started {
+            return Ok(None);
+        }
+        let Some(nexts) = self.complete_replies(1 << ep)? else {
+            return Ok(Some(false));
+        };
+        let Some(Next::Frame(len)) = &nexts[ep] else {
+            return Ok(None);
+        };
+        if !self.links[ep].rbuf[..*len].starts_with(b"-UNBLOCKED") {
+            return Ok(None);
+        }
+        let next = Next::Frame(*len);
+        self.links[ep].consumed(&next);
+        let Some(mut pending) = self.pending.pop_front() else {
+            return Ok(Some(true));
+        };
+        let reissue = pending.reissue.take();
+        if pending.capture.is_some() {
+            // A dual-write copy waiting for this reply: it gets none (the command runs again).
+            self.captured(pending, false);
+        }
+        if let Some(reissue) = reissue {
+            let mut cin = BytesMut::with_capacity(reissue.len() + self.cin.len());
+            cin.extend_from_slice(&reissue);
+            cin.extend_from_slice(&self.cin);
+            self.cin = cin;
+            self.resume = Default::default();
+            self.args.clear();
+            self.redispatch = true;
+        }
+        Ok(Some(true))
     }
 
     /// Consumes the reply to a command of turnout's own; true once consumed.

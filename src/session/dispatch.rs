@@ -278,7 +278,23 @@ impl Session {
         }
         match self.destination(resolved.spec, frame, args, table) {
             Destination::One { ns, endpoint } => {
+                let blocking = self.tx.is_none()
+                    && resolved
+                        .spec
+                        .is_some_and(|s| s.flags & command::spec::flags::BLOCKING != 0);
+                if blocking && !self.links[endpoint].id_asked {
+                    // Its connection's id lets a cutover unblock it later.
+                    self.prepare_link(endpoint);
+                    self.links[endpoint].queue(b"*2\r\n$6\r\nCLIENT\r\n$2\r\nID\r\n");
+                    self.links[endpoint].id_asked = true;
+                    self.expect(Source::ClientId(endpoint), now);
+                }
                 self.forward(endpoint, frame, ns, resolved.id, now);
+                if blocking {
+                    if let Some(pending) = self.pending.back_mut() {
+                        pending.reissue = Some(frame.into());
+                    }
+                }
                 self.mirror(&resolved, frame, args, table, true);
             }
             Destination::Keyless { ns, endpoint } => {

@@ -77,6 +77,10 @@ pub struct Link {
     pub appended: u64,
     /// Bytes of `wbuf` written on this connection.
     pub written: u64,
+    /// The connection's `CLIENT ID`, once asked (a cutover unblocks a blocked command by it).
+    pub client_id: Option<u64>,
+    /// `CLIENT ID` was sent on this connection.
+    pub id_asked: bool,
     /// Positions (in `appended` terms) just past each unanswered connection-state command:
     /// nothing beyond the first is written until the session knows whether every endpoint
     /// accepted it, so a refused one can still be undone before later requests run.
@@ -103,6 +107,8 @@ impl Link {
             appended: 0,
             written: 0,
             holds: VecDeque::new(),
+            client_id: None,
+            id_asked: false,
         }
     }
 
@@ -228,6 +234,8 @@ impl Link {
     pub fn fail(&mut self, name: &str, cause: &UpstreamError) {
         let had_connection = matches!(self.conn, Conn::Ready(..));
         self.conn = Conn::Idle;
+        self.client_id = None;
+        self.id_asked = false;
         self.prepared = false;
         self.replay.clear();
         self.wbuf.clear();

@@ -82,6 +82,8 @@ enum Source {
     Merge(Box<split::Merge>),
     /// A reply to turnout's own command (a deferred MULTI, a DISCARD), which nobody sees.
     Swallow(EndpointId),
+    /// The answer to turnout's own `CLIENT ID`, kept by the link.
+    ClientId(EndpointId),
     /// Confirmations from the Pub/Sub connection, up to this many in all (a subscription
     /// command's, or a subscribed PING's). Messages flow between replies at any time;
     /// confirmations keep their place among the replies.
@@ -101,6 +103,9 @@ struct Pending {
     /// concern any (transactions, state commands, split requests), [`NS_NONE`] for
     /// turnout's own replies.
     ns: u32,
+    /// A blocking command's request, kept so that a cutover can unblock it on the old
+    /// endpoint and send it again to the new one.
+    reissue: Option<Box<[u8]>>,
 }
 
 /// A pending reply that may concern any namespace.
@@ -179,6 +184,8 @@ struct Session {
     tag: u32,
     /// The next request belongs to a namespace a cutover holds: it waits in `cin`.
     holding: bool,
+    /// A request was put back into `cin`: dispatch again before waiting.
+    redispatch: bool,
     /// This session's drain state, for cutovers.
     registration: crate::cutover::registry::Registration,
 }
@@ -224,6 +231,7 @@ pub async fn serve(client: TcpStream, shared: Arc<Shared>, mut shutdown: watch::
         mirror: mirror::Mirror::new(SESSIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)),
         tag: NS_ANY,
         holding: false,
+        redispatch: false,
         registration,
     };
     match session.run(&mut shutdown).await {
@@ -251,6 +259,10 @@ impl Session {
         loop {
             self.dispatch_buffered();
             self.deliver()?;
+            if std::mem::take(&mut self.redispatch) {
+                // An unblocked command went back to the read buffer: dispatch it now.
+                continue;
+            }
             self.flush_copies();
             self.report_drain();
             self.stats.flush(&self.shared.stats);
@@ -297,13 +309,27 @@ impl Session {
         self.registration
             .slot
             .record(table.epoch, drained, self.holding);
+        // A blocked command of a held namespace, last in line, can be unblocked and sent
+        // again after the flip: say where it blocks.
+        let blocked = match self.pending.back() {
+            Some(Pending {
+                source: Source::Upstream(ep),
+                reissue: Some(_),
+                ns,
+                ..
+            }) if table.any_held && u16::try_from(*ns).is_ok_and(|ns| table.held(ns)) => {
+                self.links[*ep].client_id.map(|id| (*ep, id))
+            }
+            _ => None,
+        };
+        self.registration.slot.set_blocked(blocked);
     }
 
     /// Records that a reply is owed, silenced if CLIENT REPLY says so. Turnout's own
     /// swallowed replies do not count as the command a SKIP applies to.
     fn expect(&mut self, source: Source, since: Instant) {
         let silent = match (&source, self.reply_mode) {
-            (Source::Swallow(_), _) | (_, ReplyMode::On) => false,
+            (Source::Swallow(_) | Source::ClientId(_), _) | (_, ReplyMode::On) => false,
             (_, ReplyMode::Off) => true,
             (_, ReplyMode::Skip) => {
                 self.reply_mode = ReplyMode::On;
@@ -320,6 +346,7 @@ impl Session {
             silent,
             capture: None,
             ns,
+            reissue: None,
         });
     }
 
@@ -358,7 +385,7 @@ impl Session {
             Some(Source::Upstream(ep)) => 1 << ep,
             Some(Source::Gather { mask, .. }) => *mask,
             Some(Source::Merge(merge)) => merge.mask(),
-            Some(Source::Swallow(ep)) => 1 << ep,
+            Some(Source::Swallow(ep) | Source::ClientId(ep)) => 1 << ep,
             _ => 0,
         }
     }
