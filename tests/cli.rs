@@ -1,5 +1,5 @@
 //! The command line: `check` (every config problem at once, each with its path), `--help`,
-//! `ctl routes|flip|history|shadow` against a running turnout, and `run` failures.
+//! `ctl routes|flip|history|shadow|cutover` against a running turnout, and `run` failures.
 
 mod support;
 
@@ -184,6 +184,7 @@ fn help_exits_zero() {
         &["ctl", "--help"],
         &["ctl", "shadow", "--help"],
         &["ctl", "flip", "--help"],
+        &["ctl", "cutover", "--help"],
         &["demo", "--help"],
     ] {
         let out = run_cli(args, &[]);
@@ -820,4 +821,328 @@ fn ctl_shadow_live_view_refreshes_until_interrupted() {
     assert_ne!(out.code(), 0, "{out:?}");
     let out = run_cli(&["ctl", "shadow", "--interval", "0s"], &[]);
     assert_eq!(out.code(), 2, "{out:?}");
+}
+
+/// The lines of a `ctl cutover` output that show a step: `STEP STATUS TOOK ms`.
+fn step_lines(stdout: &str) -> Vec<(String, String)> {
+    stdout
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|cells| cells.len() == 4 && cells[3] == "ms" && cells[2].parse::<f64>().is_ok())
+        .map(|cells| (cells[0].to_string(), cells[1].to_string()))
+        .collect()
+}
+
+#[test]
+fn ctl_cutover_with_the_drain_fence_completes() {
+    let env = Env::standard();
+    let t = &env.turnout;
+    env.new.set("web:page", "on new");
+    let mut client = t.client();
+    let before: Option<String> = redis::cmd("GET")
+        .arg("web:page")
+        .query(&mut client)
+        .expect("GET");
+    assert_eq!(before, None, "web-cache starts on legacy");
+
+    let out = t.ctl(
+        &[
+            "cutover",
+            "web-cache",
+            "--to",
+            "new",
+            "--fence",
+            "drain",
+            "--reason",
+            "move the cache",
+        ],
+        &[],
+    );
+    assert_eq!(out.code(), 0, "{out:?}");
+    let steps = step_lines(&out.stdout);
+    let names: Vec<&str> = steps.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["hold", "drain", "flip"], "{}", out.stdout);
+    assert!(steps.iter().all(|(_, st)| st == "ok"), "{}", out.stdout);
+    let last = out.stdout.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("completed in ") && last.contains("pause") && last.contains("held"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        !out.stdout.contains('\x1b'),
+        "no escapes without a terminal"
+    );
+
+    let out = t.ctl(&["routes"], &[]);
+    assert_eq!(out.code(), 0, "{out:?}");
+    assert_eq!(
+        table_row(&out.stdout, "web-cache")[1],
+        "new",
+        "{}",
+        out.stdout
+    );
+    let after: Option<String> = redis::cmd("GET")
+        .arg("web:page")
+        .query(&mut client)
+        .expect("GET");
+    assert_eq!(after.as_deref(), Some("on new"));
+    let entries = t.admin_get("/v1/history").json()["entries"].clone();
+    assert!(
+        entries[0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("move the cache")),
+        "{entries}"
+    );
+
+    // --json: the final report, and back again.
+    let out = t.ctl(
+        &[
+            "--json",
+            "cutover",
+            "web-cache",
+            "--to",
+            "legacy",
+            "--fence",
+            "drain",
+            "--timeout",
+            "500ms",
+            "--reason",
+            "back",
+        ],
+        &[],
+    );
+    assert_eq!(out.code(), 0, "{out:?}");
+    let report: serde_json::Value = serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|e| panic!("ctl --json cutover is not JSON ({e}): {}", out.stdout));
+    assert_eq!(report["outcome"], "completed", "{report}");
+    assert_eq!(report["namespace"], "web-cache", "{report}");
+    assert_eq!(report["from"], "new", "{report}");
+    assert_eq!(report["to"], "legacy", "{report}");
+    assert_eq!(report["timeout_ms"], 500, "{report}");
+    assert!(report["failed_step"].is_null(), "{report}");
+    assert!(report["pause_ms"].as_f64().is_some(), "{report}");
+    let steps = report["steps"].as_array().expect("steps");
+    assert_eq!(steps.len(), 3, "{report}");
+    assert!(steps.iter().all(|s| s["took_ms"].is_number()), "{report}");
+    assert_eq!(t.target("web-cache"), "legacy");
+}
+
+#[test]
+fn ctl_cutover_aborts_when_the_replication_fence_cannot_pass() {
+    let env = Env::standard();
+    let t = &env.turnout;
+    let version = t.version();
+    // `new` does not replicate from `legacy`: the fence key never reaches it.
+    let out = t.ctl(
+        &[
+            "cutover",
+            "web-cache",
+            "--to",
+            "new",
+            "--fence",
+            "replication",
+            "--timeout",
+            "300ms",
+            "--reason",
+            "not a replica",
+        ],
+        &[],
+    );
+    assert_eq!(out.code(), 1, "{out:?}");
+    let steps = step_lines(&out.stdout);
+    assert_eq!(
+        steps.last(),
+        Some(&("fence".to_string(), "failed".to_string())),
+        "{}",
+        out.stdout
+    );
+    let last = out.stdout.lines().last().unwrap_or_default();
+    assert!(last.starts_with("aborted at fence: "), "{}", out.stdout);
+    assert!(out.stderr.contains("aborted"), "{out:?}");
+    assert_eq!(t.target("web-cache"), "legacy");
+    assert_eq!(t.version(), version, "an aborted cutover changes nothing");
+    let out = t.ctl(&["routes"], &[]);
+    assert_eq!(
+        table_row(&out.stdout, "web-cache")[1],
+        "legacy",
+        "{}",
+        out.stdout
+    );
+
+    // The report in JSON says the same; the exit status too.
+    let out = t.ctl(
+        &[
+            "cutover",
+            "web-cache",
+            "--to",
+            "new",
+            "--timeout",
+            "0.2",
+            "--reason",
+            "again",
+            "--json",
+        ],
+        &[],
+    );
+    assert_eq!(out.code(), 1, "{out:?}");
+    let report: serde_json::Value = serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|e| panic!("ctl --json cutover is not JSON ({e}): {}", out.stdout));
+    assert_eq!(report["outcome"], "aborted", "{report}");
+    assert_eq!(report["failed_step"], "fence", "{report}");
+    assert!(report["error"].is_string(), "{report}");
+    assert_eq!(t.target("web-cache"), "legacy");
+}
+
+#[test]
+fn ctl_cutover_refusals_exit_2_with_the_apis_message() {
+    let env = Env::custom(
+        |b| {
+            b.admin_option("token_env = \"TURNOUT_TEST_CUTOVER_TOKEN\"")
+                .env("TURNOUT_TEST_CUTOVER_TOKEN", "cut-secret")
+        },
+        "legacy",
+    );
+    let t = &env.turnout;
+    let token = [("TURNOUT_ADMIN_TOKEN", "cut-secret")];
+    let version = t.version();
+    let cases: [(&[&str], &[&str]); 4] = [
+        (
+            &["cutover", "no-such-namespace", "--to", "new"],
+            &["404", "unknown namespace \"no-such-namespace\""],
+        ),
+        (
+            &["cutover", "web-cache", "--to", "nwe"],
+            &["400", "unknown endpoint \"nwe\""],
+        ),
+        (
+            &["cutover", "web-cache", "--to", "legacy"],
+            &["400", "already routes to"],
+        ),
+        (
+            &["cutover", "web-cache", "--to", "new", "--reason", " "],
+            &[],
+        ),
+    ];
+    for (args, words) in cases {
+        let mut args = args.to_vec();
+        if !args.contains(&"--reason") {
+            args.extend(["--reason", "refused"]);
+        }
+        let out = t.ctl(&args, &token);
+        assert_eq!(out.code(), 2, "{args:?}: {out:?}");
+        for word in words {
+            assert!(out.stderr.contains(word), "{args:?}: {out:?}");
+        }
+        assert!(out.stdout.is_empty(), "{args:?}: {out:?}");
+    }
+    // A mutating call: no token, no cutover.
+    let out = t.ctl(
+        &[
+            "cutover",
+            "web-cache",
+            "--to",
+            "new",
+            "--fence",
+            "drain",
+            "--reason",
+            "x",
+        ],
+        &[],
+    );
+    assert_eq!(out.code(), 2, "{out:?}");
+    assert!(out.stderr.contains("401"), "{out:?}");
+    // The command line's own refusals.
+    for args in [
+        &["cutover", "web-cache", "--to", "new"][..],
+        &["cutover", "web-cache", "--reason", "x"],
+        &[
+            "cutover",
+            "web-cache",
+            "--to",
+            "new",
+            "--reason",
+            "x",
+            "--fence",
+            "none",
+        ],
+        &[
+            "cutover",
+            "web-cache",
+            "--to",
+            "new",
+            "--reason",
+            "x",
+            "--timeout",
+            "0s",
+        ],
+        &[
+            "cutover",
+            "web-cache",
+            "--to",
+            "new",
+            "--reason",
+            "x",
+            "--timeout",
+            "soon",
+        ],
+    ] {
+        let out = t.ctl(args, &token);
+        assert_eq!(out.code(), 2, "{args:?}: {out:?}");
+    }
+    assert_eq!(t.version(), version);
+    assert_eq!(t.target("web-cache"), "legacy");
+
+    // One cutover of a namespace at a time: the second is refused (409) while the first runs.
+    let mut first = Command::new(support::turnout::binary())
+        .args([
+            "ctl",
+            "--admin",
+            &t.admin_addr(),
+            "cutover",
+            "web-cache",
+            "--to",
+            "new",
+            "--timeout",
+            "2s",
+            "--reason",
+            "slow fence",
+        ])
+        .env_remove("TURNOUT_ADMIN")
+        .env("TURNOUT_ADMIN_TOKEN", "cut-secret")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn ctl cutover");
+    let running = wait_until(Duration::from_secs(5), Duration::from_millis(10), || {
+        let r = t.admin_get("/v1/cutovers/1");
+        r.status == 200 && r.json()["outcome"] == "running"
+    });
+    let out = t.ctl(
+        &[
+            "cutover",
+            "web-cache",
+            "--to",
+            "new",
+            "--fence",
+            "drain",
+            "--reason",
+            "too",
+        ],
+        &token,
+    );
+    let status = first.wait().expect("wait for the first cutover");
+    assert!(running, "the first cutover never showed as running");
+    assert_eq!(out.code(), 2, "{out:?}");
+    assert!(
+        out.stderr.contains("409") && out.stderr.contains("already running"),
+        "{out:?}"
+    );
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "the first cutover aborts at its fence"
+    );
+    assert_eq!(t.target("web-cache"), "legacy");
 }
