@@ -226,3 +226,48 @@ fn subscription_confirmations_keep_their_place_in_a_pipeline() {
     let actual = pipelined_frames(&env.turnout.proxy_addr(), true, resp3, 9);
     assert_eq!(actual, expected, "RESP3");
 }
+
+/// Without `[pubsub] endpoint`, subscriptions follow the default route: after it moves, they
+/// are made again on its new endpoint, and the old connection is closed.
+#[test]
+fn subscriptions_follow_the_default_route_when_it_moves() {
+    let env = Env::standard();
+    let mut sub = env.turnout.raw();
+    sub.expect_cmd(
+        &["SUBSCRIBE", "moving"],
+        b"*3\r\n$9\r\nsubscribe\r\n$6\r\nmoving\r\n:1\r\n",
+    );
+    sub.expect_cmd(
+        &["PSUBSCRIBE", "mov*"],
+        b"*3\r\n$10\r\npsubscribe\r\n$4\r\nmov*\r\n:2\r\n",
+    );
+    let numsub = |server: &RedisServer| match server.command(&["PUBSUB", "NUMSUB", "moving"]) {
+        support::Reply::Array(Some(v)) => v.get(1).cloned(),
+        other => panic!("NUMSUB: {other:?}"),
+    };
+    assert_eq!(numsub(&env.legacy), Some(support::Reply::Int(1)));
+    env.turnout.flip("default", "new", "move the default route");
+    // Bounded wait for the re-subscription on the new endpoint.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while numsub(&env.new) != Some(support::Reply::Int(1)) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "subscriptions were not made again on the new endpoint"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(numsub(&env.legacy), Some(support::Reply::Int(0)));
+    env.turnout
+        .raw()
+        .expect_cmd(&["PUBLISH", "moving", "after"], b":2\r\n");
+    assert_eq!(sub.read_frame(), message("message", "moving", "after"));
+    assert_eq!(
+        sub.read_frame(),
+        b"*4\r\n$8\r\npmessage\r\n$4\r\nmov*\r\n$6\r\nmoving\r\n$5\r\nafter\r\n"
+    );
+    // Still in subscribed mode, with the same counts.
+    sub.expect_cmd(
+        &["UNSUBSCRIBE", "moving"],
+        b"*3\r\n$11\r\nunsubscribe\r\n$6\r\nmoving\r\n:1\r\n",
+    );
+}

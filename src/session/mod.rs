@@ -290,6 +290,7 @@ impl Session {
                 }
                 rx = &mut routes_changed => {
                     routes_changed = Box::pin(next_change(rx));
+                    self.follow_pubsub_endpoint();
                 }
             }
         }

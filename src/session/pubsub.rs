@@ -138,6 +138,54 @@ impl Session {
             .is_some_and(|hello| hello.windows(5).any(|w| w == b"\r\n3\r\n"))
     }
 
+    /// Subscriptions follow the default route when no `[pubsub] endpoint` is configured: after
+    /// a flip or cutover of it, they are made again on its new endpoint (on a new connection,
+    /// the old one closed). Messages published meanwhile may be missed, as on any reconnect.
+    pub(super) fn follow_pubsub_endpoint(&mut self) {
+        if self.shared.config.pubsub_endpoint.is_some() {
+            return;
+        }
+        let table = self.shared.router.load();
+        let target = table.target(self.shared.router.namespaces.default_id());
+        let hello = self.state[crate::command::policy::StateKind::Hello as usize].clone();
+        let Some(pubsub) = self.pubsub.as_mut() else {
+            return;
+        };
+        // Only between confirmations: one still owed would come from the old connection.
+        if pubsub.link.endpoint == target || pubsub.seen < pubsub.expected || !pubsub.streaming {
+            return;
+        }
+        let mut link = Link::new(target);
+        if let Some(hello) = &hello {
+            link.replay.extend_from_slice(hello);
+            link.skip += 1;
+            link.replay_unanswered += 1;
+        }
+        let kinds: [&[u8]; 3] = [b"SUBSCRIBE", b"PSUBSCRIBE", b"SSUBSCRIBE"];
+        for (kind, names) in kinds.iter().zip(&pubsub.names) {
+            if names.is_empty() {
+                continue;
+            }
+            let mut args: Vec<&[u8]> = vec![kind];
+            args.extend(names.iter().map(Vec::as_slice));
+            link.replay
+                .extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
+            for arg in args {
+                super::split::push_bulk(&mut link.replay, arg);
+            }
+            let n = u32::try_from(names.len()).unwrap_or(u32::MAX);
+            link.skip += n;
+            link.replay_unanswered += n;
+        }
+        let address = self.shared.config.endpoints[target].address.clone();
+        link.conn = Conn::Connecting(Box::pin(crate::upstream::connect_owned(
+            address,
+            self.shared.config.proxy.connect_timeout,
+        )));
+        tracing::debug!(endpoint = %self.shared.config.endpoints[target].name, "subscriptions follow the default route");
+        pubsub.link = link;
+    }
+
     /// The endpoint subscriptions and PUBLISH go to.
     pub(super) fn pubsub_endpoint(&self, table: &crate::route::RouteTable) -> EndpointId {
         match &self.pubsub {
@@ -174,18 +222,26 @@ impl Session {
         if !pubsub.streaming || self.front_started {
             return Ok(());
         }
-        if let Err(cause) = pubsub.link.consume_replayed() {
-            return Err(End::Pubsub(cause));
-        }
-        if pubsub.link.skip > 0 {
-            return Ok(());
-        }
         loop {
             let len = match crate::resp::reply::complete_len(&pubsub.link.rbuf) {
                 Ok(Some(len)) => len,
                 Ok(None) => return Ok(()),
                 Err(e) => return Err(End::Pubsub(UpstreamError::Protocol(e))),
             };
+            let link = &mut pubsub.link;
+            if link.skip > 0 && !is_message(&link.rbuf[..len]) {
+                // The answer to a replayed HELLO or re-subscription: nobody's reply. Messages
+                // of channels already re-subscribed may come in between; they are forwarded.
+                if matches!(link.rbuf.first(), Some(b'-' | b'!')) {
+                    let text = String::from_utf8_lossy(&link.rbuf[1..len.saturating_sub(2)])
+                        .into_owned();
+                    return Err(End::Pubsub(UpstreamError::StateReplay(text)));
+                }
+                link.rbuf.advance(len);
+                link.skip -= 1;
+                link.replay_unanswered = link.replay_unanswered.saturating_sub(1);
+                continue;
+            }
             if !is_message(&pubsub.link.rbuf[..len]) {
                 if pubsub.seen >= confirmations_due {
                     // Behind replies still owed: it waits, and so does what follows it.
