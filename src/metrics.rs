@@ -110,6 +110,20 @@ pub fn route_changed(namespace: &str, version: u64) {
     metrics::gauge!("turnout_route_table_version").set(version as f64);
 }
 
+/// Counts a finished cutover (`completed` or `aborted`) and records its pause.
+pub fn cutover_finished(namespace: &str, outcome: &'static str, pause: std::time::Duration) {
+    metrics::counter!("turnout_cutover_total", "namespace" => namespace.to_string(), "outcome" => outcome)
+        .increment(1);
+    metrics::histogram!("turnout_cutover_pause_seconds", "namespace" => namespace.to_string())
+        .record(pause.as_secs_f64());
+}
+
+/// Sessions holding a command of a namespace a cutover holds (0 once it ended).
+pub fn cutover_held(namespace: &str, sessions: usize) {
+    metrics::gauge!("turnout_cutover_held_sessions", "namespace" => namespace.to_string())
+        .set(sessions as f64);
+}
+
 /// Sets the route table version gauge (at start-up).
 pub fn route_version(version: u64) {
     metrics::gauge!("turnout_route_table_version").set(version as f64);
@@ -120,7 +134,17 @@ pub fn install() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            let recorder = PrometheusBuilder::new().build_recorder();
+            let builder = PrometheusBuilder::new();
+            // A real histogram for cutover pauses (a summary by default).
+            let builder = builder
+                .set_buckets_for_metric(
+                    metrics_exporter_prometheus::Matcher::Full(
+                        "turnout_cutover_pause_seconds".to_string(),
+                    ),
+                    &[0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0],
+                )
+                .unwrap_or_else(|_| PrometheusBuilder::new());
+            let recorder = builder.build_recorder();
             let handle = recorder.handle();
             // Fails only if another recorder was installed first; the handle still renders ours.
             let _ = metrics::set_global_recorder(recorder);

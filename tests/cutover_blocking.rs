@@ -63,3 +63,98 @@ fn a_blocked_pop_moves_to_the_new_endpoint_with_its_namespace() {
         support::Reply::Int(1)
     );
 }
+
+/// `/metrics` shows the sessions holding a command while a cutover runs, and counts
+/// cutovers by outcome with a histogram of their pauses.
+#[test]
+fn cutover_metrics_show_held_sessions_outcomes_and_pauses() {
+    let env = Env::standard();
+    let t = &env.turnout;
+    let target = |t: &support::Turnout| {
+        t.routes()["routes"]
+            .as_array()
+            .and_then(|r| r.iter().find(|r| r["namespace"] == "impact"))
+            .map(|r| r["target"].as_str().unwrap_or_default().to_string())
+            .unwrap_or_default()
+    };
+    let other = if target(t) == "legacy" {
+        "new"
+    } else {
+        "legacy"
+    };
+    // Neither endpoint replicates: the replication fence runs until its deadline.
+    let started = t.admin(
+        "POST",
+        "/v1/routes/impact/cutover",
+        &[],
+        Some(&format!(
+            r#"{{"to": "{other}", "fence": "replication", "timeout_ms": 1500, "reason": "metrics"}}"#
+        )),
+    );
+    assert_eq!(started.status, 202, "{}", started.text());
+    let id = started.json()["id"].as_u64().expect("id");
+    // Wait for the hold to be in place.
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while !t.admin_get(&format!("/v1/cutovers/{id}")).json()["steps"]
+        .as_array()
+        .is_some_and(|s| {
+            s.iter()
+                .any(|s| s["step"] == "hold" && !s["took_ms"].is_null())
+        })
+    {
+        assert!(Instant::now() < deadline, "the hold did not start");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let mut held = t.raw();
+    held.send_cmd(&["SET", "impact:held", "1"]);
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        let metrics = t.admin_get("/metrics").text();
+        if metrics
+            .lines()
+            .any(|l| l == "turnout_cutover_held_sessions{namespace=\"impact\"} 1")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no held session in /metrics:\n{metrics}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The cutover aborts; the held SET runs where it was going.
+    assert_eq!(held.read_frame(), b"+OK\r\n");
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while t.admin_get(&format!("/v1/cutovers/{id}")).json()["outcome"] == "running" {
+        assert!(Instant::now() < deadline, "cutover still running");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let done = t
+        .admin(
+            "POST",
+            "/v1/routes/impact/cutover?wait=true",
+            &[],
+            Some(&format!(
+                r#"{{"to": "{other}", "fence": "drain", "timeout_ms": 1500, "reason": "metrics"}}"#
+            )),
+        )
+        .json();
+    assert_eq!(done["outcome"], "completed", "{done:#}");
+    let metrics = t.admin_get("/metrics").text();
+    for line in [
+        "turnout_cutover_total{namespace=\"impact\",outcome=\"aborted\"} 1",
+        "turnout_cutover_total{namespace=\"impact\",outcome=\"completed\"} 1",
+        "turnout_cutover_held_sessions{namespace=\"impact\"} 0",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "missing {line}:\n{metrics}"
+        );
+    }
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("turnout_cutover_pause_seconds_count{namespace=\"impact\"} 2")),
+        "{metrics}"
+    );
+}

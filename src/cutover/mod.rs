@@ -300,9 +300,18 @@ impl Cutovers {
         let epoch = self.control.set_hold(ns, true).await;
         end_step(began, None);
 
-        let outcome = self
-            .fenced(ns, from, to, &request, deadline, epoch, &step, &end_step)
-            .await;
+        let fenced = self.fenced(ns, from, to, &request, deadline, epoch, &step, &end_step);
+        tokio::pin!(fenced);
+        // Held sessions are visible in /metrics while the cutover runs.
+        let mut tick = tokio::time::interval(Duration::from_millis(5));
+        let outcome = loop {
+            tokio::select! {
+                outcome = &mut fenced => break outcome,
+                _ = tick.tick() => {
+                    crate::metrics::cutover_held(&request.namespace, self.sessions.pending(epoch).1);
+                }
+            }
+        };
         let held = self.sessions.pending(epoch).1;
         let outcome = match outcome {
             Ok(()) => {
@@ -344,6 +353,16 @@ impl Cutovers {
             self.control.set_hold(ns, false).await;
         }
         let pause = paused.elapsed();
+        crate::metrics::cutover_held(&request.namespace, 0);
+        crate::metrics::cutover_finished(
+            &request.namespace,
+            if outcome == Outcome::Completed {
+                "completed"
+            } else {
+                "aborted"
+            },
+            pause,
+        );
         match &outcome {
             Outcome::Completed => tracing::info!(
                 namespace = %request.namespace, to = %request.to,
