@@ -1,7 +1,9 @@
 //! Fenced cutover (`POST /v1/routes/{ns}/cutover`, `GET /v1/cutovers/{id}`) against real
 //! redis-servers: no lost or duplicated writes under load, a bounded pause, aborts that leave
 //! the route (and every write) where it was, conflicts, validation, the drain-only fence, and
-//! other namespaces flowing while one is held.
+//! other namespaces flowing while one is held; an abort with replication stopped that clients
+//! do not notice, transactions completed during the hold, a subscriber across cutovers of a
+//! namespace and of the default route, and 20 cutover/rollback pairs under load.
 //!
 //! The `impact` namespace starts on `legacy` here (unlike in `support::standard_body`), so it
 //! can be cut over to `new`.
@@ -10,7 +12,7 @@ mod support;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{json, Value};
 use support::raw::ReadError;
@@ -872,4 +874,780 @@ fn a_transaction_open_across_the_cutover_loses_no_write() {
         env.legacy.get("impact:tx"),
         env.new.get("impact:tx")
     );
+}
+
+/// What `/v1/history` holds now (route changes; a hold or an abort adds none).
+fn history_len(turnout: &Turnout) -> usize {
+    let r = turnout.admin_get("/v1/history");
+    assert_eq!(r.status, 200, "GET /v1/history: {}", r.text());
+    r.json()["entries"]
+        .as_array()
+        .map_or_else(|| panic!("history without entries: {}", r.text()), Vec::len)
+}
+
+/// Guarantee 3, abort is harmless: `new` was a replica of `legacy` but replication stopped
+/// before the cutover. The fence cannot pass, the cutover aborts at it, and the pipelining
+/// clients see nothing but a pause: no error, and every write they got acknowledged, before,
+/// during and after, is on `legacy` (and none on `new`).
+#[test]
+fn an_abort_with_replication_stopped_is_harmless_to_pipelining_clients() {
+    const TIMEOUT_MS: u64 = 500;
+    let env = CutEnv::replicated();
+    assert_eq!(
+        env.new.command(&["REPLICAOF", "NO", "ONE"]),
+        Reply::Simple("OK".to_string())
+    );
+    let stopped = wait_until(Duration::from_secs(5), Duration::from_millis(10), || {
+        info_replication(&env.new).contains("role:master")
+            && info_replication(&env.legacy).contains("connected_slaves:0")
+    });
+    assert!(
+        stopped,
+        "replication did not stop: new {}, legacy {}",
+        info_replication(&env.new),
+        info_replication(&env.legacy)
+    );
+    let version = env.turnout.version();
+    let changes = history_len(&env.turnout);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let handles = start_writers(&env.turnout.proxy_addr(), 8, 8, &stop);
+    std::thread::sleep(Duration::from_millis(200));
+    let cut_start = Instant::now();
+    let report = env.cutover_wait(
+        "impact",
+        &json!({
+            "to": "new",
+            "fence": "replication",
+            "timeout_ms": TIMEOUT_MS,
+            "reason": "replication stopped"
+        }),
+    );
+    let cut_end = Instant::now();
+    std::thread::sleep(Duration::from_millis(200));
+    stop.store(true, Ordering::Relaxed);
+    let runs = join_writers(handles);
+    println!(
+        "cutover with replication stopped answered in {:?}: {report}",
+        cut_end - cut_start
+    );
+
+    assert_eq!(report["outcome"], "aborted", "{report}");
+    assert_eq!(report["failed_step"], "fence", "{report}");
+    assert_eq!(step_names(&report), ["hold", "drain", "fence"], "{report}");
+    assert!(
+        report["steps"][2]["error"]
+            .as_str()
+            .is_some_and(|e| !e.is_empty()),
+        "{report}"
+    );
+    assert!(
+        cut_end - cut_start < Duration::from_millis(TIMEOUT_MS + 1000),
+        "a {TIMEOUT_MS} ms cutover answered after {:?}",
+        cut_end - cut_start
+    );
+    // Nothing changed: same route, same version, no history entry.
+    assert_eq!(env.turnout.target("impact"), "legacy");
+    assert_eq!(env.turnout.version(), version);
+    assert_eq!(history_len(&env.turnout), changes);
+
+    assert_no_errors(&runs);
+    let (worst, gap) = runs
+        .iter()
+        .map(|r| (r.id, r.max_gap_within(cut_start, cut_end)))
+        .max_by_key(|&(_, g)| g)
+        .expect("writers");
+    println!("longest wait for a reply during the aborted cutover: {gap:?} (writer {worst})");
+    assert!(
+        gap < Duration::from_millis(TIMEOUT_MS + 500),
+        "writer {worst} waited {gap:?} for a reply; timeout_ms is {TIMEOUT_MS}"
+    );
+    let after: usize = runs
+        .iter()
+        .map(|r| r.replies.iter().filter(|&&t| t > cut_end).count())
+        .sum();
+    let before: usize = runs
+        .iter()
+        .map(|r| r.replies.iter().filter(|&&t| t < cut_start).count())
+        .sum();
+    println!("replies before the cutover: {before}, after it: {after}");
+    assert!(
+        before > 0 && after > 0,
+        "writes did not continue: before {before}, after {after}"
+    );
+    for run in &runs {
+        assert!(run.incrs > 0, "writer {} wrote nothing", run.id);
+        // Every acknowledged write is on legacy, once, in order; none reached new.
+        run.assert_on(&env.legacy, "legacy");
+        assert!(
+            !env.new.exists(&WriterRun::counter_key(run.id))
+                && !env.new.exists(&WriterRun::list_key(run.id)),
+            "writer {}: keys reached the new endpoint",
+            run.id
+        );
+    }
+    assert_eq!(keys(&env.new, "impact:*"), Vec::<String>::new());
+    println!(
+        "fence keys left on legacy after the abort: {:?}",
+        keys(&env.legacy, "impact:turnout:fence:*")
+    );
+    // A new session writes to legacy too.
+    env.turnout
+        .raw()
+        .expect_cmd(&["SET", "impact:after-abort", "x"], b"+OK\r\n");
+    assert_eq!(env.legacy.get("impact:after-abort").as_deref(), Some("x"));
+    assert_eq!(env.new.get("impact:after-abort"), None);
+}
+
+/// Guarantee 4, a transaction open during the hold and completed by the client within the
+/// bound: the cutover waits for it and completes; the transaction ran whole, once, either on
+/// `legacy` before the fence (and so replicated to `new`) or on `new`. INCRs show a
+/// duplicate; promotion cuts replication, so a write that reached `legacy` after the fence
+/// would be missing on `new`.
+///
+/// `queued_before_cutover`: the queued writes are sent before the cutover starts (only EXEC
+/// comes during the hold), or only MULTI is, and the writes and EXEC come during the hold.
+fn transaction_completed_during_the_hold(queued_before_cutover: bool) {
+    let env = CutEnv::replicated();
+    let writes: [&[&str]; 3] = [
+        &["INCR", "impact:tx:a"],
+        &["INCR", "impact:tx:b"],
+        &["RPUSH", "impact:tx:list", "x"],
+    ];
+    let mut tx = env.turnout.raw();
+    tx.expect_cmd(&["MULTI"], b"+OK\r\n");
+    if queued_before_cutover {
+        for w in writes {
+            tx.expect_cmd(w, b"+QUEUED\r\n");
+        }
+    }
+    let started = Instant::now();
+    let id = env.cutover_start(
+        "impact",
+        &json!({
+            "to": "new",
+            "fence": "replication",
+            "timeout_ms": 2000,
+            "promote": true,
+            "reason": "transaction during the hold"
+        }),
+    );
+    std::thread::sleep(Duration::from_millis(100));
+    // The drain waits for the open transaction.
+    let waiting = env.report(id);
+    assert_eq!(waiting["outcome"], "running", "{waiting}");
+    assert_eq!(step_names(&waiting), ["hold", "drain"], "{waiting}");
+    if !queued_before_cutover {
+        for w in writes {
+            tx.send_cmd(w);
+        }
+    }
+    tx.send_cmd(&["EXEC"]);
+    let mut expected = Vec::new();
+    if !queued_before_cutover {
+        expected.extend_from_slice(b"+QUEUED\r\n+QUEUED\r\n+QUEUED\r\n");
+    }
+    expected.extend_from_slice(b"*3\r\n:1\r\n:1\r\n:1\r\n");
+    let mut got = Vec::new();
+    for _ in 0..if queued_before_cutover { 1 } else { 4 } {
+        match tx.read_frame_within(Duration::from_secs(5)) {
+            Ok(frame) => got.extend_from_slice(&frame),
+            Err(e) => panic!(
+                "transaction replies so far {}, then {e:?}; cutover {}",
+                support::show(&got),
+                env.report(id)
+            ),
+        }
+    }
+    let exec_answered = started.elapsed();
+    assert_eq!(support::show(&got), support::show(&expected));
+    let report = env.wait_ended(id, Duration::from_secs(5));
+    println!(
+        "EXEC answered {exec_answered:?} after the cutover started; report {report} \
+         (queued before the cutover: {queued_before_cutover})"
+    );
+    assert_eq!(report["outcome"], "completed", "{report}");
+    assert_eq!(
+        step_names(&report),
+        ["hold", "drain", "fence", "promote", "flip"],
+        "{report}"
+    );
+    assert!(
+        report["steps"][1]["took_ms"]
+            .as_f64()
+            .is_some_and(|ms| ms >= 90.0),
+        "the drain did not wait for the transaction: {report}"
+    );
+    assert_eq!(env.turnout.target("impact"), "new");
+
+    // Every write of the transaction is on new, exactly once.
+    let on = |server: &RedisServer| {
+        (
+            server.get("impact:tx:a"),
+            server.get("impact:tx:b"),
+            lrange_all_text(server, "impact:tx:list"),
+        )
+    };
+    let one = (
+        Some("1".to_string()),
+        Some("1".to_string()),
+        vec!["x".to_string()],
+    );
+    let on_new = on(&env.new);
+    let on_legacy = on(&env.legacy);
+    assert_eq!(
+        on_new, one,
+        "the transaction's writes on new (legacy has {on_legacy:?})"
+    );
+    // On legacy: all of it (it committed there before the fence) or nothing (it ran on new).
+    assert!(
+        on_legacy == one || on_legacy == (None, None, Vec::new()),
+        "legacy has part of the transaction: {on_legacy:?}"
+    );
+    println!(
+        "the transaction ran on {}",
+        if on_legacy == one { "legacy" } else { "new" }
+    );
+    // The session carries on, on new.
+    tx.expect_cmd(&["INCR", "impact:tx:a"], b":2\r\n");
+    assert_eq!(env.new.get("impact:tx:a").as_deref(), Some("2"));
+}
+
+fn lrange_all_text(server: &RedisServer, key: &str) -> Vec<String> {
+    match server.command(&["LRANGE", key, "0", "-1"]) {
+        Reply::Array(Some(items)) => items.iter().filter_map(Reply::bulk_text).collect(),
+        other => panic!("LRANGE {key} on {}: {other:?}", server.addr()),
+    }
+}
+
+#[test]
+fn a_transaction_whose_exec_comes_during_the_hold_runs_once_and_the_cutover_completes() {
+    transaction_completed_during_the_hold(true);
+}
+
+#[test]
+fn a_transaction_queued_and_executed_during_the_hold_runs_once_and_the_cutover_completes() {
+    transaction_completed_during_the_hold(false);
+}
+
+/// One acknowledged PUBLISH.
+struct Published {
+    seq: u64,
+    /// PUBLISH's answer: how many subscribers the endpoint delivered it to.
+    receivers: i64,
+    sent: Instant,
+    acked: Instant,
+}
+
+/// Publishes `seq` on `channel` through `proxy` every couple of milliseconds until `stop`.
+fn publisher(
+    proxy: String,
+    channel: &'static str,
+    stop: Arc<AtomicBool>,
+) -> (Vec<Published>, Vec<String>) {
+    let mut published = Vec::new();
+    let mut errors = Vec::new();
+    let mut client = match RawClient::try_connect(&proxy, Duration::from_secs(5)) {
+        Ok(c) => c,
+        Err(e) => return (published, vec![format!("connect: {e}")]),
+    };
+    let began = Instant::now();
+    for seq in 1..=20_000u64 {
+        if stop.load(Ordering::Relaxed) || began.elapsed() > WRITER_BOUND {
+            break;
+        }
+        let sent = Instant::now();
+        if let Err(e) = client.try_send(&support::cmd(&["PUBLISH", channel, &seq.to_string()])) {
+            errors.push(format!("write: {e}"));
+            break;
+        }
+        match client.read_reply_within(REPLY_TIMEOUT) {
+            Ok(Reply::Int(receivers)) => published.push(Published {
+                seq,
+                receivers,
+                sent,
+                acked: Instant::now(),
+            }),
+            Ok(other) => errors.push(format!("PUBLISH {seq} answered {other:?}")),
+            Err(e) => {
+                errors.push(format!("PUBLISH {seq}: {e:?}"));
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    (published, errors)
+}
+
+/// Reads messages of `channel` from a subscribed client until `stop` and a quiet moment.
+fn subscriber(
+    mut client: RawClient,
+    channel: &'static str,
+    stop: Arc<AtomicBool>,
+) -> (RawClient, Vec<u64>, Vec<String>) {
+    let mut received = Vec::new();
+    let mut errors = Vec::new();
+    let began = Instant::now();
+    for _ in 0..100_000 {
+        if began.elapsed() > WRITER_BOUND {
+            errors.push("still reading at the time bound".to_string());
+            break;
+        }
+        match client.read_reply_within(Duration::from_millis(100)) {
+            Ok(Reply::Array(Some(items)))
+                if items.len() == 3
+                    && items[0].bulk_text().as_deref() == Some("message")
+                    && items[1].bulk_text().as_deref() == Some(channel) =>
+            {
+                match items[2].bulk_text().and_then(|t| t.parse().ok()) {
+                    Some(seq) => received.push(seq),
+                    None => errors.push(format!("message without a number: {items:?}")),
+                }
+            }
+            Ok(other) => errors.push(format!("unexpected frame {other:?}")),
+            Err(ReadError::Timeout { partial }) if partial.is_empty() => {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+            }
+            Err(e) => {
+                errors.push(format!("reading: {e:?}"));
+                break;
+            }
+        }
+    }
+    (client, received, errors)
+}
+
+fn numsub(server: &RedisServer, channel: &str) -> Option<Reply> {
+    match server.command(&["PUBSUB", "NUMSUB", channel]) {
+        Reply::Array(Some(v)) => v.get(1).cloned(),
+        other => panic!("PUBSUB NUMSUB on {}: {other:?}", server.addr()),
+    }
+}
+
+/// Guarantee 4, a subscriber through turnout: messages published through turnout keep
+/// reaching it across a cutover of a namespace (its channel even bears the namespace's
+/// prefix: channels are not keys), and, with no `[pubsub] endpoint`, across a cutover of the
+/// `default` route, which its subscription follows. Messages published while it moves may
+/// be missed (README), but none is duplicated or reordered, every message acknowledged
+/// before that cutover (or to the new subscription after it) arrives, and delivery resumes
+/// within a second.
+#[test]
+fn a_subscriber_keeps_receiving_across_cutovers_of_a_namespace_and_of_the_default_route() {
+    const CHANNEL: &str = "impact:news";
+    let env = CutEnv::plain();
+    let mut sub = env.turnout.raw();
+    sub.expect_cmd(
+        &["SUBSCRIBE", CHANNEL],
+        b"*3\r\n$9\r\nsubscribe\r\n$11\r\nimpact:news\r\n:1\r\n",
+    );
+    assert_eq!(numsub(&env.legacy, CHANNEL), Some(Reply::Int(1)));
+    let stop_sub = Arc::new(AtomicBool::new(false));
+    let stop_pub = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let stop = Arc::clone(&stop_sub);
+        std::thread::spawn(move || subscriber(sub, CHANNEL, stop))
+    };
+    let writer = {
+        let stop = Arc::clone(&stop_pub);
+        let proxy = env.turnout.proxy_addr();
+        std::thread::spawn(move || publisher(proxy, CHANNEL, stop))
+    };
+    let drain = |to: &str, why: &str| json!({"to": to, "fence": "drain", "timeout_ms": 2000, "reason": why});
+
+    std::thread::sleep(Duration::from_millis(150));
+    let ns_start = Instant::now();
+    let ns_report = env.cutover_wait("impact", &drain("new", "namespace with subscribers"));
+    let ns_end = Instant::now();
+    std::thread::sleep(Duration::from_millis(150));
+    let default_start = Instant::now();
+    let default_report = env.cutover_wait("default", &drain("new", "default route"));
+    let default_end = Instant::now();
+    std::thread::sleep(Duration::from_millis(1200));
+    stop_pub.store(true, Ordering::Relaxed);
+    let (published, pub_errors) = writer.join().expect("publisher thread");
+    // Let the last messages arrive.
+    std::thread::sleep(Duration::from_millis(200));
+    stop_sub.store(true, Ordering::Relaxed);
+    let (mut sub, received, sub_errors) = reader.join().expect("subscriber thread");
+    println!(
+        "namespace cutover {:?}: {ns_report}\ndefault cutover {:?}: {default_report}",
+        ns_end - ns_start,
+        default_end - default_start
+    );
+
+    assert_eq!(ns_report["outcome"], "completed", "{ns_report}");
+    assert_eq!(default_report["outcome"], "completed", "{default_report}");
+    assert_eq!(env.turnout.target("impact"), "new");
+    assert_eq!(env.turnout.target("default"), "new");
+    assert!(pub_errors.is_empty(), "publisher: {pub_errors:?}");
+    assert!(sub_errors.is_empty(), "subscriber: {sub_errors:?}");
+    assert!(
+        received.windows(2).all(|w| w[0] < w[1]),
+        "messages duplicated or reordered: {received:?}"
+    );
+    let got: std::collections::HashSet<u64> = received.iter().copied().collect();
+    let missed: Vec<u64> = published
+        .iter()
+        .filter(|p| p.receivers == 1 && !got.contains(&p.seq))
+        .map(|p| p.seq)
+        .collect();
+    let unheard: Vec<u64> = published
+        .iter()
+        .filter(|p| p.receivers == 0)
+        .map(|p| p.seq)
+        .collect();
+    println!(
+        "{} published, {} received; delivered to the subscriber but not received: {missed:?}; \
+         published with no subscriber: {unheard:?}",
+        published.len(),
+        received.len()
+    );
+
+    // Before the default route moved (the namespace's cutover included): one subscriber,
+    // every message received.
+    let before: Vec<&Published> = published
+        .iter()
+        .filter(|p| p.acked < default_start)
+        .collect();
+    assert!(
+        before.iter().any(|p| p.sent > ns_end) && before.iter().any(|p| p.acked < ns_start),
+        "the publisher was not busy around the namespace's cutover"
+    );
+    for p in &before {
+        assert_eq!(
+            p.receivers, 1,
+            "PUBLISH {} before the default route moved reached {} subscribers",
+            p.seq, p.receivers
+        );
+        assert!(
+            got.contains(&p.seq),
+            "message {} (acknowledged {:?} after the namespace's cutover started) never \
+             arrived; received {received:?}",
+            p.seq,
+            p.acked.saturating_duration_since(ns_start)
+        );
+    }
+
+    // After: published on new; once the subscription is there again, all arrive.
+    let after: Vec<&Published> = published.iter().filter(|p| p.sent > default_end).collect();
+    let resumed = after
+        .iter()
+        .position(|p| p.receivers == 1)
+        .unwrap_or_else(|| {
+            panic!(
+                "no message published after the default route's cutover reached a subscriber \
+                 ({} published)",
+                after.len()
+            )
+        });
+    let resumed_after = after[resumed].acked - default_end;
+    println!("delivery resumed {resumed_after:?} after the default route's cutover");
+    assert!(
+        resumed_after < Duration::from_secs(1),
+        "delivery resumed only {resumed_after:?} after the cutover"
+    );
+    for p in &after[resumed..] {
+        assert_eq!(
+            p.receivers, 1,
+            "PUBLISH {} after the subscription moved reached {} subscribers",
+            p.seq, p.receivers
+        );
+        assert!(
+            got.contains(&p.seq),
+            "message {} delivered to the moved subscription never arrived",
+            p.seq
+        );
+    }
+    assert!(
+        after.len() - resumed > 50,
+        "too few messages after the move to tell"
+    );
+    assert_eq!(numsub(&env.new, CHANNEL), Some(Reply::Int(1)));
+    assert_eq!(numsub(&env.legacy, CHANNEL), Some(Reply::Int(0)));
+    // Still subscribed, with the same count.
+    sub.expect_cmd(
+        &["UNSUBSCRIBE", CHANNEL],
+        b"*3\r\n$11\r\nunsubscribe\r\n$11\r\nimpact:news\r\n:0\r\n",
+    );
+    sub.expect_cmd(&["PING"], b"+PONG\r\n");
+}
+
+/// What one unique-key writer saw: every SET it got `+OK` for, with wall-clock times (the
+/// cutover reports' timestamps are wall-clock too).
+struct KeyRun {
+    id: usize,
+    errors: Vec<String>,
+    /// (sequence number, when its batch was sent, when its `+OK` arrived).
+    acked: Vec<(u64, SystemTime, SystemTime)>,
+}
+
+fn unique_key(client: usize, seq: u64) -> String {
+    format!("impact:c{client}:{seq}")
+}
+
+/// Pipelines `batch` × `SET impact:c<id>:<seq> v` (each key written once) until `stop`.
+fn unique_key_writer(proxy: String, id: usize, batch: usize, stop: Arc<AtomicBool>) -> KeyRun {
+    let mut run = KeyRun {
+        id,
+        errors: Vec::new(),
+        acked: Vec::new(),
+    };
+    let mut client = match RawClient::try_connect(&proxy, Duration::from_secs(5)) {
+        Ok(c) => c,
+        Err(e) => {
+            run.errors.push(format!("connect: {e}"));
+            return run;
+        }
+    };
+    let began = Instant::now();
+    let mut next_seq = 1u64;
+    'batches: for _ in 0..MAX_BATCHES {
+        if stop.load(Ordering::Relaxed) || began.elapsed() > WRITER_BOUND {
+            break;
+        }
+        let first_seq = next_seq;
+        let mut out = Vec::new();
+        for _ in 0..batch {
+            out.extend_from_slice(&support::cmd(&["SET", &unique_key(id, next_seq), "v"]));
+            next_seq += 1;
+        }
+        let sent = SystemTime::now();
+        if let Err(e) = client.try_send(&out) {
+            run.errors.push(format!("write: {e}"));
+            break;
+        }
+        for seq in first_seq..next_seq {
+            match client.read_reply_within(REPLY_TIMEOUT) {
+                Ok(Reply::Simple(ok)) if ok == "OK" => {
+                    run.acked.push((seq, sent, SystemTime::now()));
+                }
+                Ok(other) => run
+                    .errors
+                    .push(format!("SET {} answered {other:?}", unique_key(id, seq))),
+                Err(e) => {
+                    run.errors
+                        .push(format!("SET {}: {e:?}", unique_key(id, seq)));
+                    break 'batches;
+                }
+            }
+            if run.errors.len() > 20 {
+                break 'batches;
+            }
+        }
+    }
+    run
+}
+
+/// One flip as its report dates it: from its step's start to its end.
+struct Flip {
+    start: SystemTime,
+    end: SystemTime,
+    to: String,
+}
+
+fn flip_of(report: &Value) -> Flip {
+    let flip = report["steps"]
+        .as_array()
+        .and_then(|steps| steps.iter().find(|s| s["step"] == "flip"))
+        .unwrap_or_else(|| panic!("no flip step: {report}"));
+    let start = flip["started_at"]
+        .as_str()
+        .and_then(|s| humantime::parse_rfc3339(s).ok())
+        .unwrap_or_else(|| panic!("flip without a started_at: {flip}"));
+    let took = flip["took_ms"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("flip without took_ms: {flip}"));
+    // started_at is truncated to the millisecond: the end is at most 1 ms later than this.
+    Flip {
+        start,
+        end: start + Duration::from_secs_f64(took / 1000.0) + Duration::from_millis(1),
+        to: report["to"].as_str().expect("to").to_string(),
+    }
+}
+
+fn all_keys(server: &RedisServer, pattern: &str) -> std::collections::HashSet<String> {
+    match support::raw::try_command(&server.addr(), &["KEYS", pattern], Duration::from_secs(10)) {
+        Ok(Reply::Array(Some(items))) => items.iter().filter_map(Reply::bulk_text).collect(),
+        other => panic!("KEYS {pattern} on {}: {other:?}", server.addr()),
+    }
+}
+
+/// Guarantee 5, repetition: 20 cutover/rollback pairs of one namespace in a row
+/// (`fence = "drain"`, two standalone servers) under continuous load from pipelining clients
+/// writing unique keys. Every cutover completes, no client sees an error, every acknowledged
+/// key is on exactly one endpoint, and by the reports' timeline: a write acknowledged clearly
+/// before a flip began (and sent after the previous one ended) is on that flip's old
+/// endpoint, a write sent clearly after a flip ended (and acknowledged before the next one
+/// began) on its new one.
+#[test]
+fn twenty_cutover_and_rollback_pairs_under_load_put_every_write_on_exactly_one_endpoint() {
+    const PAIRS: usize = 20;
+    const CLIENTS: usize = 4;
+    const MARGIN: Duration = Duration::from_millis(5);
+    let env = CutEnv::plain();
+    let stop = Arc::new(AtomicBool::new(false));
+    let handles: Vec<_> = (0..CLIENTS)
+        .map(|id| {
+            let proxy = env.turnout.proxy_addr();
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || unique_key_writer(proxy, id, 16, stop))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(100));
+    let began = Instant::now();
+    let mut reports = Vec::with_capacity(2 * PAIRS);
+    let mut answered = Vec::with_capacity(2 * PAIRS);
+    for i in 0..2 * PAIRS {
+        assert!(
+            began.elapsed() < Duration::from_secs(12),
+            "only {i} cutovers after {:?}",
+            began.elapsed()
+        );
+        let to = if i % 2 == 0 { "new" } else { "legacy" };
+        let report = env.cutover_wait(
+            "impact",
+            &json!({"to": to, "fence": "drain", "timeout_ms": 2000, "reason": format!("round {i}")}),
+        );
+        answered.push(SystemTime::now());
+        reports.push(report);
+        std::thread::sleep(Duration::from_millis(40));
+    }
+    let cutovers_took = began.elapsed();
+    std::thread::sleep(Duration::from_millis(60));
+    stop.store(true, Ordering::Relaxed);
+    let runs: Vec<KeyRun> = handles
+        .into_iter()
+        .map(|h| h.join().expect("writer thread panicked"))
+        .collect();
+
+    let errors: Vec<String> = runs
+        .iter()
+        .flat_map(|r| {
+            r.errors
+                .iter()
+                .map(move |e| format!("writer {}: {e}", r.id))
+        })
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "{} client error(s): {:#?}",
+        errors.len(),
+        &errors[..errors.len().min(10)]
+    );
+    for (i, report) in reports.iter().enumerate() {
+        assert_eq!(report["outcome"], "completed", "cutover {i}: {report}");
+        assert_eq!(
+            step_names(report),
+            ["hold", "drain", "flip"],
+            "cutover {i}: {report}"
+        );
+    }
+    assert_eq!(env.turnout.target("impact"), "legacy");
+    let pauses: Vec<f64> = reports
+        .iter()
+        .map(|r| r["pause_ms"].as_f64().expect("pause_ms"))
+        .collect();
+    let flips: Vec<Flip> = reports.iter().map(flip_of).collect();
+    for (i, (flip, answered)) in flips.iter().zip(&answered).enumerate() {
+        assert!(
+            flip.start <= flip.end && flip.end <= *answered + MARGIN,
+            "cutover {i}: its flip ended after its POST was answered"
+        );
+    }
+    let acked: usize = runs.iter().map(|r| r.acked.len()).sum();
+    println!(
+        "{} cutovers in {cutovers_took:?}, pauses {:.1}..{:.1} ms; {acked} writes acknowledged",
+        reports.len(),
+        pauses.iter().copied().fold(f64::MAX, f64::min),
+        pauses.iter().copied().fold(0.0, f64::max),
+    );
+
+    // Every acknowledged key on exactly one endpoint, and nothing else there.
+    let on_legacy = all_keys(&env.legacy, "impact:c*");
+    let on_new = all_keys(&env.new, "impact:c*");
+    let mut wrong = Vec::new();
+    let mut expected = std::collections::HashSet::with_capacity(acked);
+    // Writes that fall between two flips: which period, and where they must be.
+    let mut checked = vec![0usize; flips.len() + 1];
+    for run in &runs {
+        assert!(!run.acked.is_empty(), "writer {} wrote nothing", run.id);
+        for &(seq, sent, ack) in &run.acked {
+            let key = unique_key(run.id, seq);
+            let (l, n) = (on_legacy.contains(&key), on_new.contains(&key));
+            if l == n {
+                wrong.push(format!("{key}: on legacy {l}, on new {n}"));
+            }
+            // The period the write was sent in: after the last flip that ended before it.
+            let period = flips.partition_point(|f| f.end + MARGIN < sent);
+            let before_next = flips.get(period).map_or(true, |f| ack + MARGIN < f.start);
+            if before_next {
+                let target = if period == 0 {
+                    "legacy"
+                } else {
+                    flips[period - 1].to.as_str()
+                };
+                checked[period] += 1;
+                let on_target = if target == "legacy" { l } else { n };
+                if !on_target || l == n {
+                    wrong.push(format!(
+                        "{key} (sent {:?} after the flip of cutover {}, acknowledged before the \
+                         next): on legacy {l}, on new {n}, expected only on {target}",
+                        period
+                            .checked_sub(1)
+                            .and_then(|p| sent.duration_since(flips[p].end).ok()),
+                        period as i64 - 1
+                    ));
+                }
+            }
+            expected.insert(key);
+        }
+    }
+    let stray: Vec<&String> = on_legacy
+        .iter()
+        .chain(&on_new)
+        .filter(|k| !expected.contains(*k))
+        .take(10)
+        .collect();
+    println!(
+        "writes checked against the timeline, per period between flips: {checked:?}; \
+         {} keys on legacy, {} on new",
+        on_legacy.len(),
+        on_new.len()
+    );
+    assert!(
+        wrong.is_empty(),
+        "{} acknowledged write(s) misplaced, first ones: {:#?}",
+        wrong.len(),
+        &wrong[..wrong.len().min(10)]
+    );
+    assert!(stray.is_empty(), "keys nobody got acknowledged: {stray:?}");
+    assert_eq!(on_legacy.len() + on_new.len(), acked);
+    assert!(
+        checked.iter().all(|&n| n > 0),
+        "some period between flips saw no write to check: {checked:?}"
+    );
+}
+
+/// An aborted replication fence takes its key out of the application's keyspace (it would
+/// otherwise show in KEYS, SCAN and DBSIZE until it expires).
+#[test]
+fn an_aborted_fence_leaves_no_key_behind() {
+    let env = CutEnv::plain();
+    let report = env.cutover_wait(
+        "impact",
+        &json!({"to": "new", "fence": "replication", "timeout_ms": 200, "reason": "no replica"}),
+    );
+    assert_eq!(report["failed_step"], "fence", "{report}");
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !keys(&env.legacy, "*turnout:fence*").is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "fence key left on legacy: {:?}",
+            keys(&env.legacy, "*turnout:fence*")
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(keys(&env.new, "*turnout:fence*").is_empty());
 }

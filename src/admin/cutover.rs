@@ -69,7 +69,7 @@ pub(super) async fn start(
         reason: body.reason,
         actor,
     };
-    let (id, mut done) = match state.cutovers.start(request) {
+    let (id, mut done, held) = match state.cutovers.start(request) {
         Ok(started) => started,
         Err(e @ StartError::UnknownNamespace(_)) => {
             return error(StatusCode::NOT_FOUND, e.to_string())
@@ -77,6 +77,8 @@ pub(super) async fn start(
         Err(e @ StartError::Invalid(_)) => return error(StatusCode::BAD_REQUEST, e.to_string()),
         Err(e @ StartError::Running { .. }) => return error(StatusCode::CONFLICT, e.to_string()),
     };
+    // Answer once the hold is in place: from then on a PUT of the route gets 409.
+    let _ = held.await;
     if !wait {
         return json_reply(
             StatusCode::ACCEPTED,

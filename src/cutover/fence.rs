@@ -19,12 +19,12 @@ pub(super) async fn replicated(
     deadline: Instant,
 ) -> Result<(), String> {
     let within = tokio::time::Instant::from_std(deadline);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let key = format!("{prefix}turnout:fence:{}:{nanos}", std::process::id());
+    let token = format!("{nanos}");
     let run = async {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let key = format!("{prefix}turnout:fence:{}:{nanos}", std::process::id());
-        let token = format!("{nanos}");
         let mut old_conn = open(old, connect_timeout).await?;
         let reply = command(&mut old_conn, &["SET", &key, &token, "PX", FENCE_TTL_MS]).await?;
         if reply != b"+OK\r\n" {
@@ -48,10 +48,23 @@ pub(super) async fn replicated(
         let _ = command(&mut new_conn, &["DEL", &key]).await;
         Ok(())
     };
-    match tokio::time::timeout_at(within, run).await {
+    let result = match tokio::time::timeout_at(within, run).await {
         Ok(result) => result,
         Err(_) => Err("the fence key did not reach the new endpoint before the deadline (is replication running and caught up?)".to_string()),
+    };
+    if result.is_err() {
+        // Take the fence key out of the application's keyspace, off the cutover's path (the
+        // hold is released at once); it expires by itself if this fails too.
+        let (old, key) = (old.to_string(), key.clone());
+        tokio::spawn(async move {
+            let cleanup = async {
+                let mut conn = open(&old, connect_timeout).await?;
+                command(&mut conn, &["DEL", &key]).await
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(2), cleanup).await;
+        });
     }
+    result
 }
 
 /// `REPLICAOF NO ONE` on the new endpoint.

@@ -127,6 +127,13 @@ pub enum StartError {
     },
 }
 
+/// A started cutover: its id, its end, and its hold being in place.
+pub type Started = (
+    u64,
+    tokio::sync::watch::Receiver<bool>,
+    tokio::sync::oneshot::Receiver<()>,
+);
+
 /// Runs cutovers and keeps their reports.
 #[derive(Debug)]
 pub struct Cutovers {
@@ -166,15 +173,16 @@ impl Cutovers {
         }
     }
 
-    /// Checks and starts a cutover; returns its id and a receiver that turns true when it
-    /// has ended.
+    /// Checks and starts a cutover; returns its id, a receiver that turns true when it has
+    /// ended, and one that fires once the hold is in place (from then on a `PUT` of the
+    /// route gets 409).
     ///
     /// # Errors
     /// [`StartError`]; nothing started.
     pub fn start(
         self: &Arc<Self>,
         request: Request,
-    ) -> Result<(u64, tokio::sync::watch::Receiver<bool>), StartError> {
+    ) -> Result<Started, StartError> {
         let router = self.control.router();
         let ns = router
             .namespaces
@@ -247,8 +255,9 @@ impl Cutovers {
         state.done.insert(id, done_tx);
         drop(state);
         let this = self.clone();
+        let (held_tx, held_rx) = tokio::sync::oneshot::channel();
         tokio::spawn(async move {
-            this.run(ns, from, to, request, &report).await;
+            this.run(ns, from, to, request, &report, held_tx).await;
             if let Ok(mut state) = this.state.lock() {
                 state.running.remove(&ns);
                 if let Some(done) = state.done.get(&id) {
@@ -256,7 +265,7 @@ impl Cutovers {
                 }
             }
         });
-        Ok((id, done_rx))
+        Ok((id, done_rx, held_rx))
     }
 
     /// A cutover's report.
@@ -273,6 +282,7 @@ impl Cutovers {
         to: EndpointId,
         request: Request,
         report: &Mutex<Report>,
+        held: tokio::sync::oneshot::Sender<()>,
     ) {
         let deadline = Instant::now() + request.timeout;
         let step = |name: &'static str| {
@@ -298,9 +308,24 @@ impl Cutovers {
         let began = step("hold");
         let paused = Instant::now();
         let epoch = self.control.set_hold(ns, true).await;
-        end_step(began, None);
+        // A change that got in between the checks and the hold wins: nothing to do then.
+        let moved = self.control.router().snapshot().routes[usize::from(ns)].target != from;
+        end_step(
+            began,
+            moved.then(|| "the route changed before the hold was in place".to_string()),
+        );
+        let _ = held.send(());
 
-        let fenced = self.fenced(ns, from, to, &request, deadline, epoch, &step, &end_step);
+        let fenced = async {
+            if moved {
+                return Err((
+                    "hold",
+                    "the route changed before the hold was in place".to_string(),
+                ));
+            }
+            self.fenced(ns, from, to, &request, deadline, epoch, &step, &end_step)
+                .await
+        };
         tokio::pin!(fenced);
         // Held sessions are visible in /metrics while the cutover runs.
         let mut tick = tokio::time::interval(Duration::from_millis(5));
