@@ -856,10 +856,10 @@ impl Progress {
             }
             "completed" => {
                 let total: f64 = steps.iter().filter_map(|st| st["took_ms"].as_f64()).sum();
-                let held = doc["held_sessions"].as_u64().unwrap_or(0);
+                let held = doc["held_commands"].as_u64().unwrap_or(0);
                 let _ = writeln!(
                     out,
-                    "completed in {total:.1} ms (pause {:.1} ms, {held} session{} held)",
+                    "completed in {total:.1} ms (pause {:.1} ms, {held} command{} held)",
                     doc["pause_ms"].as_f64().unwrap_or(0.0),
                     if held == 1 { "" } else { "s" }
                 );

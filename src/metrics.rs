@@ -118,9 +118,9 @@ pub fn cutover_finished(namespace: &str, outcome: &'static str, pause: std::time
         .record(pause.as_secs_f64());
 }
 
-/// Sessions holding a command of a namespace a cutover holds (0 once it ended).
+/// Commands of a namespace a cutover holds, waiting in sessions (0 once it ended).
 pub fn cutover_held(namespace: &str, sessions: usize) {
-    metrics::gauge!("turnout_cutover_held_sessions", "namespace" => namespace.to_string())
+    metrics::gauge!("turnout_cutover_held_commands", "namespace" => namespace.to_string())
         .set(sessions as f64);
 }
 

@@ -529,8 +529,8 @@ fn cutover_under_load_pauses_less_than_its_timeout() {
     let pause_ms = report["pause_ms"].as_f64().expect("pause_ms");
     println!(
         "max gap between consecutive replies during the cutover: {gap:?} (writer {worst}); \
-         reported pause_ms {pause_ms:.1}; held_sessions {}",
-        report["held_sessions"]
+         reported pause_ms {pause_ms:.1}; held_commands {}",
+        report["held_commands"]
     );
     assert!(
         gap < Duration::from_millis(LOAD_TIMEOUT_MS),
@@ -540,7 +540,7 @@ fn cutover_under_load_pauses_less_than_its_timeout() {
         pause_ms < LOAD_TIMEOUT_MS as f64,
         "pause_ms {pause_ms} >= timeout_ms {LOAD_TIMEOUT_MS}"
     );
-    assert!(report["held_sessions"].is_u64(), "{report}");
+    assert!(report["held_commands"].is_u64(), "{report}");
     // Held commands ran in the order each client sent them: every list is the exact,
     // strictly increasing acknowledged sequence.
     for run in &runs {

@@ -64,10 +64,10 @@ fn a_blocked_pop_moves_to_the_new_endpoint_with_its_namespace() {
     );
 }
 
-/// `/metrics` shows the sessions holding a command while a cutover runs, and counts
+/// `/metrics` shows the commands held while a cutover runs, and counts
 /// cutovers by outcome with a histogram of their pauses.
 #[test]
-fn cutover_metrics_show_held_sessions_outcomes_and_pauses() {
+fn cutover_metrics_show_held_commands_outcomes_and_pauses() {
     let env = Env::standard();
     let t = &env.turnout;
     let target = |t: &support::Turnout| {
@@ -112,7 +112,7 @@ fn cutover_metrics_show_held_sessions_outcomes_and_pauses() {
         let metrics = t.admin_get("/metrics").text();
         if metrics
             .lines()
-            .any(|l| l == "turnout_cutover_held_sessions{namespace=\"impact\"} 1")
+            .any(|l| l == "turnout_cutover_held_commands{namespace=\"impact\"} 1")
         {
             break;
         }
@@ -144,7 +144,7 @@ fn cutover_metrics_show_held_sessions_outcomes_and_pauses() {
     for line in [
         "turnout_cutover_total{namespace=\"impact\",outcome=\"aborted\"} 1",
         "turnout_cutover_total{namespace=\"impact\",outcome=\"completed\"} 1",
-        "turnout_cutover_held_sessions{namespace=\"impact\"} 0",
+        "turnout_cutover_held_commands{namespace=\"impact\"} 0",
     ] {
         assert!(
             metrics.lines().any(|l| l == line),

@@ -134,7 +134,7 @@ fn render(r: &Report) -> Value {
         "failed_step": failed_step,
         "error": reason,
         "pause_ms": r.pause.map(|d| d.as_secs_f64() * 1000.0),
-        "held_sessions": r.held_sessions,
+        "held_commands": r.held_commands,
         "steps": steps,
     })
 }

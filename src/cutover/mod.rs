@@ -100,8 +100,8 @@ pub struct Report {
     pub from: String,
     /// Steps so far.
     pub steps: Vec<Step>,
-    /// Sessions holding a command of the namespace when the hold ended.
-    pub held_sessions: usize,
+    /// Commands held (waiting in sessions) when the hold ended.
+    pub held_commands: usize,
     /// From the hold to its release.
     pub pause: Option<Duration>,
     /// Where it is.
@@ -234,7 +234,7 @@ impl Cutovers {
             request: request.clone(),
             from: self.config.endpoints[from].name.clone(),
             steps: Vec::new(),
-            held_sessions: 0,
+            held_commands: 0,
             pause: None,
             outcome: Outcome::Running,
         }));
@@ -400,7 +400,7 @@ impl Cutovers {
             Outcome::Running => {}
         }
         if let Ok(mut r) = report.lock() {
-            r.held_sessions = held;
+            r.held_commands = held;
             r.pause = Some(pause);
             r.outcome = outcome;
         }

@@ -6,7 +6,7 @@
 //! command of the namespace is in flight to the old endpoint, and none can be sent there.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
 /// One session's drain state.
@@ -14,15 +14,15 @@ use std::sync::{Arc, Mutex};
 pub struct SessionSlot {
     /// The newest route-table epoch at which the session owed nothing to a held namespace.
     drained: AtomicU64,
-    /// The session is holding a request for a held namespace.
-    holding: AtomicBool,
+    /// Complete requests the session holds (the held one and those behind it).
+    holding: AtomicUsize,
     /// Its last command blocks on this endpoint's connection with this `CLIENT ID`.
     blocked: Mutex<Option<(usize, u64)>>,
 }
 
 impl SessionSlot {
     /// Records the session's state at the end of a turn.
-    pub fn record(&self, epoch: u64, drained: bool, holding: bool) {
+    pub fn record(&self, epoch: u64, drained: bool, holding: usize) {
         if drained {
             self.drained.fetch_max(epoch, Relaxed);
         }
@@ -87,7 +87,7 @@ impl Registry {
             .collect()
     }
 
-    /// Sessions that have not drained at `epoch` yet, and sessions holding a request.
+    /// Sessions that have not drained at `epoch` yet, and requests held by all sessions.
     pub fn pending(&self, epoch: u64) -> (usize, usize) {
         let Ok(slots) = self.slots.lock() else {
             return (usize::MAX, 0);
@@ -96,7 +96,7 @@ impl Registry {
             .values()
             .filter(|s| s.drained.load(Relaxed) < epoch)
             .count();
-        let holding = slots.values().filter(|s| s.holding.load(Relaxed)).count();
+        let holding = slots.values().map(|s| s.holding.load(Relaxed)).sum();
         (undrained, holding)
     }
 }

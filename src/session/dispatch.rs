@@ -28,6 +28,20 @@ pub(super) enum Destination {
     Unknowable,
 }
 
+/// How many complete requests `buf` starts with (held requests, for a cutover's report).
+fn complete_requests(buf: &[u8], max_request: usize) -> usize {
+    let mut args = Vec::new();
+    let mut pos = 0;
+    let mut count = 0;
+    while let Ok(Parsed::Multibulk { len } | Parsed::Inline { len } | Parsed::Empty { len }) =
+        resp::request::parse(&buf[pos..], &mut args, max_request)
+    {
+        pos += len;
+        count += 1;
+    }
+    count
+}
+
 /// The namespace a KEYS or SCAN pattern stays within: the one whose prefix starts the
 /// pattern's literal part (before any `*`, `?`, `[` or backslash), else the default route.
 fn pattern_namespace(
@@ -59,6 +73,7 @@ impl Session {
     /// Dispatches every complete request in the client buffer, as far as limits allow.
     pub(super) fn dispatch_buffered(&mut self) {
         self.holding = false;
+        self.held_requests = 0;
         if self.cin.is_empty() || !self.wants_requests() {
             return;
         }
@@ -129,6 +144,9 @@ impl Session {
                 }
             }
             self.args = args;
+        }
+        if self.holding {
+            self.held_requests = complete_requests(&cin, self.shared.config.proxy.max_request_bytes);
         }
         self.cin = cin;
     }

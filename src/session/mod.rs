@@ -184,6 +184,8 @@ struct Session {
     tag: u32,
     /// The next request belongs to a namespace a cutover holds: it waits in `cin`.
     holding: bool,
+    /// Complete requests waiting in `cin` while holding (for the cutover's report).
+    held_requests: usize,
     /// A request was put back into `cin`: dispatch again before waiting.
     redispatch: bool,
     /// This session's drain state, for cutovers.
@@ -231,6 +233,7 @@ pub async fn serve(client: TcpStream, shared: Arc<Shared>, mut shutdown: watch::
         mirror: mirror::Mirror::new(SESSIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)),
         tag: NS_ANY,
         holding: false,
+        held_requests: 0,
         redispatch: false,
         registration,
     };
@@ -309,7 +312,7 @@ impl Session {
                 });
         self.registration
             .slot
-            .record(table.epoch, drained, self.holding);
+            .record(table.epoch, drained, self.held_requests);
         // A blocked command of a held namespace, last in line, can be unblocked and sent
         // again after the flip: say where it blocks.
         let blocked = match self.pending.back() {
