@@ -141,7 +141,9 @@ pub fn install() -> PrometheusHandle {
                     metrics_exporter_prometheus::Matcher::Full(
                         "turnout_cutover_pause_seconds".to_string(),
                     ),
-                    &[0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0],
+                    &[
+                        0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
+                    ],
                 )
                 .unwrap_or_else(|_| PrometheusBuilder::new());
             let recorder = builder.build_recorder();

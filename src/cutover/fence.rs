@@ -94,7 +94,11 @@ pub(super) async fn promote(
 
 /// `CLIENT UNBLOCK id ERROR` on the old endpoint: the blocked command fails with
 /// `-UNBLOCKED`, which its session takes as the signal to send it again after the flip.
-pub(super) async fn unblock(old: &str, ids: &[u64], connect_timeout: Duration) -> Result<(), String> {
+pub(super) async fn unblock(
+    old: &str,
+    ids: &[u64],
+    connect_timeout: Duration,
+) -> Result<(), String> {
     let mut conn = open(old, connect_timeout).await?;
     for id in ids {
         let id = id.to_string();

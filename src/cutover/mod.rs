@@ -179,10 +179,7 @@ impl Cutovers {
     ///
     /// # Errors
     /// [`StartError`]; nothing started.
-    pub fn start(
-        self: &Arc<Self>,
-        request: Request,
-    ) -> Result<Started, StartError> {
+    pub fn start(self: &Arc<Self>, request: Request) -> Result<Started, StartError> {
         let router = self.control.router();
         let ns = router
             .namespaces

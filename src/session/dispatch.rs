@@ -146,7 +146,8 @@ impl Session {
             self.args = args;
         }
         if self.holding {
-            self.held_requests = complete_requests(&cin, self.shared.config.proxy.max_request_bytes);
+            self.held_requests =
+                complete_requests(&cin, self.shared.config.proxy.max_request_bytes);
         }
         self.cin = cin;
     }

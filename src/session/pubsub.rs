@@ -233,8 +233,8 @@ impl Session {
                 // The answer to a replayed HELLO or re-subscription: nobody's reply. Messages
                 // of channels already re-subscribed may come in between; they are forwarded.
                 if matches!(link.rbuf.first(), Some(b'-' | b'!')) {
-                    let text = String::from_utf8_lossy(&link.rbuf[1..len.saturating_sub(2)])
-                        .into_owned();
+                    let text =
+                        String::from_utf8_lossy(&link.rbuf[1..len.saturating_sub(2)]).into_owned();
                     return Err(End::Pubsub(UpstreamError::StateReplay(text)));
                 }
                 link.rbuf.advance(len);
