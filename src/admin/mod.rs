@@ -428,7 +428,7 @@ async fn ready(state: &AdminState) -> Reply {
         .into_iter()
         .map(|ep| {
             let endpoint = config.endpoints[ep].clone();
-            let probe = tokio::spawn(async move { probe::ping(&endpoint.address, timeout).await });
+            let probe = tokio::spawn(async move { probe::ping(&endpoint, timeout).await });
             (config.endpoints[ep].name.clone(), probe)
         })
         .collect();
@@ -459,5 +459,10 @@ pub async fn probe_ping(
     address: &str,
     timeout: std::time::Duration,
 ) -> Result<(), probe::ProbeError> {
-    probe::ping(address, timeout).await
+    let endpoint = crate::config::EndpointConfig {
+        name: address.to_string(),
+        address: address.to_string(),
+        credentials: None,
+    };
+    probe::ping(&endpoint, timeout).await
 }

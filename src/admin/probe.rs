@@ -26,8 +26,11 @@ pub enum ProbeError {
 ///
 /// # Errors
 /// [`ProbeError`] naming what failed.
-pub async fn ping(address: &str, timeout: Duration) -> Result<(), ProbeError> {
-    let mut stream = upstream::connect(address, timeout).await?;
+pub async fn ping(
+    endpoint: &crate::config::EndpointConfig,
+    timeout: Duration,
+) -> Result<(), ProbeError> {
+    let mut stream = upstream::open(endpoint, timeout).await?;
     let exchange = async {
         stream
             .write_all(b"*1\r\n$4\r\nPING\r\n")

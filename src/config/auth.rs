@@ -62,6 +62,24 @@ fn padded_eq(given: &[u8], expected: &[u8]) -> bool {
     bool::from(same_bytes & same_len)
 }
 
+/// A password from an environment variable or a file (trailing newline ignored): exactly one
+/// of the two must be given.
+pub(super) fn read_password(
+    password_env: Option<&str>,
+    password_file: Option<&str>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, String> {
+    match (password_env, password_file) {
+        (Some(var), None) => {
+            env(var).ok_or_else(|| format!("environment variable {var} is not set"))
+        }
+        (None, Some(file)) => std::fs::read_to_string(file)
+            .map(|text| text.trim_end_matches(['\n', '\r']).to_string())
+            .map_err(|e| format!("cannot read password file {file}: {e}")),
+        _ => Err("set exactly one of password_env and password_file".to_string()),
+    }
+}
+
 /// Validates `[proxy.auth]`, reading each password.
 pub fn validate(
     file: &FileAuth,
@@ -87,15 +105,11 @@ pub fn validate(
                 format!("duplicate user \"{}\"", user.name),
             );
         }
-        let password = match (&user.password_env, &user.password_file) {
-            (Some(var), None) => {
-                env(var).ok_or_else(|| format!("environment variable {var} is not set"))
-            }
-            (None, Some(file)) => std::fs::read_to_string(file)
-                .map(|text| text.trim_end_matches(['\n', '\r']).to_string())
-                .map_err(|e| format!("cannot read password file {file}: {e}")),
-            _ => Err("set exactly one of password_env and password_file".to_string()),
-        };
+        let password = read_password(
+            user.password_env.as_deref(),
+            user.password_file.as_deref(),
+            env,
+        );
         match password {
             Ok(p) if p.is_empty() => problem(problems, &path, "the password is empty"),
             Ok(p) if p.len() > MAX_PASSWORD => problem(

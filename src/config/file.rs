@@ -74,6 +74,9 @@ pub struct FileState {
 #[derive(Debug, Deserialize)]
 pub struct FileEndpoint {
     pub address: String,
+    pub username: Option<String>,
+    pub password_env: Option<String>,
+    pub password_file: Option<String>,
 }
 
 /// `[[namespaces]]`.

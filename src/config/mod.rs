@@ -111,6 +111,17 @@ pub struct EndpointConfig {
     pub name: String,
     /// `host:port`, resolved at connect time.
     pub address: String,
+    /// What turnout presents to the endpoint (AUTH on every connection), if anything.
+    pub credentials: Option<Credentials>,
+}
+
+/// Upstream credentials of an endpoint: separate from the clients' (`[proxy.auth]`).
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    /// ACL user; `None`: `AUTH <password>` (the `default` user).
+    pub username: Option<String>,
+    /// The password (never logged or shown).
+    pub password: Secret,
 }
 
 /// One namespace.
@@ -278,7 +289,7 @@ fn validate(
         problem(problems, "state.path", "must not be empty");
     }
 
-    let endpoints = validate_endpoints(&file.endpoints, problems);
+    let endpoints = validate_endpoints(&file.endpoints, env, problems);
     let ids: HashMap<&str, EndpointId> = endpoints
         .iter()
         .enumerate()
@@ -543,6 +554,7 @@ fn validate_admin(
 
 fn validate_endpoints(
     file: &BTreeMap<String, file::FileEndpoint>,
+    env: &dyn Fn(&str) -> Option<String>,
     problems: &mut Vec<Problem>,
 ) -> Vec<EndpointConfig> {
     if file.is_empty() {
@@ -564,9 +576,32 @@ fn validate_endpoints(
         if let Err(message) = check_host_port(&ep.address) {
             problem(problems, format!("{path}.address"), message);
         }
+        let credentials = match (&ep.username, &ep.password_env, &ep.password_file) {
+            (None, None, None) => None,
+            (username, password_env, password_file) => {
+                match auth::read_password(password_env.as_deref(), password_file.as_deref(), env) {
+                    Ok(p) if p.is_empty() => {
+                        problem(problems, &path, "the password is empty");
+                        None
+                    }
+                    Ok(p) => Some(Credentials {
+                        username: username.clone(),
+                        password: Secret::new(p),
+                    }),
+                    Err(message) => {
+                        problem(problems, &path, message);
+                        None
+                    }
+                }
+            }
+        };
+        if ep.username.as_deref() == Some("") {
+            problem(problems, format!("{path}.username"), "must not be empty");
+        }
         out.push(EndpointConfig {
             name: name.clone(),
             address: ep.address.clone(),
+            credentials,
         });
     }
     out

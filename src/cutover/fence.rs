@@ -1,5 +1,6 @@
 //! The replication fence and promotion: turnout's own short commands to the two endpoints.
 
+use crate::config::EndpointConfig;
 use crate::resp::reply::complete_len;
 use bytes::BytesMut;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -12,8 +13,8 @@ const FENCE_TTL_MS: &str = "600000";
 /// Writes a unique key under `prefix` through `old`, waits until `new` has it (replication
 /// caught up past every write acknowledged before it), then deletes it on both.
 pub(super) async fn replicated(
-    old: &str,
-    new: &str,
+    old: &EndpointConfig,
+    new: &EndpointConfig,
     prefix: &str,
     connect_timeout: Duration,
     deadline: Instant,
@@ -55,7 +56,7 @@ pub(super) async fn replicated(
     if result.is_err() {
         // Take the fence key out of the application's keyspace, off the cutover's path (the
         // hold is released at once); it expires by itself if this fails too.
-        let (old, key) = (old.to_string(), key.clone());
+        let (old, key) = (old.clone(), key.clone());
         tokio::spawn(async move {
             let cleanup = async {
                 let mut conn = open(&old, connect_timeout).await?;
@@ -69,7 +70,7 @@ pub(super) async fn replicated(
 
 /// `REPLICAOF NO ONE` on the new endpoint.
 pub(super) async fn promote(
-    new: &str,
+    new: &EndpointConfig,
     connect_timeout: Duration,
     deadline: Instant,
 ) -> Result<(), String> {
@@ -95,7 +96,7 @@ pub(super) async fn promote(
 /// `CLIENT UNBLOCK id ERROR` on the old endpoint: the blocked command fails with
 /// `-UNBLOCKED`, which its session takes as the signal to send it again after the flip.
 pub(super) async fn unblock(
-    old: &str,
+    old: &EndpointConfig,
     ids: &[u64],
     connect_timeout: Duration,
 ) -> Result<(), String> {
@@ -107,10 +108,10 @@ pub(super) async fn unblock(
     Ok(())
 }
 
-async fn open(address: &str, timeout: Duration) -> Result<TcpStream, String> {
-    crate::upstream::connect(address, timeout)
+async fn open(endpoint: &EndpointConfig, timeout: Duration) -> Result<TcpStream, String> {
+    crate::upstream::open(endpoint, timeout)
         .await
-        .map_err(|e| format!("{address}: {e}"))
+        .map_err(|e| format!("endpoint '{}': {e}", endpoint.name))
 }
 
 /// Sends one command and reads its whole reply.

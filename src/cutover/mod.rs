@@ -429,7 +429,7 @@ impl Cutovers {
                 .map(|(_, id)| id)
                 .collect();
             if !blocked.is_empty() {
-                let old = &self.config.endpoints[from].address;
+                let old = &self.config.endpoints[from];
                 if let Err(e) =
                     fence::unblock(old, &blocked, self.config.proxy.connect_timeout).await
                 {
@@ -463,8 +463,8 @@ impl Cutovers {
                 .cloned()
                 .unwrap_or_default();
             let result = fence::replicated(
-                &self.config.endpoints[from].address,
-                &self.config.endpoints[to].address,
+                &self.config.endpoints[from],
+                &self.config.endpoints[to],
                 &prefix,
                 self.config.proxy.connect_timeout,
                 deadline,
@@ -476,7 +476,7 @@ impl Cutovers {
         if request.promote {
             let began = step("promote");
             let result = fence::promote(
-                &self.config.endpoints[to].address,
+                &self.config.endpoints[to],
                 self.config.proxy.connect_timeout,
                 deadline,
             )

@@ -573,10 +573,10 @@ impl Session {
 
     fn start_connect(&mut self, ep: EndpointId) {
         let config = &self.shared.config;
-        let address = config.endpoints[ep].address.clone();
+        let endpoint = config.endpoints[ep].clone();
         let timeout = config.proxy.connect_timeout;
         self.links[ep].conn =
-            Conn::Connecting(Box::pin(crate::upstream::connect_owned(address, timeout)));
+            Conn::Connecting(Box::pin(crate::upstream::open_owned(endpoint, timeout)));
     }
 
     /// Drops large empty buffers so an idle connection holds little memory.

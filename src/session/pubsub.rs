@@ -60,8 +60,8 @@ impl Session {
                 link.skip += 1;
                 link.replay_unanswered += 1;
             }
-            let address = self.shared.config.endpoints[endpoint].address.clone();
-            link.conn = Conn::Connecting(Box::pin(crate::upstream::connect_owned(
+            let address = self.shared.config.endpoints[endpoint].clone();
+            link.conn = Conn::Connecting(Box::pin(crate::upstream::open_owned(
                 address,
                 self.shared.config.proxy.connect_timeout,
             )));
@@ -177,8 +177,8 @@ impl Session {
             link.skip += n;
             link.replay_unanswered += n;
         }
-        let address = self.shared.config.endpoints[target].address.clone();
-        link.conn = Conn::Connecting(Box::pin(crate::upstream::connect_owned(
+        let address = self.shared.config.endpoints[target].clone();
+        link.conn = Conn::Connecting(Box::pin(crate::upstream::open_owned(
             address,
             self.shared.config.proxy.connect_timeout,
         )));

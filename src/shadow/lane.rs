@@ -134,7 +134,6 @@ impl Lane {
 
     /// Serves jobs until every sender is gone.
     pub(super) async fn run(mut self, mut rx: mpsc::Receiver<Vec<Job>>) {
-        let address = self.config.endpoints[self.endpoint].address.clone();
         let timeout = self.config.proxy.connect_timeout;
         let mut backoff = BACKOFF_MIN;
         loop {
@@ -142,7 +141,9 @@ impl Lane {
                 return;
             };
             self.queued_jobs.fetch_sub(batch.len(), Relaxed);
-            let stream = match crate::upstream::connect(&address, timeout).await {
+            let stream = match crate::upstream::open(&self.config.endpoints[self.endpoint], timeout)
+                .await
+            {
                 Ok(stream) => stream,
                 Err(e) => {
                     tracing::debug!(endpoint = %self.config.endpoints[self.endpoint].name, cause = %e, "shadow connection failed");

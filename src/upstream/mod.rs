@@ -1,8 +1,10 @@
 //! Endpoint connections: how turnout opens a connection to an endpoint and what can go wrong.
 //!
-//! Today every endpoint is a standalone server reached over plain TCP. Sentinel discovery,
-//! cluster slot maps, TLS and upstream credentials belong here as they arrive; sessions only
-//! see [`connect`] and [`UpstreamError`].
+//! Today every endpoint is a standalone server reached over plain TCP, with optional
+//! credentials: [`open`] authenticates every connection before anything else is sent on it,
+//! and after a refusal backs off (1 s, doubling to 30 s) instead of retrying on every command.
+//! Sentinel discovery, cluster slot maps and TLS belong here as they arrive; sessions only see
+//! [`open`] and [`UpstreamError`].
 
 use std::time::Duration;
 use tokio::net::TcpStream;
@@ -30,6 +32,129 @@ pub enum UpstreamError {
     /// commands queued behind it were not sent.
     #[error("cannot restore the session's connection state: {0}")]
     StateReplay(String),
+    /// The endpoint refused turnout's credentials (its reply, which never holds them).
+    #[error("authentication failed: {0}")]
+    Auth(String),
+    /// Credentials were refused recently: no new attempt before the back-off ends.
+    #[error("authentication failed: {reply} (next attempt in {})", humantime::format_duration(*.retry_in))]
+    AuthBackoff {
+        /// The endpoint's last refusal.
+        reply: String,
+        /// Time left.
+        retry_in: Duration,
+    },
+}
+
+/// First wait after refused credentials; it doubles up to [`AUTH_BACKOFF_MAX`].
+pub const AUTH_BACKOFF_MIN: Duration = Duration::from_secs(1);
+/// Longest wait after refused credentials.
+pub const AUTH_BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// An endpoint's back-off after refused credentials: until when no new connection is
+/// attempted, the next wait, and the endpoint's refusal.
+type Backoff = (std::time::Instant, Duration, String);
+
+/// Per endpoint name.
+static AUTH_BACKOFF: std::sync::Mutex<Option<std::collections::HashMap<String, Backoff>>> =
+    std::sync::Mutex::new(None);
+
+/// Opens an authenticated connection to an endpoint: [`connect`], then `AUTH` when it has
+/// credentials, answered before the connection is handed over.
+///
+/// # Errors
+/// As [`connect`], plus [`UpstreamError::Auth`] or [`UpstreamError::AuthBackoff`].
+pub async fn open(
+    endpoint: &crate::config::EndpointConfig,
+    timeout: Duration,
+) -> Result<TcpStream, UpstreamError> {
+    let Some(credentials) = &endpoint.credentials else {
+        return connect(&endpoint.address, timeout).await;
+    };
+    let now = std::time::Instant::now();
+    if let Ok(guard) = AUTH_BACKOFF.lock() {
+        if let Some((until, _, reply)) = guard.as_ref().and_then(|m| m.get(&endpoint.name)) {
+            if now < *until {
+                return Err(UpstreamError::AuthBackoff {
+                    reply: reply.clone(),
+                    retry_in: *until - now,
+                });
+            }
+        }
+    }
+    let mut stream = connect(&endpoint.address, timeout).await?;
+    let mut args: Vec<&[u8]> = vec![b"AUTH"];
+    if let Some(user) = &credentials.username {
+        args.push(user.as_bytes());
+    }
+    args.push(credentials.password.expose().as_bytes());
+    let mut request = Vec::new();
+    request.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
+    for arg in args {
+        request.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+        request.extend_from_slice(arg);
+        request.extend_from_slice(b"\r\n");
+    }
+    let reply = tokio::time::timeout(timeout, exchange(&mut stream, &request))
+        .await
+        .map_err(|_| UpstreamError::ConnectTimeout(timeout))??;
+    if reply == b"+OK\r\n" {
+        if let Ok(mut guard) = AUTH_BACKOFF.lock() {
+            if let Some(m) = guard.as_mut() {
+                m.remove(&endpoint.name);
+            }
+        }
+        return Ok(stream);
+    }
+    let text = String::from_utf8_lossy(reply.strip_prefix(b"-").unwrap_or(&reply))
+        .trim_end()
+        .to_string();
+    tracing::warn!(endpoint = %endpoint.name, reply = %text, "endpoint refused turnout's credentials; backing off");
+    if let Ok(mut guard) = AUTH_BACKOFF.lock() {
+        let m = guard.get_or_insert_with(Default::default);
+        let wait = m
+            .get(&endpoint.name)
+            .map_or(AUTH_BACKOFF_MIN, |(_, next, _)| *next);
+        m.insert(
+            endpoint.name.clone(),
+            (
+                std::time::Instant::now() + wait,
+                (wait * 2).min(AUTH_BACKOFF_MAX),
+                text.clone(),
+            ),
+        );
+    }
+    Err(UpstreamError::Auth(text))
+}
+
+/// [`open`] with an owned endpoint, for futures that outlive the caller's borrow.
+///
+/// # Errors
+/// As [`open`].
+pub async fn open_owned(
+    endpoint: crate::config::EndpointConfig,
+    timeout: Duration,
+) -> Result<TcpStream, UpstreamError> {
+    open(&endpoint, timeout).await
+}
+
+/// Writes `request` and reads one complete reply.
+async fn exchange(stream: &mut TcpStream, request: &[u8]) -> Result<Vec<u8>, UpstreamError> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream.write_all(request).await.map_err(UpstreamError::Io)?;
+    let mut buf = bytes::BytesMut::with_capacity(256);
+    loop {
+        if let Some(len) =
+            crate::resp::reply::complete_len(&buf).map_err(UpstreamError::Protocol)?
+        {
+            return Ok(buf[..len].to_vec());
+        }
+        if buf.len() > 64 * 1024 {
+            return Err(UpstreamError::Auth("oversized reply to AUTH".to_string()));
+        }
+        if stream.read_buf(&mut buf).await.map_err(UpstreamError::Io)? == 0 {
+            return Err(UpstreamError::Closed);
+        }
+    }
 }
 
 /// Idle time before the first keepalive probe on an endpoint connection.
