@@ -238,3 +238,40 @@ fn limits_that_would_overflow_internal_ids_are_errors() {
         )]
     );
 }
+
+#[test]
+fn endpoint_credentials_come_from_the_environment_or_a_file_and_are_never_printed() {
+    let text = GOOD
+        .replace(
+            "address = \"127.0.0.1:6379\"",
+            "address = \"127.0.0.1:6379\"\nusername = \"app\"\npassword_env = \"EP_PW\"",
+        )
+        .replace(
+            "address = \"127.0.0.1:6390\"",
+            "address = \"127.0.0.1:6390\"\nusername = \"\"",
+        );
+    let env = |name: &str| (name == "EP_PW").then(|| "ep-secret".to_string());
+    let lines = match Config::from_toml(&text, &env) {
+        Ok(_) => Vec::new(),
+        Err(e) => e.lines(),
+    };
+    assert_eq!(
+        lines,
+        vec![
+            "endpoints.new: set exactly one of password_env and password_file".to_string(),
+            "endpoints.new.username: must not be empty".to_string(),
+        ]
+    );
+    let text = text.replace("username = \"\"", "password_env = \"EP_PW\"");
+    let config = Config::from_toml(&text, &env).expect("valid");
+    let legacy = &config.endpoints[config.endpoint_id("legacy").expect("legacy")];
+    let creds = legacy.credentials.as_ref().expect("credentials");
+    assert_eq!(creds.username.as_deref(), Some("app"));
+    assert_eq!(creds.password.expose(), "ep-secret");
+    let new = &config.endpoints[config.endpoint_id("new").expect("new")];
+    assert!(new
+        .credentials
+        .as_ref()
+        .is_some_and(|c| c.username.is_none()));
+    assert!(!format!("{config:?}").contains("ep-secret"));
+}
