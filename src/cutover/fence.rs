@@ -1,10 +1,7 @@
 //! The replication fence and promotion: turnout's own short commands to the two endpoints.
 
 use crate::config::EndpointConfig;
-use crate::resp::reply::complete_len;
-use bytes::BytesMut;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// A fence key left behind by a crash expires by itself.
@@ -116,23 +113,8 @@ async fn open(endpoint: &EndpointConfig, timeout: Duration) -> Result<TcpStream,
 
 /// Sends one command and reads its whole reply.
 async fn command(conn: &mut TcpStream, args: &[&str]) -> Result<Vec<u8>, String> {
-    let mut out = format!("*{}\r\n", args.len()).into_bytes();
-    for arg in args {
-        out.extend_from_slice(format!("${}\r\n{arg}\r\n", arg.len()).as_bytes());
-    }
-    conn.write_all(&out).await.map_err(|e| e.to_string())?;
-    let mut buf = BytesMut::with_capacity(256);
-    loop {
-        match complete_len(&buf) {
-            Ok(Some(len)) => return Ok(buf[..len].to_vec()),
-            Ok(None) => {}
-            Err(e) => return Err(format!("invalid reply: {e}")),
-        }
-        if buf.len() > 1 << 20 {
-            return Err("reply too large".to_string());
-        }
-        if conn.read_buf(&mut buf).await.map_err(|e| e.to_string())? == 0 {
-            return Err("connection closed".to_string());
-        }
-    }
+    let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+    crate::upstream::exchange(conn, &crate::resp::command(&args))
+        .await
+        .map_err(|e| e.to_string())
 }

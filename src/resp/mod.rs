@@ -100,6 +100,35 @@ pub fn write_error(out: &mut bytes::BytesMut, message: &str) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// Appends one bulk string (`$len\r\nbytes\r\n`).
+pub fn write_bulk(out: &mut bytes::BytesMut, bytes: &[u8]) {
+    use std::fmt::Write as _;
+    let _ = write!(WriteBytes(out), "${}\r\n", bytes.len());
+    out.extend_from_slice(bytes);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends a request (`*n\r\n` and one bulk string per argument).
+pub fn write_command(out: &mut bytes::BytesMut, args: &[&[u8]]) {
+    use std::fmt::Write as _;
+    let _ = write!(WriteBytes(out), "*{}\r\n", args.len());
+    for arg in args {
+        write_bulk(out, arg);
+    }
+}
+
+/// A request of `args`, encoded.
+pub fn command(args: &[&[u8]]) -> bytes::Bytes {
+    let mut out = bytes::BytesMut::new();
+    write_command(&mut out, args);
+    out.freeze()
+}
+
+/// Whether a complete reply is an error (RESP2 `-` or RESP3 blob error `!`).
+pub fn is_error(reply: &[u8]) -> bool {
+    matches!(reply.first(), Some(b'-' | b'!'))
+}
+
 /// Adapts a `BytesMut` to `fmt::Write`.
 struct WriteBytes<'a>(&'a mut bytes::BytesMut);
 

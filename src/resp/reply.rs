@@ -133,6 +133,32 @@ impl ReplyScan {
     }
 }
 
+/// The payload of a complete bulk string reply (`None` for nil or another type).
+pub fn bulk(reply: &[u8]) -> Option<&[u8]> {
+    let rest = reply.strip_prefix(b"$")?;
+    let end = find_crlf(rest)?;
+    let len = usize::try_from(parse_int(&rest[..end])?).ok()?;
+    rest.get(end + 2..end + 2 + len)
+}
+
+/// The elements of a complete top-level array or set reply (`None` for nil, another type,
+/// or an incomplete reply).
+pub fn elements(reply: &[u8]) -> Option<Vec<&[u8]>> {
+    let rest = reply
+        .strip_prefix(b"*")
+        .or_else(|| reply.strip_prefix(b"~"))?;
+    let end = find_crlf(rest)?;
+    let count = usize::try_from(parse_int(&rest[..end])?).ok()?;
+    let mut pos = 1 + end + 2;
+    let mut out = Vec::with_capacity(count.min(1024));
+    for _ in 0..count {
+        let len = complete_len(reply.get(pos..)?).ok()??;
+        out.push(&reply[pos..pos + len]);
+        pos += len;
+    }
+    Some(out)
+}
+
 /// The length of the complete reply at the start of `buf`, or `None` if it is not all there.
 ///
 /// # Errors

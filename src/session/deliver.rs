@@ -237,7 +237,7 @@ impl Session {
         };
         let is_error = |ep: usize, next: &Next, links: &[super::link::Link]| match next {
             Next::Error => true,
-            Next::Frame(len) => is_error_reply(&links[ep].rbuf[..*len]),
+            Next::Frame(len) => crate::resp::is_error(&links[ep].rbuf[..*len]),
             _ => false,
         };
         let chosen = (0..self.links.len())
@@ -250,7 +250,7 @@ impl Session {
             .or_else(|| (0..self.links.len()).find(|&ep| nexts[ep].is_some()));
         let applied_by: Vec<Option<bool>> = (0..self.links.len())
             .map(|ep| match nexts[ep] {
-                Some(Next::Frame(len)) => Some(!is_error_reply(&self.links[ep].rbuf[..len])),
+                Some(Next::Frame(len)) => Some(!crate::resp::is_error(&self.links[ep].rbuf[..len])),
                 Some(_) => Some(false),
                 None => None,
             })
@@ -259,7 +259,7 @@ impl Session {
             Some((ep, Next::Frame(len))) => {
                 let reply = &self.links[ep].rbuf[..*len];
                 self.cout.extend_from_slice(reply);
-                !is_error_reply(reply)
+                !crate::resp::is_error(reply)
             }
             Some((ep, Next::Error)) => {
                 self.cout.extend_from_slice(&self.links[ep].error_reply);
@@ -349,8 +349,3 @@ impl Session {
 
 /// One endpoint's next reply per endpoint index (`None`: not involved).
 pub(super) type Replies = [Option<Next>; crate::config::MAX_ENDPOINTS];
-
-/// Whether a complete reply is an error (RESP2 `-` or RESP3 blob error `!`).
-fn is_error_reply(reply: &[u8]) -> bool {
-    matches!(reply.first(), Some(b'-' | b'!'))
-}

@@ -8,8 +8,9 @@
 //! is in, later copies of the session wait behind it (see `mirror.rs`), so the secondary sees
 //! the session's writes in order.
 
-use crate::resp::reply::complete_len;
-use bytes::{Bytes, BytesMut};
+use crate::resp::command;
+use crate::resp::reply::{bulk, elements};
+use bytes::Bytes;
 use std::ops::Range;
 
 /// A write mirrored by its effect.
@@ -93,41 +94,6 @@ impl Effect {
             }
         }
     }
-}
-
-/// A multibulk request of `parts`.
-fn command(parts: &[&[u8]]) -> Bytes {
-    let mut out = BytesMut::new();
-    out.extend_from_slice(format!("*{}\r\n", parts.len()).as_bytes());
-    for part in parts {
-        super::split::push_bulk(&mut out, part);
-    }
-    out.freeze()
-}
-
-/// The payload of a complete bulk string reply (`None` for nil or another type).
-fn bulk(reply: &[u8]) -> Option<&[u8]> {
-    let rest = reply.strip_prefix(b"$")?;
-    let end = rest.windows(2).position(|w| w == b"\r\n")?;
-    let len: usize = std::str::from_utf8(&rest[..end]).ok()?.parse().ok()?;
-    rest.get(end + 2..end + 2 + len)
-}
-
-/// The elements of a complete top-level array or set reply.
-fn elements(reply: &[u8]) -> Option<Vec<&[u8]>> {
-    let rest = reply
-        .strip_prefix(b"*")
-        .or_else(|| reply.strip_prefix(b"~"))?;
-    let end = rest.windows(2).position(|w| w == b"\r\n")?;
-    let count: usize = std::str::from_utf8(&rest[..end]).ok()?.parse().ok()?;
-    let mut pos = 1 + end + 2;
-    let mut out = Vec::with_capacity(count.min(1024));
-    for _ in 0..count {
-        let len = complete_len(reply.get(pos..)?).ok()??;
-        out.push(&reply[pos..pos + len]);
-        pos += len;
-    }
-    Some(out)
 }
 
 #[cfg(test)]

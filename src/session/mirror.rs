@@ -639,12 +639,12 @@ fn mirrored_part(
     }
     let mut out = BytesMut::with_capacity(frame.len());
     out.extend_from_slice(format!("*{}\r\n", 1 + groups.len() * per_key).as_bytes());
-    super::split::push_bulk(&mut out, &frame[args[0].clone()]);
+    crate::resp::write_bulk(&mut out, &frame[args[0].clone()]);
     let mut key = 0..0;
     for (n, &i) in groups.iter().enumerate() {
         for (j, arg) in args[i..i + per_key].iter().enumerate() {
             let bytes = &frame[arg.clone()];
-            super::split::push_bulk(&mut out, bytes);
+            crate::resp::write_bulk(&mut out, bytes);
             if n == 0 && j == 0 {
                 let end = out.len() - 2;
                 key = end - bytes.len()..end;

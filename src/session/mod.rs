@@ -186,6 +186,8 @@ struct Session {
     holding: bool,
     /// Complete requests waiting in `cin` while holding (for the cutover's report).
     held_requests: usize,
+    /// The route epoch last recorded in the drain slot while nothing was held.
+    drain_reported: u64,
     /// A request was put back into `cin`: dispatch again before waiting.
     redispatch: bool,
     /// This session's drain state, for cutovers.
@@ -234,6 +236,7 @@ pub async fn serve(client: TcpStream, shared: Arc<Shared>, mut shutdown: watch::
         tag: NS_ANY,
         holding: false,
         held_requests: 0,
+        drain_reported: u64::MAX,
         redispatch: false,
         registration,
     };
@@ -302,14 +305,24 @@ impl Session {
     /// Records whether this session still owes replies for a held namespace.
     fn report_drain(&mut self) {
         let table = self.shared.router.load();
+        if !table.any_held {
+            // Nothing held: drained at this epoch. Only a new epoch needs recording, so an
+            // ordinary turn touches no shared state.
+            if self.drain_reported != table.epoch {
+                self.drain_reported = table.epoch;
+                self.registration.slot.record(table.epoch, true, 0);
+                self.registration.slot.set_blocked(None);
+            }
+            return;
+        }
+        self.drain_reported = table.epoch;
         // An open transaction (or WATCH) routes with its own, older snapshot: it may still
         // send anything to the old endpoint, so it drains nothing until it ends.
-        let drained = !table.any_held
-            || self.tx.is_none()
-                && !self.pending.iter().any(|p| {
-                    p.ns == NS_ANY
-                        || (p.ns != NS_NONE && u16::try_from(p.ns).is_ok_and(|ns| table.held(ns)))
-                });
+        let drained = self.tx.is_none()
+            && !self.pending.iter().any(|p| {
+                p.ns == NS_ANY
+                    || (p.ns != NS_NONE && u16::try_from(p.ns).is_ok_and(|ns| table.held(ns)))
+            });
         self.registration
             .slot
             .record(table.epoch, drained, self.held_requests);
@@ -321,7 +334,7 @@ impl Session {
                 reissue: Some(_),
                 ns,
                 ..
-            }) if table.any_held && u16::try_from(*ns).is_ok_and(|ns| table.held(ns)) => {
+            }) if u16::try_from(*ns).is_ok_and(|ns| table.held(ns)) => {
                 self.links[*ep].client_id.map(|id| (*ep, id))
             }
             _ => None,

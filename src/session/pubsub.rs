@@ -168,11 +168,7 @@ impl Session {
             }
             let mut args: Vec<&[u8]> = vec![kind];
             args.extend(names.iter().map(Vec::as_slice));
-            link.replay
-                .extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
-            for arg in args {
-                super::split::push_bulk(&mut link.replay, arg);
-            }
+            crate::resp::write_command(&mut link.replay, &args);
             let n = u32::try_from(names.len()).unwrap_or(u32::MAX);
             link.skip += n;
             link.replay_unanswered += n;
@@ -232,7 +228,7 @@ impl Session {
             if link.skip > 0 && !is_message(&link.rbuf[..len]) {
                 // The answer to a replayed HELLO or re-subscription: nobody's reply. Messages
                 // of channels already re-subscribed may come in between; they are forwarded.
-                if matches!(link.rbuf.first(), Some(b'-' | b'!')) {
+                if crate::resp::is_error(&link.rbuf) {
                     let text =
                         String::from_utf8_lossy(&link.rbuf[1..len.saturating_sub(2)]).into_owned();
                     return Err(End::Pubsub(UpstreamError::StateReplay(text)));
@@ -247,7 +243,7 @@ impl Session {
                     // Behind replies still owed: it waits, and so does what follows it.
                     return Ok(());
                 }
-                if matches!(pubsub.link.rbuf.first(), Some(b'-' | b'!')) {
+                if crate::resp::is_error(&pubsub.link.rbuf) {
                     // A refused command (NOPERM, arity) is answered once, whatever it named.
                     pubsub.seen = confirmations_due;
                 } else {

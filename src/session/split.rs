@@ -52,13 +52,7 @@ pub fn splittable(name: &str) -> Option<(MergeOp, usize)> {
     }
 }
 
-/// Appends one bulk string to a RESP frame being built.
-pub(super) fn push_bulk(out: &mut BytesMut, bytes: &[u8]) {
-    let _ = write!(Buf(out), "${}\r\n", bytes.len());
-    out.extend_from_slice(bytes);
-    out.extend_from_slice(b"\r\n");
-}
-
+/// Adapts a `BytesMut` to `fmt::Write`.
 struct Buf<'a>(&'a mut BytesMut);
 
 impl std::fmt::Write for Buf<'_> {
@@ -105,7 +99,7 @@ impl Session {
             let part = &mut parts[at];
             part.1 += 1;
             for arg in &args[i..i + per_key] {
-                push_bulk(&mut part.2, &frame[arg.clone()]);
+                crate::resp::write_bulk(&mut part.2, &frame[arg.clone()]);
             }
             if op == MergeOp::Array {
                 order.push(endpoint);
@@ -117,7 +111,7 @@ impl Session {
         for (endpoint, keys, body) in parts {
             let mut part = BytesMut::with_capacity(body.len() + 32);
             let _ = write!(Buf(&mut part), "*{}\r\n", keys * per_key + 1);
-            push_bulk(&mut part, name);
+            crate::resp::write_bulk(&mut part, name);
             part.extend_from_slice(&body);
             self.prepare_link(endpoint);
             self.links[endpoint].queue(&part);

@@ -9,6 +9,7 @@
 
 use crate::command::spec::flags;
 use crate::command::CommandSpec;
+use crate::resp::is_error;
 use crate::resp::reply::complete_len;
 use std::cmp::Ordering;
 
@@ -58,10 +59,6 @@ pub fn same(how: Compare, a: &[u8], b: &[u8], tolerance_ms: u64) -> bool {
             }
         }
     }
-}
-
-fn is_error(reply: &[u8]) -> bool {
-    matches!(reply.first(), Some(b'-' | b'!'))
 }
 
 /// An error's first word (`WRONGTYPE`, `ERR`, ...): the rest is wording.

@@ -12,7 +12,8 @@ use super::report::{Outcome, Report};
 use super::{Check, ConnState, Job, Primary};
 use crate::command::CommandId;
 use crate::config::{Config, EndpointId};
-use crate::resp::reply::{complete_len, ReplyScan};
+use crate::resp::is_error;
+use crate::resp::reply::ReplyScan;
 use crate::route::NsId;
 use bytes::{Buf, Bytes, BytesMut};
 use std::collections::VecDeque;
@@ -563,41 +564,12 @@ fn key_of<'a>(frame: &'a [u8], key: &std::ops::Range<usize>) -> &'a [u8] {
     frame.get(key.clone()).unwrap_or_default()
 }
 
-fn is_error(reply: &[u8]) -> bool {
-    matches!(reply.first(), Some(b'-' | b'!'))
-}
-
 /// Whether an EXEC reply says the transaction did not run, or a command in it failed.
 fn exec_failed(reply: &[u8]) -> bool {
-    let Some(rest) = reply.strip_prefix(b"*") else {
-        return true;
-    };
-    let Some(end) = rest.windows(2).position(|w| w == b"\r\n") else {
-        return true;
-    };
-    let Some(count) = std::str::from_utf8(&rest[..end])
-        .ok()
-        .and_then(|n| n.parse::<i64>().ok())
-    else {
-        return true;
-    };
-    if count < 0 {
-        return true;
+    match crate::resp::reply::elements(reply) {
+        Some(items) => items.iter().any(|item| is_error(item)),
+        None => true,
     }
-    let mut pos = 1 + end + 2;
-    for _ in 0..count {
-        let Some(element) = reply.get(pos..) else {
-            return true;
-        };
-        if is_error(element) {
-            return true;
-        }
-        match complete_len(element) {
-            Ok(Some(len)) => pos += len,
-            _ => return true,
-        }
-    }
-    false
 }
 
 #[cfg(test)]

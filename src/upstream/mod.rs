@@ -87,13 +87,7 @@ pub async fn open(
         args.push(user.as_bytes());
     }
     args.push(credentials.password.expose().as_bytes());
-    let mut request = Vec::new();
-    request.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
-    for arg in args {
-        request.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
-        request.extend_from_slice(arg);
-        request.extend_from_slice(b"\r\n");
-    }
+    let request = crate::resp::command(&args);
     let reply = tokio::time::timeout(timeout, exchange(&mut stream, &request))
         .await
         .map_err(|_| UpstreamError::ConnectTimeout(timeout))??;
@@ -137,8 +131,12 @@ pub async fn open_owned(
     open(&endpoint, timeout).await
 }
 
-/// Writes `request` and reads one complete reply.
-async fn exchange(stream: &mut TcpStream, request: &[u8]) -> Result<Vec<u8>, UpstreamError> {
+/// Writes `request` and reads one complete reply (turnout's own short commands: AUTH, the
+/// cutover's fence, promotion and unblocking).
+///
+/// # Errors
+/// The connection failed, or the reply is not RESP or larger than 64 KiB.
+pub async fn exchange(stream: &mut TcpStream, request: &[u8]) -> Result<Vec<u8>, UpstreamError> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     stream.write_all(request).await.map_err(UpstreamError::Io)?;
     let mut buf = bytes::BytesMut::with_capacity(256);
@@ -149,7 +147,7 @@ async fn exchange(stream: &mut TcpStream, request: &[u8]) -> Result<Vec<u8>, Ups
             return Ok(buf[..len].to_vec());
         }
         if buf.len() > 64 * 1024 {
-            return Err(UpstreamError::Auth("oversized reply to AUTH".to_string()));
+            return Err(UpstreamError::Io(std::io::Error::other("oversized reply")));
         }
         if stream.read_buf(&mut buf).await.map_err(UpstreamError::Io)? == 0 {
             return Err(UpstreamError::Closed);
