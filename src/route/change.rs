@@ -267,7 +267,6 @@ impl RouteControl {
         route.hold = false;
         route.changed_at = now;
         route.reason = req.reason.clone();
-        next.refresh();
 
         let mut new_history = history.clone();
         new_history.push(HistoryEntry {

@@ -128,6 +128,16 @@ impl Mirror {
 }
 
 impl Capture {
+    /// Keeps up to `limit` bytes of a reply for `sink`.
+    fn new(limit: usize, sink: Sink) -> Box<Capture> {
+        Box::new(Capture {
+            bytes: BytesMut::new(),
+            over: false,
+            limit,
+            sink,
+        })
+    }
+
     /// Adds reply bytes as they are delivered.
     pub(super) fn extend(&mut self, bytes: &[u8]) {
         if self.over {
@@ -259,12 +269,10 @@ impl Session {
             return;
         }
         let (tx, rx) = oneshot::channel();
-        pending.capture = Some(Box::new(Capture {
-            bytes: BytesMut::new(),
-            over: false,
-            limit: self.shared.shadow.max_compare_bytes,
-            sink: Sink::Compare(tx),
-        }));
+        pending.capture = Some(Capture::new(
+            self.shared.shadow.max_compare_bytes,
+            Sink::Compare(tx),
+        ));
         let copied = Bytes::copy_from_slice(frame);
         let job = Job {
             ns,
@@ -309,11 +317,9 @@ impl Session {
                     .record(ns, resolved.id, Outcome::Dropped);
             }
         };
-        capture.capture = Some(Box::new(Capture {
-            bytes: BytesMut::new(),
-            over: false,
+        capture.capture = Some(Capture::new(
             limit,
-            sink: Sink::Effect(Box::new(EffectCopy {
+            Sink::Effect(Box::new(EffectCopy {
                 endpoint,
                 ns,
                 command: resolved.id,
@@ -321,7 +327,7 @@ impl Session {
                 frame: Bytes::copy_from_slice(frame),
                 args: args.to_vec(),
             })),
-        }));
+        ));
         self.mirror.backlog.push_back(Slot::Hole);
     }
 
@@ -530,12 +536,8 @@ impl Session {
                 .record(copy.ns, copy.command, Outcome::Dropped);
             return;
         }
-        pending.capture = Some(Box::new(Capture {
-            bytes: BytesMut::new(),
-            over: false,
-            limit: 16,
-            sink: Sink::Exec(copy),
-        }));
+        // Only the first bytes of an EXEC reply are looked at.
+        pending.capture = Some(Capture::new(16, Sink::Exec(copy)));
         self.mirror.backlog.push_back(Slot::Hole);
     }
 

@@ -143,27 +143,28 @@ impl Report {
         primary: &[u8],
         shadow: &[u8],
     ) {
-        self.record(ns, command, outcome);
-        let entry = Logged {
-            at: SystemTime::now(),
-            namespace: ns,
-            command,
-            outcome,
-            key: escape(key, REPLY_SHOWN),
-            primary: render(primary, self.log_values),
-            shadow: render(shadow, self.log_values),
-        };
-        let Ok(mut log) = self.log.lock() else {
-            return;
-        };
-        if log.len() >= self.log_limit {
-            log.pop_front();
-        }
-        log.push_back(entry);
+        let (primary, shadow) = (
+            render(primary, self.log_values),
+            render(shadow, self.log_values),
+        );
+        self.push(ns, command, outcome, key, primary, shadow);
     }
 
     /// Counts an outcome and logs it with a note in place of the second reply.
     pub fn log_note(&self, ns: NsId, command: CommandId, outcome: Outcome, key: &[u8], note: &str) {
+        let note = note.chars().take(REPLY_SHOWN).collect();
+        self.push(ns, command, outcome, key, String::new(), note);
+    }
+
+    fn push(
+        &self,
+        ns: NsId,
+        command: CommandId,
+        outcome: Outcome,
+        key: &[u8],
+        primary: String,
+        shadow: String,
+    ) {
         self.record(ns, command, outcome);
         let entry = Logged {
             at: SystemTime::now(),
@@ -171,8 +172,8 @@ impl Report {
             command,
             outcome,
             key: escape(key, REPLY_SHOWN),
-            primary: String::new(),
-            shadow: note.chars().take(REPLY_SHOWN).collect(),
+            primary,
+            shadow,
         };
         if let Ok(mut log) = self.log.lock() {
             if log.len() >= self.log_limit {
