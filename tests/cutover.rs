@@ -375,13 +375,13 @@ fn join_writers(handles: Vec<std::thread::JoinHandle<WriterRun>>) -> Vec<WriterR
 }
 
 fn assert_no_errors(runs: &[WriterRun]) {
+    assert_no_client_errors(runs.iter().map(|r| (r.id, &r.errors[..])));
+}
+
+/// Fails with the first client errors, if any writer saw one: (writer id, its errors).
+fn assert_no_client_errors<'a>(runs: impl Iterator<Item = (usize, &'a [String])>) {
     let errors: Vec<String> = runs
-        .iter()
-        .flat_map(|r| {
-            r.errors
-                .iter()
-                .map(move |e| format!("writer {}: {e}", r.id))
-        })
+        .flat_map(|(id, errors)| errors.iter().map(move |e| format!("writer {id}: {e}")))
         .collect();
     assert!(
         errors.is_empty(),
@@ -1522,20 +1522,7 @@ fn twenty_cutover_and_rollback_pairs_under_load_put_every_write_on_exactly_one_e
         .map(|h| h.join().expect("writer thread panicked"))
         .collect();
 
-    let errors: Vec<String> = runs
-        .iter()
-        .flat_map(|r| {
-            r.errors
-                .iter()
-                .map(move |e| format!("writer {}: {e}", r.id))
-        })
-        .collect();
-    assert!(
-        errors.is_empty(),
-        "{} client error(s): {:#?}",
-        errors.len(),
-        &errors[..errors.len().min(10)]
-    );
+    assert_no_client_errors(runs.iter().map(|r| (r.id, &r.errors[..])));
     for (i, report) in reports.iter().enumerate() {
         assert_eq!(report["outcome"], "completed", "cutover {i}: {report}");
         assert_eq!(
