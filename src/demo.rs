@@ -71,7 +71,11 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
 
 fn endpoint(config: &Config, name: &str) -> anyhow::Result<String> {
     match config.endpoints.iter().find(|e| e.name == name) {
-        Some(e) => Ok(e.address.clone()),
+        Some(crate::config::EndpointConfig {
+            kind: crate::config::EndpointKind::Standalone { address },
+            ..
+        }) => Ok(address.clone()),
+        Some(_) => bail!("the demo's endpoint \"{name}\" must be a standalone address"),
         None => bail!("the demo config needs an endpoint named \"{name}\""),
     }
 }

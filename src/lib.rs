@@ -37,4 +37,5 @@ pub mod session;
 pub mod shadow;
 pub mod shutdown;
 pub mod state;
+pub mod stream;
 pub mod upstream;

@@ -155,7 +155,7 @@ async fn accept_loop(
         sessions.spawn(
             async move {
                 let _connected = metrics::client_connected();
-                session::serve(stream, shared, rx).await;
+                session::serve(stream.into(), shared, rx).await;
                 drop(permit);
             }
             .instrument(span),

@@ -459,10 +459,6 @@ pub async fn probe_ping(
     address: &str,
     timeout: std::time::Duration,
 ) -> Result<(), probe::ProbeError> {
-    let endpoint = crate::config::EndpointConfig {
-        name: address.to_string(),
-        address: address.to_string(),
-        credentials: None,
-    };
+    let endpoint = crate::config::EndpointConfig::standalone(address, address);
     probe::ping(&endpoint, timeout).await
 }

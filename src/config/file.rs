@@ -73,10 +73,23 @@ pub struct FileState {
 /// `[endpoints.NAME]`.
 #[derive(Debug, Deserialize)]
 pub struct FileEndpoint {
-    pub address: String,
+    pub address: Option<String>,
+    pub sentinels: Option<Vec<String>>,
+    pub master_name: Option<String>,
+    pub cluster_seeds: Option<Vec<String>>,
+    pub tls: Option<FileTls>,
     pub username: Option<String>,
     pub password_env: Option<String>,
     pub password_file: Option<String>,
+}
+
+/// `[endpoints.NAME.tls]`.
+#[derive(Debug, Deserialize)]
+pub struct FileTls {
+    pub ca_file: Option<String>,
+    pub server_name: Option<String>,
+    pub cert_file: Option<String>,
+    pub key_file: Option<String>,
 }
 
 /// `[[namespaces]]`.

@@ -109,10 +109,76 @@ pub struct AdminConfig {
 pub struct EndpointConfig {
     /// Its name (`legacy`, `new`, …).
     pub name: String,
-    /// `host:port`, resolved at connect time.
-    pub address: String,
+    /// How turnout finds the server(s) behind it.
+    pub kind: EndpointKind,
     /// What turnout presents to the endpoint (AUTH on every connection), if anything.
     pub credentials: Option<Credentials>,
+    /// TLS to the endpoint (`[endpoints.NAME.tls]`); `None`: plain TCP.
+    pub tls: Option<TlsSettings>,
+}
+
+impl EndpointConfig {
+    /// A standalone endpoint at `address`, plain TCP, no credentials.
+    pub fn standalone(name: &str, address: &str) -> Self {
+        EndpointConfig {
+            name: name.to_string(),
+            kind: EndpointKind::Standalone {
+                address: address.to_string(),
+            },
+            credentials: None,
+            tls: None,
+        }
+    }
+
+    /// Where it is, for people: the address, the Sentinel master name, or the cluster seeds.
+    pub fn describe(&self) -> String {
+        match &self.kind {
+            EndpointKind::Standalone { address } => address.clone(),
+            EndpointKind::Sentinel {
+                sentinels,
+                master_name,
+            } => format!(
+                "sentinel master '{master_name}' via {}",
+                sentinels.join(",")
+            ),
+            EndpointKind::Cluster { seeds } => format!("cluster via {}", seeds.join(",")),
+        }
+    }
+}
+
+/// How an endpoint is reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EndpointKind {
+    /// One server at `host:port`, resolved at connect time.
+    Standalone {
+        /// `host:port`.
+        address: String,
+    },
+    /// The primary that Sentinel names.
+    Sentinel {
+        /// Sentinel addresses (`host:port`), asked in order.
+        sentinels: Vec<String>,
+        /// The master name the sentinels monitor.
+        master_name: String,
+    },
+    /// A Redis Cluster, routed by hash slot.
+    Cluster {
+        /// Nodes asked for the slot map (`host:port`).
+        seeds: Vec<String>,
+    },
+}
+
+/// TLS to an endpoint, as configured (files are read when connections are set up).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// PEM CA bundle to trust; `None`: the system roots.
+    pub ca_file: Option<PathBuf>,
+    /// Name to present (SNI) and verify; `None`: the host of the address.
+    pub server_name: Option<String>,
+    /// PEM client certificate chain, for mutual TLS (with `key_file`).
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of `cert_file`.
+    pub key_file: Option<PathBuf>,
 }
 
 /// Upstream credentials of an endpoint: separate from the clients' (`[proxy.auth]`).
@@ -573,9 +639,29 @@ fn validate_endpoints(
         if name == DEFAULT_ROUTE {
             problem(problems, &path, "\"default\" cannot name an endpoint");
         }
-        if let Err(message) = check_host_port(&ep.address) {
-            problem(problems, format!("{path}.address"), message);
-        }
+        let kind = endpoint_kind(&path, ep, problems);
+        let tls = ep.tls.as_ref().map(|t| {
+            if t.cert_file.is_some() != t.key_file.is_some() {
+                problem(
+                    problems,
+                    format!("{path}.tls"),
+                    "cert_file and key_file go together (mutual TLS needs both)",
+                );
+            }
+            if t.server_name.as_deref() == Some("") {
+                problem(
+                    problems,
+                    format!("{path}.tls.server_name"),
+                    "must not be empty",
+                );
+            }
+            TlsSettings {
+                ca_file: t.ca_file.as_ref().map(PathBuf::from),
+                server_name: t.server_name.clone(),
+                cert_file: t.cert_file.as_ref().map(PathBuf::from),
+                key_file: t.key_file.as_ref().map(PathBuf::from),
+            }
+        });
         let credentials = match (&ep.username, &ep.password_env, &ep.password_file) {
             (None, None, None) => None,
             (username, password_env, password_file) => {
@@ -600,11 +686,89 @@ fn validate_endpoints(
         }
         out.push(EndpointConfig {
             name: name.clone(),
-            address: ep.address.clone(),
+            kind,
             credentials,
+            tls,
         });
     }
     out
+}
+
+/// An endpoint's kind: exactly one of `address`, `sentinels` (with `master_name`) and
+/// `cluster_seeds`.
+fn endpoint_kind(path: &str, ep: &file::FileEndpoint, problems: &mut Vec<Problem>) -> EndpointKind {
+    let addresses = |key: &str, list: &[String], problems: &mut Vec<Problem>| {
+        if list.is_empty() {
+            problem(
+                problems,
+                format!("{path}.{key}"),
+                "must list at least one host:port",
+            );
+        }
+        for (i, address) in list.iter().enumerate() {
+            if let Err(message) = check_host_port(address) {
+                problem(problems, format!("{path}.{key}[{i}]"), message);
+            }
+        }
+    };
+    match (&ep.address, &ep.sentinels, &ep.cluster_seeds) {
+        (Some(address), None, None) => {
+            if let Err(message) = check_host_port(address) {
+                problem(problems, format!("{path}.address"), message);
+            }
+            if ep.master_name.is_some() {
+                problem(
+                    problems,
+                    format!("{path}.master_name"),
+                    "only goes with sentinels",
+                );
+            }
+            EndpointKind::Standalone {
+                address: address.clone(),
+            }
+        }
+        (None, Some(sentinels), None) => {
+            addresses("sentinels", sentinels, problems);
+            let master_name = match &ep.master_name {
+                Some(name) if !name.is_empty() => name.clone(),
+                _ => {
+                    problem(
+                        problems,
+                        format!("{path}.master_name"),
+                        "a Sentinel endpoint needs the master name its sentinels monitor",
+                    );
+                    String::new()
+                }
+            };
+            EndpointKind::Sentinel {
+                sentinels: sentinels.clone(),
+                master_name,
+            }
+        }
+        (None, None, Some(seeds)) => {
+            addresses("cluster_seeds", seeds, problems);
+            if ep.master_name.is_some() {
+                problem(
+                    problems,
+                    format!("{path}.master_name"),
+                    "only goes with sentinels",
+                );
+            }
+            EndpointKind::Cluster {
+                seeds: seeds.clone(),
+            }
+        }
+        _ => {
+            problem(
+                problems,
+                path,
+                "give exactly one of address (standalone), sentinels (with master_name) or cluster_seeds",
+            );
+            EndpointKind::Standalone {
+                address: String::new(),
+            }
+        }
+    }
 }
 
 /// Checks a `host:port` string (IPv6 hosts in brackets).

@@ -1,8 +1,8 @@
 //! The replication fence and promotion: turnout's own short commands to the two endpoints.
 
 use crate::config::EndpointConfig;
+use crate::stream::Stream;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tokio::net::TcpStream;
 
 /// A fence key left behind by a crash expires by itself.
 const FENCE_TTL_MS: &str = "600000";
@@ -105,14 +105,14 @@ pub(super) async fn unblock(
     Ok(())
 }
 
-async fn open(endpoint: &EndpointConfig, timeout: Duration) -> Result<TcpStream, String> {
+async fn open(endpoint: &EndpointConfig, timeout: Duration) -> Result<Stream, String> {
     crate::upstream::open(endpoint, timeout)
         .await
         .map_err(|e| format!("endpoint '{}': {e}", endpoint.name))
 }
 
 /// Sends one command and reads its whole reply.
-async fn command(conn: &mut TcpStream, args: &[&str]) -> Result<Vec<u8>, String> {
+async fn command(conn: &mut Stream, args: &[&str]) -> Result<Vec<u8>, String> {
     let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
     crate::upstream::exchange(conn, &crate::resp::command(&args))
         .await

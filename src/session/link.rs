@@ -9,15 +9,15 @@
 use crate::config::EndpointId;
 use crate::metrics::{self, ErrorKind, GaugeGuard};
 use crate::resp::reply;
+use crate::stream::Stream;
 use crate::upstream::UpstreamError;
 use bytes::{Buf, Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
-use tokio::net::TcpStream;
 
 /// A connection attempt in progress.
-pub type ConnectFuture = Pin<Box<dyn Future<Output = Result<TcpStream, UpstreamError>> + Send>>;
+pub type ConnectFuture = Pin<Box<dyn Future<Output = Result<Stream, UpstreamError>> + Send>>;
 
 /// The connection of a link.
 pub enum Conn {
@@ -26,7 +26,7 @@ pub enum Conn {
     /// Connecting; commands queue in the write buffer meanwhile.
     Connecting(ConnectFuture),
     /// Connected.
-    Ready(TcpStream, GaugeGuard),
+    Ready(Stream, GaugeGuard),
 }
 
 /// What the next reply of a link is, once skipped replies are consumed.

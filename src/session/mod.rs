@@ -26,6 +26,7 @@ use crate::config::{Config, EndpointId};
 use crate::metrics::{LocalStats, RequestStats};
 use crate::resp::reply::ReplyScan;
 use crate::route::Router;
+use crate::stream::{poll_read_some, Stream};
 use crate::upstream::UpstreamError;
 use bytes::{Buf, Bytes, BytesMut};
 use link::{Conn, Link};
@@ -38,7 +39,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 use tokio::io::AsyncWrite;
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 /// Most replies a session may owe its client before it stops reading requests.
@@ -139,7 +139,7 @@ enum End {
 /// A client connection being served.
 struct Session {
     shared: Arc<Shared>,
-    client: TcpStream,
+    client: Stream,
     /// Client bytes not yet parsed.
     cin: BytesMut,
     /// Reply bytes not yet written to the client.
@@ -207,7 +207,7 @@ async fn next_change(mut rx: watch::Receiver<u64>) -> watch::Receiver<u64> {
 static SESSIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// Serves one client connection until it closes, then returns.
-pub async fn serve(client: TcpStream, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(client: Stream, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
     let links = (0..shared.config.endpoints.len()).map(Link::new).collect();
     let shared_auth_free = shared.config.proxy.auth.is_none();
     let registration = shared.sessions.register();
@@ -423,6 +423,9 @@ impl Session {
                 Poll::Pending => break,
             }
         }
+        if let Poll::Ready(Err(e)) = crate::stream::poll_flush_tls(&mut self.client, cx) {
+            return Poll::Ready(Err(End::Client(e)));
+        }
         for ep in 0..self.links.len() {
             progressed |= self.poll_link_write(ep, cx)?;
         }
@@ -433,7 +436,7 @@ impl Session {
             if self.cin.capacity() - self.cin.len() < READ_CHUNK / 4 {
                 self.cin.reserve(READ_CHUNK);
             }
-            match poll_read_some(&self.client, cx, &mut self.cin) {
+            match poll_read_some(&mut self.client, cx, &mut self.cin) {
                 Poll::Ready(Ok(0)) => {
                     self.client_eof = true;
                     progressed = true;
@@ -611,7 +614,7 @@ impl Session {
 /// Writes as much of the first `limit` bytes of `buf` as the socket takes now; returns how
 /// many it wrote.
 fn write_all_ready(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     cx: &mut Context<'_>,
     buf: &mut BytesMut,
     limit: usize,
@@ -629,45 +632,8 @@ fn write_all_ready(
             Poll::Pending => break,
         }
     }
-    Ok(wrote)
-}
-
-/// Reads what a socket has into `buf`, registering for wake-up when it has nothing.
-///
-/// A read that returns less than the room offered means the socket was drained at that
-/// moment, so its readiness is cleared right away (`try_io` only clears it if no newer
-/// readiness event arrived in between, so no wake-up is lost). The usual way, reading again
-/// until `EAGAIN`, costs one extra system call per read: a third of the system calls of an
-/// unpipelined request/reply through the proxy.
-fn poll_read_some(
-    stream: &TcpStream,
-    cx: &mut Context<'_>,
-    buf: &mut BytesMut,
-) -> Poll<io::Result<usize>> {
-    loop {
-        match stream.poll_read_ready(cx) {
-            Poll::Ready(Ok(())) => {}
-            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-            Poll::Pending => return Poll::Pending,
-        }
-        let offered = buf.capacity() - buf.len();
-        let mut short = 0;
-        let result = stream.try_io(tokio::io::Interest::READABLE, || {
-            let n = stream.try_read_buf(buf)?;
-            if n > 0 && n < offered {
-                short = n;
-                return Err(io::ErrorKind::WouldBlock.into());
-            }
-            Ok(n)
-        });
-        match result {
-            Ok(n) => return Poll::Ready(Ok(n)),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                if short > 0 {
-                    return Poll::Ready(Ok(short));
-                }
-            }
-            Err(e) => return Poll::Ready(Err(e)),
-        }
+    if let Poll::Ready(Err(e)) = crate::stream::poll_flush_tls(stream, cx) {
+        return Err(UpstreamError::Io(e));
     }
+    Ok(wrote)
 }

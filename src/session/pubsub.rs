@@ -290,7 +290,7 @@ impl Session {
             if link.rbuf.capacity() - link.rbuf.len() < super::READ_CHUNK / 4 {
                 link.rbuf.reserve(super::READ_CHUNK);
             }
-            match super::poll_read_some(stream, cx, &mut link.rbuf) {
+            match crate::stream::poll_read_some(stream, cx, &mut link.rbuf) {
                 Poll::Ready(Ok(0)) => return Err(End::Pubsub(UpstreamError::Closed)),
                 Poll::Ready(Ok(_)) => progressed = true,
                 Poll::Ready(Err(e)) => return Err(End::Pubsub(UpstreamError::Io(e))),

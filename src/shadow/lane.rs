@@ -21,9 +21,9 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 
+use crate::stream::Stream;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
@@ -323,10 +323,36 @@ impl Lane {
     /// settled (`Ok`).
     async fn serve(
         &mut self,
-        stream: TcpStream,
+        stream: Stream,
         rx: &mut mpsc::Receiver<Vec<Job>>,
     ) -> Result<(), String> {
-        let (mut reader, mut writer) = stream.into_split();
+        match stream {
+            Stream::Tcp(tcp) => {
+                let (reader, writer) = tcp.into_split();
+                self.serve_halves(reader, writer, false, rx).await
+            }
+            other => {
+                let (reader, writer) = tokio::io::split(other);
+                self.serve_halves(reader, writer, true, rx).await
+            }
+        }
+    }
+
+    /// [`Self::serve`] on a connection's two halves. A TLS writer holds back what it has
+    /// encrypted until flushed, so `flushes` makes every write end with a flush, retried until
+    /// it completes.
+    async fn serve_halves<R, W>(
+        &mut self,
+        mut reader: R,
+        mut writer: W,
+        flushes: bool,
+        rx: &mut mpsc::Receiver<Vec<Job>>,
+    ) -> Result<(), String>
+    where
+        R: tokio::io::AsyncRead + Unpin,
+        W: tokio::io::AsyncWrite + Unpin,
+    {
+        let mut unflushed = false;
         let stall = self.config.shadow.compare_timeout;
         let mut closed = false;
         loop {
@@ -352,6 +378,8 @@ impl Lane {
             }
             let wbuf = &mut self.wbuf;
             let rbuf = &mut self.rbuf;
+            let writing = !wbuf.is_empty() || unflushed;
+            unflushed |= flushes && !wbuf.is_empty();
             tokio::select! {
                 batch = rx.recv(), if room => match batch {
                     Some(batch) => {
@@ -365,9 +393,9 @@ impl Lane {
                     }
                     None => closed = true,
                 },
-                written = writer.write_buf(wbuf), if !wbuf.is_empty() => match written {
+                written = write_flushed(&mut writer, wbuf, flushes), if writing => match written {
                     Ok(0) => return Err("connection closed while writing".to_string()),
-                    Ok(_) => {}
+                    Ok(_) => unflushed = false,
                     Err(e) => return Err(format!("write failed: {e}")),
                 },
                 read = reader.read_buf(rbuf) => match read {
@@ -570,6 +598,24 @@ fn exec_failed(reply: &[u8]) -> bool {
         Some(items) => items.iter().any(|item| is_error(item)),
         None => true,
     }
+}
+
+/// Writes what `wbuf` holds (reporting 1 when it held nothing, so a flush-only call does not
+/// read as a closed connection), then flushes when `flushes`.
+async fn write_flushed<W: tokio::io::AsyncWrite + Unpin>(
+    writer: &mut W,
+    wbuf: &mut BytesMut,
+    flushes: bool,
+) -> std::io::Result<usize> {
+    let n = if wbuf.is_empty() {
+        1
+    } else {
+        writer.write_buf(wbuf).await?
+    };
+    if flushes {
+        writer.flush().await?;
+    }
+    Ok(n)
 }
 
 #[cfg(test)]

@@ -1,11 +1,18 @@
 //! Endpoint connections: how turnout opens a connection to an endpoint and what can go wrong.
 //!
-//! Today every endpoint is a standalone server reached over plain TCP, with optional
-//! credentials: [`open`] authenticates every connection before anything else is sent on it,
-//! and after a refusal backs off (1 s, doubling to 30 s) instead of retrying on every command.
-//! Sentinel discovery, cluster slot maps and TLS belong here as they arrive; sessions only see
-//! [`open`] and [`UpstreamError`].
+//! An endpoint is a standalone server, the primary a set of sentinels names ([`sentinel`]),
+//! or a cluster routed by hash slot ([`cluster`]), reached over TCP or TLS ([`tls`]).
+//! [`open`] authenticates every connection before anything else is sent on it, and after a
+//! refusal backs off (1 s, doubling to 30 s) instead of retrying on every command. Sessions
+//! only see [`open`], a [`Stream`] and [`UpstreamError`].
 
+pub mod cluster;
+pub mod health;
+pub mod sentinel;
+pub mod tls;
+
+use crate::config::EndpointKind;
+use crate::stream::Stream;
 use std::time::Duration;
 use tokio::net::TcpStream;
 
@@ -35,6 +42,9 @@ pub enum UpstreamError {
     /// The endpoint refused turnout's credentials (its reply, which never holds them).
     #[error("authentication failed: {0}")]
     Auth(String),
+    /// The endpoint's configuration asks for something turnout cannot do.
+    #[error("{0}")]
+    Unsupported(String),
     /// Credentials were refused recently: no new attempt before the back-off ends.
     #[error("authentication failed: {reply} (next attempt in {})", humantime::format_duration(*.retry_in))]
     AuthBackoff {
@@ -58,30 +68,63 @@ type Backoff = (std::time::Instant, Duration, String);
 static AUTH_BACKOFF: std::sync::Mutex<Option<std::collections::HashMap<String, Backoff>>> =
     std::sync::Mutex::new(None);
 
-/// Opens an authenticated connection to an endpoint: [`connect`], then `AUTH` when it has
-/// credentials, answered before the connection is handed over.
+/// Opens a connection to an endpoint, ready for client commands: for a standalone endpoint,
+/// its address; for a Sentinel one, the primary the sentinels name now; for a cluster, a
+/// pipe to a slot router that speaks for every node. TLS and `AUTH` happen before it is
+/// handed over.
 ///
 /// # Errors
-/// As [`connect`], plus [`UpstreamError::Auth`] or [`UpstreamError::AuthBackoff`].
+/// [`UpstreamError`] naming what failed.
 pub async fn open(
     endpoint: &crate::config::EndpointConfig,
     timeout: Duration,
-) -> Result<TcpStream, UpstreamError> {
-    let Some(credentials) = &endpoint.credentials else {
-        return connect(&endpoint.address, timeout).await;
-    };
+) -> Result<Stream, UpstreamError> {
+    match &endpoint.kind {
+        EndpointKind::Standalone { address } => open_node(endpoint, address, timeout).await,
+        EndpointKind::Sentinel { .. } => sentinel::open(endpoint, timeout).await,
+        EndpointKind::Cluster { .. } => cluster::open(endpoint, timeout).await,
+    }
+}
+
+/// Opens a connection to one server of an endpoint at `address`: TCP, TLS when the endpoint
+/// has it, then `AUTH` when it has credentials, answered before the connection is handed
+/// over.
+///
+/// # Errors
+/// As [`connect`], plus TLS failures, [`UpstreamError::Auth`] or
+/// [`UpstreamError::AuthBackoff`].
+pub async fn open_node(
+    endpoint: &crate::config::EndpointConfig,
+    address: &str,
+    timeout: Duration,
+) -> Result<Stream, UpstreamError> {
     let now = std::time::Instant::now();
-    if let Ok(guard) = AUTH_BACKOFF.lock() {
-        if let Some((until, _, reply)) = guard.as_ref().and_then(|m| m.get(&endpoint.name)) {
-            if now < *until {
-                return Err(UpstreamError::AuthBackoff {
-                    reply: reply.clone(),
-                    retry_in: *until - now,
-                });
+    if endpoint.credentials.is_some() {
+        if let Ok(guard) = AUTH_BACKOFF.lock() {
+            if let Some((until, _, reply)) = guard.as_ref().and_then(|m| m.get(&endpoint.name)) {
+                if now < *until {
+                    return Err(UpstreamError::AuthBackoff {
+                        reply: reply.clone(),
+                        retry_in: *until - now,
+                    });
+                }
             }
         }
     }
-    let mut stream = connect(&endpoint.address, timeout).await?;
+    let tcp = match connect(address, timeout).await {
+        Ok(tcp) => tcp,
+        Err(e) => {
+            health::record(&endpoint.name, health::Event::ConnectError);
+            return Err(e);
+        }
+    };
+    let mut stream = match &endpoint.tls {
+        None => Stream::Tcp(tcp),
+        Some(settings) => tls::wrap(endpoint, settings, address, tcp, timeout).await?,
+    };
+    let Some(credentials) = &endpoint.credentials else {
+        return Ok(stream);
+    };
     let mut args: Vec<&[u8]> = vec![b"AUTH"];
     if let Some(user) = &credentials.username {
         args.push(user.as_bytes());
@@ -102,6 +145,7 @@ pub async fn open(
     let text = String::from_utf8_lossy(reply.strip_prefix(b"-").unwrap_or(&reply))
         .trim_end()
         .to_string();
+    health::record(&endpoint.name, health::Event::AuthFailure);
     tracing::warn!(endpoint = %endpoint.name, reply = %text, "endpoint refused turnout's credentials; backing off");
     if let Ok(mut guard) = AUTH_BACKOFF.lock() {
         let m = guard.get_or_insert_with(Default::default);
@@ -127,7 +171,7 @@ pub async fn open(
 pub async fn open_owned(
     endpoint: crate::config::EndpointConfig,
     timeout: Duration,
-) -> Result<TcpStream, UpstreamError> {
+) -> Result<Stream, UpstreamError> {
     open(&endpoint, timeout).await
 }
 
@@ -136,9 +180,10 @@ pub async fn open_owned(
 ///
 /// # Errors
 /// The connection failed, or the reply is not RESP or larger than 64 KiB.
-pub async fn exchange(stream: &mut TcpStream, request: &[u8]) -> Result<Vec<u8>, UpstreamError> {
+pub async fn exchange(stream: &mut Stream, request: &[u8]) -> Result<Vec<u8>, UpstreamError> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     stream.write_all(request).await.map_err(UpstreamError::Io)?;
+    stream.flush().await.map_err(UpstreamError::Io)?;
     let mut buf = bytes::BytesMut::with_capacity(256);
     loop {
         if let Some(len) =
