@@ -11,7 +11,9 @@
 //! - [`command`]: the command table (generated from Redis), key extraction, policies.
 //! - [`route`]: namespaces, the versioned route table snapshot, serialized route changes.
 //! - [`session`]: one client connection: dispatch, reply ordering, connection state.
-//! - [`upstream`]: opening endpoint connections.
+//! - [`upstream`]: opening endpoint connections: standalone, Sentinel, cluster; TLS; AUTH;
+//!   endpoint health.
+//! - [`stream`]: the byte streams sessions read and write (TCP, TLS, in-process pipes).
 //! - [`admin`]: the admin HTTP API.
 //! - [`state`]: route persistence across restarts.
 //! - [`metrics`]: metric names, per-command counters, the Prometheus text.
