@@ -12,6 +12,7 @@
 //! - [`route`]: namespaces, the versioned route table snapshot, serialized route changes.
 //! - [`session`]: one client connection: dispatch, reply ordering, connection state.
 //! - [`upstream`]: opening endpoint connections.
+//! - [`tls`]: TLS files and rustls configs, both ways (to endpoints, from clients).
 //! - [`admin`]: the admin HTTP API.
 //! - [`state`]: route persistence across restarts.
 //! - [`metrics`]: metric names, per-command counters, the Prometheus text.
@@ -38,4 +39,5 @@ pub mod shadow;
 pub mod shutdown;
 pub mod state;
 pub mod stream;
+pub mod tls;
 pub mod upstream;

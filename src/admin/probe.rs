@@ -36,6 +36,8 @@ pub async fn ping(
             .write_all(b"*1\r\n$4\r\nPING\r\n")
             .await
             .map_err(UpstreamError::Io)?;
+        // TLS buffers what it encrypts: flush so the PING leaves now.
+        stream.flush().await.map_err(UpstreamError::Io)?;
         let mut buf = BytesMut::with_capacity(256);
         loop {
             if stream.read_buf(&mut buf).await.map_err(UpstreamError::Io)? == 0 {

@@ -17,7 +17,7 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 
 /// Why an endpoint could not serve a command. Its `Display` is the cause in
-/// `-ERR turnout: endpoint 'NAME' unavailable: <cause>`.
+/// `-ERR turnout: endpoint 'NAME' unavailable: <cause>` ([`UpstreamError::client_reply`]).
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
     /// Connecting took longer than `connect_timeout`.
@@ -42,6 +42,10 @@ pub enum UpstreamError {
     /// The endpoint refused turnout's credentials (its reply, which never holds them).
     #[error("authentication failed: {0}")]
     Auth(String),
+    /// TLS to the endpoint failed (files, certificate, name, handshake); never retried in
+    /// plain text. Clients read `-ERR turnout: endpoint 'NAME' TLS: <cause>`.
+    #[error("TLS: {0}")]
+    Tls(String),
     /// The endpoint's configuration asks for something turnout cannot do.
     #[error("{0}")]
     Unsupported(String),
@@ -53,6 +57,17 @@ pub enum UpstreamError {
         /// Time left.
         retry_in: Duration,
     },
+}
+
+impl UpstreamError {
+    /// The error reply clients get for commands `endpoint` could not serve: TLS failures name
+    /// TLS right after the endpoint, everything else reads `unavailable: <cause>`.
+    pub fn client_reply(&self, endpoint: &str) -> String {
+        match self {
+            UpstreamError::Tls(_) => format!("-ERR turnout: endpoint '{endpoint}' {self}\r\n"),
+            _ => format!("-ERR turnout: endpoint '{endpoint}' unavailable: {self}\r\n"),
+        }
+    }
 }
 
 /// First wait after refused credentials; it doubles up to [`AUTH_BACKOFF_MAX`].
