@@ -47,7 +47,7 @@ async fn handshake(
     let connector = tokio_rustls::TlsConnector::from(config);
     match tokio::time::timeout(timeout, connector.connect(name, tcp)).await {
         Err(_) => Err(format!(
-            "handshake timed out after {}",
+            "handshake timed out after {} (does the endpoint speak TLS on this port?)",
             humantime::format_duration(timeout)
         )),
         Ok(Err(e)) => Err(describe(&e)),
@@ -70,18 +70,21 @@ fn server_name(settings: &TlsSettings, address: &str) -> Result<ServerName<'stat
         .map_err(|_| format!("\"{host}\" is not a DNS name or an IP address to verify"))
 }
 
+/// rustls's reason for an I/O error, when rustls raised it.
+pub(super) fn rustls_cause(e: &std::io::Error) -> Option<String> {
+    let tls = e.get_ref()?.downcast_ref::<rustls::Error>()?;
+    Some(match tls {
+        rustls::Error::InvalidMessage(_) | rustls::Error::InappropriateMessage { .. } => {
+            format!("{tls} (does the endpoint speak TLS on this port?)")
+        }
+        other => other.to_string(),
+    })
+}
+
 /// A handshake error as an operator reads it: rustls's own reason when there is one.
 fn describe(e: &std::io::Error) -> String {
-    if let Some(tls) = e
-        .get_ref()
-        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-    {
-        return match tls {
-            rustls::Error::InvalidMessage(_) | rustls::Error::InappropriateMessage { .. } => {
-                format!("handshake failed: {tls} (does the endpoint speak TLS on this port?)")
-            }
-            other => other.to_string(),
-        };
+    if let Some(cause) = rustls_cause(e) {
+        return cause;
     }
     match e.kind() {
         std::io::ErrorKind::UnexpectedEof => {
