@@ -102,6 +102,26 @@ pub fn server_config(settings: &ProxyTls) -> Result<Arc<ServerConfig>, TlsFileEr
     Ok(config)
 }
 
+/// Every unusable file among `ca_file`, `cert_file` and `key_file`, each checked on its own
+/// (so validation reports them all at once, even when the set is incomplete).
+pub fn check_files(
+    ca_file: Option<&Path>,
+    cert_file: Option<&Path>,
+    key_file: Option<&Path>,
+) -> Vec<TlsFileError> {
+    let mut errors = Vec::new();
+    if let Some(Err(e)) = ca_file.map(roots_from_file) {
+        errors.push(e);
+    }
+    if let Some(Err(e)) = cert_file.map(|path| read_certs("cert_file", path)) {
+        errors.push(e);
+    }
+    if let Some(Err(e)) = key_file.map(read_key) {
+        errors.push(e);
+    }
+    errors
+}
+
 fn cached<K: Eq + std::hash::Hash, V>(
     cache: &Mutex<Option<HashMap<K, Arc<V>>>>,
     key: &K,

@@ -596,7 +596,8 @@ fn validate_proxy(
     }
 }
 
-/// `[proxy.tls]`: both files must exist, parse and belong together.
+/// `[proxy.tls]`: both files must exist, parse and belong together (every unusable file is
+/// reported).
 fn validate_proxy_tls(t: &file::FileProxyTls, problems: &mut Vec<Problem>) -> Option<ProxyTls> {
     let mut ok = true;
     for (key, value) in [("cert_file", &t.cert_file), ("key_file", &t.key_file)] {
@@ -610,6 +611,13 @@ fn validate_proxy_tls(t: &file::FileProxyTls, problems: &mut Vec<Problem>) -> Op
         key_file: PathBuf::from(&t.key_file),
     };
     if !ok {
+        return None;
+    }
+    let errors = crate::tls::check_files(None, Some(&settings.cert_file), Some(&settings.key_file));
+    if !errors.is_empty() {
+        for e in errors {
+            problem(problems, format!("proxy.tls.{}", e.field), tls_message(&e));
+        }
         return None;
     }
     match crate::tls::server_config(&settings) {
@@ -663,6 +671,13 @@ fn validate_endpoint_tls(
         cert_file: t.cert_file.as_ref().map(PathBuf::from),
         key_file: t.key_file.as_ref().map(PathBuf::from),
     };
+    for e in crate::tls::check_files(
+        settings.ca_file.as_deref(),
+        settings.cert_file.as_deref(),
+        settings.key_file.as_deref(),
+    ) {
+        problem(problems, format!("{path}.tls.{}", e.field), tls_message(&e));
+    }
     if problems.len() == before {
         if let Err(e) = crate::tls::client_config(&settings) {
             problem(problems, format!("{path}.tls.{}", e.field), tls_message(&e));

@@ -334,6 +334,7 @@ fn missing_or_unparsable_tls_files_are_problems_with_their_paths() {
         lines,
         vec![
             format!("proxy.tls.cert_file: {garbage}: no PEM certificate in the file"),
+            "proxy.tls.key_file: /nonexistent/turnout.key: cannot read: No such file or directory (os error 2)".to_string(),
             "endpoints.new.tls.ca_file: /nonexistent/turnout-ca.pem: cannot read: No such file or directory (os error 2)".to_string(),
         ]
     );
