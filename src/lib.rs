@@ -14,6 +14,7 @@
 //! - [`upstream`]: opening endpoint connections: standalone, Sentinel, cluster; TLS; AUTH;
 //!   endpoint health.
 //! - [`stream`]: the byte streams sessions read and write (TCP, TLS, in-process pipes).
+//! - [`tls`]: TLS files and rustls configs, both ways (to endpoints, from clients).
 //! - [`admin`]: the admin HTTP API.
 //! - [`state`]: route persistence across restarts.
 //! - [`metrics`]: metric names, per-command counters, the Prometheus text.
@@ -40,4 +41,5 @@ pub mod shadow;
 pub mod shutdown;
 pub mod state;
 pub mod stream;
+pub mod tls;
 pub mod upstream;

@@ -53,6 +53,8 @@ pub enum ErrorKind {
     MaxClients,
     /// A client presented wrong credentials.
     Auth,
+    /// A client's TLS handshake failed or timed out (`[proxy.tls]`).
+    TlsHandshake,
 }
 
 impl ErrorKind {
@@ -66,6 +68,7 @@ impl ErrorKind {
             ErrorKind::CrossEndpoint => "cross_endpoint",
             ErrorKind::MaxClients => "max_clients",
             ErrorKind::Auth => "auth",
+            ErrorKind::TlsHandshake => "tls_handshake",
         }
     }
 }

@@ -1,4 +1,9 @@
 //! Start-up and the client listener: restore routes, bind, accept, shut down gracefully.
+//!
+//! With `[proxy.tls]`, every client does a TLS handshake first, inside its own session task
+//! (so a slow handshake never holds up accept) and within [`CLIENT_TLS_HANDSHAKE_TIMEOUT`].
+//! A client that does not complete it is closed and counted
+//! (`turnout_errors_total{kind="tls_handshake"}`); plain-text clients are never served.
 
 use crate::admin::{self, AdminState};
 use crate::config::Config;
@@ -8,14 +13,20 @@ use crate::route::{Namespaces, RouteTable, Router};
 use crate::session::{self, Shared};
 use crate::shutdown::{self, Shutdown};
 use crate::state::{self, StateError};
+use crate::stream::Stream;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
+
+/// Bound on a client's TLS handshake (`[proxy.tls]`): a client that stalls it holds one
+/// `max_clients` permit at most this long.
+pub const CLIENT_TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why turnout could not start.
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +34,9 @@ pub enum StartError {
     /// The state file is unusable.
     #[error(transparent)]
     State(#[from] StateError),
+    /// `[proxy.tls]` files cannot be used.
+    #[error("proxy.tls: {0}")]
+    Tls(#[from] crate::tls::TlsFileError),
     /// A listen address could not be bound.
     #[error("cannot listen on {what} address {addr}")]
     Bind {
@@ -79,9 +93,13 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<(), S
             .await
             .map_err(|source| StartError::Bind { what, addr, source })
     };
+    let acceptor = match &config.proxy.tls {
+        None => None,
+        Some(settings) => Some(TlsAcceptor::from(crate::tls::server_config(settings)?)),
+    };
     let proxy_listener = bind("proxy", config.proxy.listen).await?;
     let admin_listener = bind("admin", config.admin.listen).await?;
-    tracing::info!(addr = %config.proxy.listen, "proxy listening");
+    tracing::info!(addr = %config.proxy.listen, tls = acceptor.is_some(), "proxy listening");
     tracing::info!(addr = %config.admin.listen, "admin API listening");
 
     let shutdown = Shutdown::new();
@@ -104,7 +122,7 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<(), S
     ));
     let sessions = TaskTracker::new();
     tokio::select! {
-        () = accept_loop(proxy_listener, shared.clone(), &shutdown, &sessions) => {}
+        () = accept_loop(proxy_listener, acceptor, shared.clone(), &shutdown, &sessions) => {}
         () = stop => tracing::info!("shutdown requested: no longer accepting clients"),
     }
     shutdown.trigger();
@@ -122,9 +140,11 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<(), S
     Ok(())
 }
 
-/// Accepts clients forever, one session task each, within `max_clients`.
+/// Accepts clients forever, one session task each, within `max_clients`; with an acceptor,
+/// each task does the client's TLS handshake first.
 async fn accept_loop(
     listener: TcpListener,
+    acceptor: Option<TlsAcceptor>,
     shared: Arc<Shared>,
     shutdown: &Shutdown,
     sessions: &TaskTracker,
@@ -152,15 +172,44 @@ async fn accept_loop(
         let span = tracing::debug_span!("client", peer = %peer);
         let shared = shared.clone();
         let rx = shutdown.subscribe();
+        let acceptor = acceptor.clone();
         sessions.spawn(
             async move {
                 let _connected = metrics::client_connected();
-                session::serve(stream.into(), shared, rx).await;
+                let stream = match acceptor {
+                    None => Stream::Tcp(stream),
+                    Some(acceptor) => match accept_tls(&acceptor, stream, peer).await {
+                        Some(stream) => stream,
+                        None => return,
+                    },
+                };
+                session::serve(stream, shared, rx).await;
                 drop(permit);
             }
             .instrument(span),
         );
     }
+}
+
+/// A client's TLS handshake, within [`CLIENT_TLS_HANDSHAKE_TIMEOUT`]; `None` (logged and
+/// counted) when it fails.
+async fn accept_tls(
+    acceptor: &TlsAcceptor,
+    stream: TcpStream,
+    peer: std::net::SocketAddr,
+) -> Option<Stream> {
+    let cause =
+        match tokio::time::timeout(CLIENT_TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+            Ok(Ok(tls)) => return Some(Stream::TlsServer(Box::new(tls))),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!(
+                "timed out after {}",
+                humantime::format_duration(CLIENT_TLS_HANDSHAKE_TIMEOUT)
+            ),
+        };
+    metrics::error(ErrorKind::TlsHandshake);
+    tracing::info!(peer = %peer, cause = %cause, "client TLS handshake failed; closing");
+    None
 }
 
 /// Tells a client over `max_clients` why, as Redis does, and closes.

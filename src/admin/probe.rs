@@ -35,10 +35,12 @@ pub async fn ping(
         stream
             .write_all(b"*1\r\n$4\r\nPING\r\n")
             .await
-            .map_err(UpstreamError::Io)?;
+            .map_err(UpstreamError::io)?;
+        // TLS buffers what it encrypts: flush so the PING leaves now.
+        stream.flush().await.map_err(UpstreamError::io)?;
         let mut buf = BytesMut::with_capacity(256);
         loop {
-            if stream.read_buf(&mut buf).await.map_err(UpstreamError::Io)? == 0 {
+            if stream.read_buf(&mut buf).await.map_err(UpstreamError::io)? == 0 {
                 return Err(ProbeError::Connect(UpstreamError::Closed));
             }
             match decode_bytes_mut(&mut buf) {

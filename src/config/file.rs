@@ -55,6 +55,14 @@ pub struct FileProxy {
     pub connect_timeout: Option<String>,
     pub shutdown_grace: Option<String>,
     pub auth: Option<super::auth::FileAuth>,
+    pub tls: Option<FileProxyTls>,
+}
+
+/// `[proxy.tls]`: clients connect to turnout over TLS.
+#[derive(Debug, Deserialize)]
+pub struct FileProxyTls {
+    pub cert_file: String,
+    pub key_file: String,
 }
 
 /// `[admin]`.

@@ -93,6 +93,18 @@ pub struct ProxyConfig {
     pub shutdown_grace: Duration,
     /// Credentials clients must present (`[proxy.auth]`); `None`: no authentication.
     pub auth: Option<auth::AuthConfig>,
+    /// TLS for clients (`[proxy.tls]`); `None`: plain TCP.
+    pub tls: Option<ProxyTls>,
+}
+
+/// `[proxy.tls]`, validated: its files were read and the server config built
+/// ([`crate::tls::server_config`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ProxyTls {
+    /// PEM certificate chain turnout presents to clients.
+    pub cert_file: PathBuf,
+    /// PEM private key of `cert_file`.
+    pub key_file: PathBuf,
 }
 
 /// `[admin]`, validated.
@@ -168,8 +180,9 @@ pub enum EndpointKind {
     },
 }
 
-/// TLS to an endpoint, as configured (files are read when connections are set up).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// TLS to an endpoint, as configured. Validation reads the files and builds the client config
+/// once ([`crate::tls::client_config`]); connections reuse it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct TlsSettings {
     /// PEM CA bundle to trust; `None`: the system roots.
     pub ca_file: Option<PathBuf>,
@@ -579,7 +592,98 @@ fn validate_proxy(
             .auth
             .as_ref()
             .and_then(|a| auth::validate(a, env, problems)),
+        tls: p.tls.as_ref().and_then(|t| validate_proxy_tls(t, problems)),
     }
+}
+
+/// `[proxy.tls]`: both files must exist, parse and belong together (every unusable file is
+/// reported).
+fn validate_proxy_tls(t: &file::FileProxyTls, problems: &mut Vec<Problem>) -> Option<ProxyTls> {
+    let mut ok = true;
+    for (key, value) in [("cert_file", &t.cert_file), ("key_file", &t.key_file)] {
+        if value.trim().is_empty() {
+            problem(problems, format!("proxy.tls.{key}"), "must not be empty");
+            ok = false;
+        }
+    }
+    let settings = ProxyTls {
+        cert_file: PathBuf::from(&t.cert_file),
+        key_file: PathBuf::from(&t.key_file),
+    };
+    if !ok {
+        return None;
+    }
+    let errors = crate::tls::check_files(None, Some(&settings.cert_file), Some(&settings.key_file));
+    if !errors.is_empty() {
+        for e in errors {
+            problem(problems, format!("proxy.tls.{}", e.field), tls_message(&e));
+        }
+        return None;
+    }
+    match crate::tls::server_config(&settings) {
+        Ok(_) => Some(settings),
+        Err(e) => {
+            problem(problems, format!("proxy.tls.{}", e.field), tls_message(&e));
+            None
+        }
+    }
+}
+
+/// A TLS file problem without its field (the problem's path names it).
+fn tls_message(e: &crate::tls::TlsFileError) -> String {
+    match &e.path {
+        Some(path) => format!("{}: {}", path.display(), e.message),
+        None => e.message.clone(),
+    }
+}
+
+/// `[endpoints.NAME.tls]`: cert and key go together, the name parses, and the files exist
+/// and parse (the client config is built now and cached).
+fn validate_endpoint_tls(
+    path: &str,
+    t: &file::FileTls,
+    problems: &mut Vec<Problem>,
+) -> TlsSettings {
+    let before = problems.len();
+    if t.cert_file.is_some() != t.key_file.is_some() {
+        problem(
+            problems,
+            format!("{path}.tls"),
+            "cert_file and key_file go together (mutual TLS needs both)",
+        );
+    }
+    match t.server_name.as_deref() {
+        Some("") => problem(
+            problems,
+            format!("{path}.tls.server_name"),
+            "must not be empty",
+        ),
+        Some(name) if rustls_pki_types::ServerName::try_from(name).is_err() => problem(
+            problems,
+            format!("{path}.tls.server_name"),
+            format!("\"{name}\" is not a DNS name or an IP address"),
+        ),
+        _ => {}
+    }
+    let settings = TlsSettings {
+        ca_file: t.ca_file.as_ref().map(PathBuf::from),
+        server_name: t.server_name.clone(),
+        cert_file: t.cert_file.as_ref().map(PathBuf::from),
+        key_file: t.key_file.as_ref().map(PathBuf::from),
+    };
+    for e in crate::tls::check_files(
+        settings.ca_file.as_deref(),
+        settings.cert_file.as_deref(),
+        settings.key_file.as_deref(),
+    ) {
+        problem(problems, format!("{path}.tls.{}", e.field), tls_message(&e));
+    }
+    if problems.len() == before {
+        if let Err(e) = crate::tls::client_config(&settings) {
+            problem(problems, format!("{path}.tls.{}", e.field), tls_message(&e));
+        }
+    }
+    settings
 }
 
 fn validate_admin(
@@ -640,28 +744,10 @@ fn validate_endpoints(
             problem(problems, &path, "\"default\" cannot name an endpoint");
         }
         let kind = endpoint_kind(&path, ep, problems);
-        let tls = ep.tls.as_ref().map(|t| {
-            if t.cert_file.is_some() != t.key_file.is_some() {
-                problem(
-                    problems,
-                    format!("{path}.tls"),
-                    "cert_file and key_file go together (mutual TLS needs both)",
-                );
-            }
-            if t.server_name.as_deref() == Some("") {
-                problem(
-                    problems,
-                    format!("{path}.tls.server_name"),
-                    "must not be empty",
-                );
-            }
-            TlsSettings {
-                ca_file: t.ca_file.as_ref().map(PathBuf::from),
-                server_name: t.server_name.clone(),
-                cert_file: t.cert_file.as_ref().map(PathBuf::from),
-                key_file: t.key_file.as_ref().map(PathBuf::from),
-            }
-        });
+        let tls = ep
+            .tls
+            .as_ref()
+            .map(|t| validate_endpoint_tls(&path, t, problems));
         let credentials = match (&ep.username, &ep.password_env, &ep.password_file) {
             (None, None, None) => None,
             (username, password_env, password_file) => {

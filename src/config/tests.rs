@@ -275,3 +275,114 @@ fn endpoint_credentials_come_from_the_environment_or_a_file_and_are_never_printe
         .is_some_and(|c| c.username.is_none()));
     assert!(!format!("{config:?}").contains("ep-secret"));
 }
+
+/// [`GOOD`] with `tls` lines under `[endpoints.new.tls]` and `proxy_tls` under `[proxy.tls]`.
+fn with_tls(tls: &str, proxy_tls: &str) -> String {
+    let mut text = GOOD.replace(
+        "address = \"127.0.0.1:6390\"\n",
+        &format!("address = \"127.0.0.1:6390\"\n[endpoints.new.tls]\n{tls}\n"),
+    );
+    if !proxy_tls.is_empty() {
+        text = text.replace("[admin]", &format!("[proxy.tls]\n{proxy_tls}\n[admin]"));
+    }
+    text
+}
+
+/// A self-signed certificate and its key, written to `dir` as `NAME.pem` and `NAME.key`.
+fn self_signed(dir: &Path, name: &str) -> (String, String) {
+    let generated =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("self-signed");
+    let cert = dir.join(format!("{name}.pem"));
+    let key = dir.join(format!("{name}.key"));
+    std::fs::write(&cert, generated.cert.pem()).expect("write cert");
+    std::fs::write(&key, generated.key_pair.serialize_pem()).expect("write key");
+    (cert.display().to_string(), key.display().to_string())
+}
+
+#[test]
+fn tls_files_are_read_and_checked_at_validation() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = self_signed(dir.path(), "a");
+    let text = with_tls(
+        &format!(
+            "ca_file = \"{cert}\"\nserver_name = \"localhost\"\ncert_file = \"{cert}\"\nkey_file = \"{key}\""
+        ),
+        &format!("cert_file = \"{cert}\"\nkey_file = \"{key}\""),
+    );
+    let config = Config::from_toml(&text, &no_env).expect("valid");
+    let proxy = config.proxy.tls.as_ref().expect("[proxy.tls]");
+    assert_eq!(proxy.cert_file, PathBuf::from(&cert));
+    let new = &config.endpoints[config.endpoint_id("new").expect("new")];
+    let tls = new.tls.as_ref().expect("[endpoints.new.tls]");
+    assert_eq!(tls.server_name.as_deref(), Some("localhost"));
+    assert_eq!(tls.key_file, Some(PathBuf::from(&key)));
+    assert!(config.endpoints[0].tls.is_none());
+}
+
+#[test]
+fn missing_or_unparsable_tls_files_are_problems_with_their_paths() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let garbage = dir.path().join("garbage.pem");
+    std::fs::write(&garbage, "not PEM\n").expect("write");
+    let garbage = garbage.display().to_string();
+    let text = with_tls(
+        "ca_file = \"/nonexistent/turnout-ca.pem\"",
+        &format!("cert_file = \"{garbage}\"\nkey_file = \"/nonexistent/turnout.key\""),
+    );
+    let lines = problems(&text);
+    assert_eq!(
+        lines,
+        vec![
+            format!("proxy.tls.cert_file: {garbage}: no PEM certificate in the file"),
+            "proxy.tls.key_file: /nonexistent/turnout.key: cannot read: No such file or directory (os error 2)".to_string(),
+            "endpoints.new.tls.ca_file: /nonexistent/turnout-ca.pem: cannot read: No such file or directory (os error 2)".to_string(),
+        ]
+    );
+}
+
+#[test]
+fn a_client_certificate_needs_its_key_and_names_must_parse() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert, _) = self_signed(dir.path(), "a");
+    let lines = problems(&with_tls(
+        &format!("ca_file = \"{cert}\"\ncert_file = \"{cert}\"\nserver_name = \"not a name!\""),
+        "",
+    ));
+    assert_eq!(
+        lines,
+        vec![
+            "endpoints.new.tls: cert_file and key_file go together (mutual TLS needs both)"
+                .to_string(),
+            "endpoints.new.tls.server_name: \"not a name!\" is not a DNS name or an IP address"
+                .to_string(),
+        ]
+    );
+    let lines = problems(&with_tls(
+        &format!("ca_file = \"{cert}\""),
+        "cert_file = \"\"\nkey_file = \"\"",
+    ));
+    assert_eq!(
+        lines,
+        vec![
+            "proxy.tls.cert_file: must not be empty".to_string(),
+            "proxy.tls.key_file: must not be empty".to_string(),
+        ]
+    );
+}
+
+#[test]
+fn a_proxy_key_of_another_certificate_is_a_problem() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert, _) = self_signed(dir.path(), "a");
+    let (_, other_key) = self_signed(dir.path(), "b");
+    let lines = problems(&with_tls(
+        &format!("ca_file = \"{cert}\""),
+        &format!("cert_file = \"{cert}\"\nkey_file = \"{other_key}\""),
+    ));
+    assert_eq!(
+        lines,
+        vec![format!(
+            "proxy.tls.key_file: {other_key}: the private key does not belong to cert_file's certificate"
+        )]
+    );
+}

@@ -265,9 +265,7 @@ impl Link {
         let errors = owed - frames;
         if errors > 0 {
             self.owed_errors += errors;
-            self.error_reply = Bytes::from(format!(
-                "-ERR turnout: endpoint '{name}' unavailable: {cause}\r\n"
-            ));
+            self.error_reply = Bytes::from(cause.client_reply(name));
             let kind = if had_connection {
                 ErrorKind::UpstreamClosed
             } else {
@@ -304,6 +302,18 @@ mod tests {
         assert_eq!(
             &link.error_reply[..],
             b"-ERR turnout: endpoint 'new' unavailable: connection closed by the endpoint\r\n"
+        );
+    }
+
+    #[test]
+    fn a_tls_failure_reads_as_tls() {
+        let mut link = Link::new(0);
+        link.owed = 1;
+        let cause = UpstreamError::Tls("invalid peer certificate: UnknownIssuer".to_string());
+        link.fail("new", &cause);
+        assert_eq!(
+            &link.error_reply[..],
+            b"-ERR turnout: endpoint 'new' TLS: invalid peer certificate: UnknownIssuer\r\n"
         );
     }
 

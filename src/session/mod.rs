@@ -529,7 +529,7 @@ impl Session {
                 Ok(true)
             }
             Poll::Ready(Err(e)) => {
-                self.fail_link(ep, UpstreamError::Io(e))?;
+                self.fail_link(ep, UpstreamError::io(e))?;
                 Ok(true)
             }
             Poll::Pending => Ok(false),
@@ -628,12 +628,12 @@ fn write_all_ready(
                 buf.advance(n);
                 wrote += n;
             }
-            Poll::Ready(Err(e)) => return Err(UpstreamError::Io(e)),
+            Poll::Ready(Err(e)) => return Err(UpstreamError::io(e)),
             Poll::Pending => break,
         }
     }
     if let Poll::Ready(Err(e)) = crate::stream::poll_flush_tls(stream, cx) {
-        return Err(UpstreamError::Io(e));
+        return Err(UpstreamError::io(e));
     }
     Ok(wrote)
 }

@@ -293,7 +293,7 @@ impl Session {
             match crate::stream::poll_read_some(stream, cx, &mut link.rbuf) {
                 Poll::Ready(Ok(0)) => return Err(End::Pubsub(UpstreamError::Closed)),
                 Poll::Ready(Ok(_)) => progressed = true,
-                Poll::Ready(Err(e)) => return Err(End::Pubsub(UpstreamError::Io(e))),
+                Poll::Ready(Err(e)) => return Err(End::Pubsub(UpstreamError::io(e))),
                 Poll::Pending => {}
             }
         }

@@ -17,7 +17,7 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 
 /// Why an endpoint could not serve a command. Its `Display` is the cause in
-/// `-ERR turnout: endpoint 'NAME' unavailable: <cause>`.
+/// `-ERR turnout: endpoint 'NAME' unavailable: <cause>` ([`UpstreamError::client_reply`]).
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
     /// Connecting took longer than `connect_timeout`.
@@ -42,6 +42,10 @@ pub enum UpstreamError {
     /// The endpoint refused turnout's credentials (its reply, which never holds them).
     #[error("authentication failed: {0}")]
     Auth(String),
+    /// TLS to the endpoint failed (files, certificate, name, handshake); never retried in
+    /// plain text. Clients read `-ERR turnout: endpoint 'NAME' TLS: <cause>`.
+    #[error("TLS: {0}")]
+    Tls(String),
     /// The endpoint's configuration asks for something turnout cannot do.
     #[error("{0}")]
     Unsupported(String),
@@ -53,6 +57,27 @@ pub enum UpstreamError {
         /// Time left.
         retry_in: Duration,
     },
+}
+
+impl UpstreamError {
+    /// A read or write error: [`UpstreamError::Tls`] when TLS raised it (a fatal alert after
+    /// the handshake, such as a server refusing the client certificate under TLS 1.3),
+    /// [`UpstreamError::Io`] otherwise.
+    pub fn io(e: std::io::Error) -> UpstreamError {
+        match tls::rustls_cause(&e) {
+            Some(cause) => UpstreamError::Tls(cause),
+            None => UpstreamError::Io(e),
+        }
+    }
+
+    /// The error reply clients get for commands `endpoint` could not serve: TLS failures name
+    /// TLS right after the endpoint, everything else reads `unavailable: <cause>`.
+    pub fn client_reply(&self, endpoint: &str) -> String {
+        match self {
+            UpstreamError::Tls(_) => format!("-ERR turnout: endpoint '{endpoint}' {self}\r\n"),
+            _ => format!("-ERR turnout: endpoint '{endpoint}' unavailable: {self}\r\n"),
+        }
+    }
 }
 
 /// First wait after refused credentials; it doubles up to [`AUTH_BACKOFF_MAX`].
@@ -182,8 +207,8 @@ pub async fn open_owned(
 /// The connection failed, or the reply is not RESP or larger than 64 KiB.
 pub async fn exchange(stream: &mut Stream, request: &[u8]) -> Result<Vec<u8>, UpstreamError> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    stream.write_all(request).await.map_err(UpstreamError::Io)?;
-    stream.flush().await.map_err(UpstreamError::Io)?;
+    stream.write_all(request).await.map_err(UpstreamError::io)?;
+    stream.flush().await.map_err(UpstreamError::io)?;
     let mut buf = bytes::BytesMut::with_capacity(256);
     loop {
         if let Some(len) =
@@ -194,7 +219,7 @@ pub async fn exchange(stream: &mut Stream, request: &[u8]) -> Result<Vec<u8>, Up
         if buf.len() > 64 * 1024 {
             return Err(UpstreamError::Io(std::io::Error::other("oversized reply")));
         }
-        if stream.read_buf(&mut buf).await.map_err(UpstreamError::Io)? == 0 {
+        if stream.read_buf(&mut buf).await.map_err(UpstreamError::io)? == 0 {
             return Err(UpstreamError::Closed);
         }
     }
