@@ -11,7 +11,8 @@
 //! - [`command`]: the command table (generated from Redis), key extraction, policies.
 //! - [`route`]: namespaces, the versioned route table snapshot, serialized route changes.
 //! - [`session`]: one client connection: dispatch, reply ordering, connection state.
-//! - [`upstream`]: opening endpoint connections.
+//! - [`upstream`]: opening endpoint connections; what is known about each endpoint's health.
+//! - [`health`]: periodic endpoint health checks.
 //! - [`admin`]: the admin HTTP API.
 //! - [`state`]: route persistence across restarts.
 //! - [`metrics`]: metric names, per-command counters, the Prometheus text.
@@ -29,6 +30,7 @@ pub mod config;
 pub mod ctl;
 pub mod cutover;
 pub mod demo;
+pub mod health;
 pub mod metrics;
 pub mod resp;
 pub mod route;
