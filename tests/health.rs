@@ -408,3 +408,36 @@ fn a_cluster_endpoint_is_up_once_its_slots_are_served() {
     assert_eq!(up["last_error"], Value::Null, "{up}");
     assert_eq!(up["events"]["connect_error"], 0, "{up}");
 }
+
+/// Connections `server` has accepted so far (this query's own included).
+fn connections_received(server: &RedisServer) -> u64 {
+    let info = server
+        .command(&["INFO", "stats"])
+        .bulk_text()
+        .unwrap_or_default();
+    info.lines()
+        .find_map(|l| l.strip_prefix("total_connections_received:"))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("total_connections_received in INFO")
+}
+
+#[test]
+fn checks_of_a_working_endpoint_reuse_one_connection() {
+    let legacy = RedisServer::start();
+    let new = RedisServer::start();
+    let turnout = Turnout::start(&with_health(
+        &standard_body(&legacy, &new, "legacy"),
+        "200ms",
+    ));
+    endpoint_becomes(&turnout, "legacy", |e| e["up"] == true);
+    let before = connections_received(&legacy);
+    for _ in 0..3 {
+        let seen = endpoint(&turnout, "legacy")["checked_at"].clone();
+        endpoint_becomes(&turnout, "legacy", |e| {
+            e["checked_at"] != seen && e["up"] == true
+        });
+    }
+    // Three more checks; the only new connection is this second INFO's.
+    let made = connections_received(&legacy) - before;
+    assert_eq!(made, 1, "{made} connections for three checks");
+}
