@@ -11,7 +11,8 @@
 //! Each check is bounded by `[health] timeout`, and endpoints never wait for each other. A
 //! connection that works is kept for the next check; after a failure the check reconnects
 //! once at once (a restarted server or a Sentinel failover leave a dead or demoted
-//! connection behind), and otherwise at the next interval. Results go to the registry in
+//! connection behind), and otherwise at the next interval. A Sentinel endpoint's checker also
+//! reconnects when the registry's primary changes (another connection learnt of a failover). Results go to the registry in
 //! [`crate::upstream::health`], which `/readyz`, `/v1/endpoints` and the metrics read.
 //! Transitions are logged once each (down at warn, up again at info), not every failed check.
 
@@ -80,6 +81,8 @@ struct Checker {
     endpoint: EndpointConfig,
     timeout: Duration,
     connection: Option<Stream>,
+    /// The primary the registry named when the kept connection was opened.
+    connected_primary: Option<String>,
     last_up: Option<bool>,
 }
 
@@ -89,6 +92,7 @@ impl Checker {
             endpoint,
             timeout,
             connection: None,
+            connected_primary: None,
             last_up: None,
         }
     }
@@ -129,6 +133,13 @@ impl Checker {
 
     /// Probes on the kept connection; if that breaks, once more on a new one.
     async fn attempt(&mut self) -> Result<(), String> {
+        if matches!(self.endpoint.kind, EndpointKind::Sentinel { .. })
+            && health::primary(&self.endpoint.name) != self.connected_primary
+        {
+            // Another connection learnt of a new primary (even one the old primary has not
+            // heard of, behind a partition): follow it.
+            self.connection = None;
+        }
         if let Some(mut stream) = self.connection.take() {
             match probe(&self.endpoint.kind, &mut stream).await {
                 Ok(()) => {
@@ -145,6 +156,7 @@ impl Checker {
             }
         }
         let mut stream = self.connect().await?;
+        self.connected_primary = health::primary(&self.endpoint.name);
         match probe(&self.endpoint.kind, &mut stream).await {
             Ok(()) => {
                 self.connection = Some(stream);
