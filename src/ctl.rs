@@ -7,6 +7,7 @@
 //! turnout ctl flip NAMESPACE [TARGET] --reason TEXT [--mode direct|shadow|dual-write]
 //!     [--shadow EP] [--secondary EP] [--sample F] [--writes] [--compare] [--if-version N]
 //! turnout ctl history
+//! turnout ctl endpoints
 //! turnout ctl shadow [--once] [--interval DURATION] [--all]
 //! turnout ctl shadow --mismatches [--namespace NS] [--limit N]
 //! turnout ctl shadow --reset [NAMESPACE]
@@ -132,6 +133,10 @@ pub enum CtlCommand {
     },
     /// Show the audit log of route changes.
     History,
+    /// Show every endpoint: kind, where, whether its last health check passed (and why not),
+    /// its primary and its event counts (connect, TLS and auth failures, redirects,
+    /// failovers).
+    Endpoints,
     /// Show shadow and dual-write evidence per namespace: a live table, refreshed every
     /// --interval until Ctrl-C (--once: one table; --json: the API's JSON once). With
     /// --mismatches, the recent mismatches; with --reset, restart the counts.
@@ -339,6 +344,15 @@ pub async fn run(args: CtlArgs, command: CtlCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        CtlCommand::Endpoints => {
+            let doc = call(&args, Method::GET, "/v1/endpoints", None, None).await?;
+            if args.json {
+                println!("{doc}");
+            } else {
+                print!("{}", endpoints_table(&doc));
+            }
+            Ok(())
+        }
         CtlCommand::Shadow(shadow) => run_shadow(&args, shadow).await,
         CtlCommand::Cutover(cutover) => run_cutover(&args, &cutover).await,
     }
@@ -451,6 +465,62 @@ fn print_routes(args: &CtlArgs, doc: &Value) -> anyhow::Result<()> {
         )
     );
     Ok(())
+}
+
+/// The `ctl endpoints` table: one row per endpoint; EVENTS lists the counts that are not 0.
+fn endpoints_table(doc: &Value) -> String {
+    let rows: Vec<Vec<String>> = doc["endpoints"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            let state = match e["up"].as_bool() {
+                Some(true) => "up",
+                Some(false) => "down",
+                None => "unchecked",
+            };
+            let events: Vec<String> = e["events"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter(|(_, n)| n.as_u64().unwrap_or(0) > 0)
+                .map(|(event, n)| format!("{event}={n}"))
+                .collect();
+            let or_dash = |text: &str| {
+                if text.is_empty() {
+                    "-".to_string()
+                } else {
+                    text.to_string()
+                }
+            };
+            vec![
+                s(&e["name"]).to_string(),
+                s(&e["kind"]).to_string(),
+                state.to_string(),
+                if e["in_use"] == true { "yes" } else { "no" }.to_string(),
+                or_dash(s(&e["primary"])),
+                or_dash(s(&e["checked_at"])),
+                or_dash(&events.join(" ")),
+                s(&e["description"]).to_string(),
+                or_dash(s(&e["last_error"])),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "ENDPOINT",
+            "KIND",
+            "STATE",
+            "IN USE",
+            "PRIMARY",
+            "CHECKED AT",
+            "EVENTS",
+            "WHERE",
+            "LAST ERROR",
+        ],
+        &[],
+        &rows,
+    )
 }
 
 /// `turnout ctl shadow`.

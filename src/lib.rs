@@ -15,6 +15,7 @@
 //!   endpoint health.
 //! - [`stream`]: the byte streams sessions read and write (TCP, TLS, in-process pipes).
 //! - [`tls`]: TLS files and rustls configs, both ways (to endpoints, from clients).
+//! - [`health`]: periodic endpoint health checks.
 //! - [`admin`]: the admin HTTP API.
 //! - [`state`]: route persistence across restarts.
 //! - [`metrics`]: metric names, per-command counters, the Prometheus text.
@@ -32,6 +33,7 @@ pub mod config;
 pub mod ctl;
 pub mod cutover;
 pub mod demo;
+pub mod health;
 pub mod metrics;
 pub mod resp;
 pub mod route;

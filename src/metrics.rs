@@ -15,6 +15,11 @@
 //! | `turnout_upstream_connections` | gauge | endpoint |
 //! | `turnout_route_table_version` | gauge | |
 //! | `turnout_flips_total` | counter | namespace |
+//! | `turnout_endpoint_up` | gauge | endpoint (1: the last health check passed) |
+//! | `turnout_endpoint_events_total` | counter | endpoint, event (`connect_error`, `tls_error`, `auth_failure`, `moved`, `ask`, `failover`) |
+//! | `turnout_endpoint_primary` | gauge | endpoint, address (1: the current primary) |
+//!
+//! The endpoint series come from [`crate::upstream::health`] and exist, at 0, from start-up.
 
 use crate::command::{self, CommandId};
 use crate::config::{Config, EndpointId};

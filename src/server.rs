@@ -103,6 +103,7 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<(), S
     tracing::info!(addr = %config.admin.listen, "admin API listening");
 
     let shutdown = Shutdown::new();
+    let checkers = crate::health::start(&config, &shutdown.subscribe());
     let cutovers = Arc::new(crate::cutover::Cutovers::new(
         control.clone(),
         config.clone(),
@@ -136,6 +137,9 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<(), S
         );
     }
     admin_task.abort();
+    for checker in checkers {
+        checker.abort();
+    }
     tracing::info!("turnout stopped");
     Ok(())
 }

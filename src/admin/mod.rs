@@ -10,14 +10,16 @@
 //! | GET | `/v1/shadow` | shadow counts and match ratio per namespace ([`shadow`]) |
 //! | POST | `/v1/shadow/reset` | restart shadow counts |
 //! | GET | `/v1/shadow/mismatches` | recent mismatches |
+//! | GET | `/v1/endpoints` | every endpoint: kind, where, up, last error, last check, primary, event counts ([`endpoints`]) |
 //! | GET | `/healthz` | the process is up |
-//! | GET | `/readyz` | the proxy listens and every endpoint in use answers PING |
+//! | GET | `/readyz` | every endpoint in use (routes, shadows, secondaries, Pub/Sub) passed its last health check: 200, else 503 |
 //! | GET | `/metrics` | Prometheus text |
 //!
 //! Mutating calls need `Authorization: Bearer <token>` when `[admin] token_env` is set.
 //! Errors are `{"error": "…"}` with 400, 401, 404, 405, 409, 412 or 500.
 
 mod cutover;
+mod endpoints;
 pub mod probe;
 mod shadow;
 
@@ -135,8 +137,9 @@ async fn handle(req: Request<Incoming>, state: &AdminState, peer: SocketAddr) ->
                 Err(e) => error(StatusCode::BAD_REQUEST, format!("cannot read body: {e}")),
             }
         }
+        (["v1", "endpoints"], &Method::GET) => endpoints::list(state),
         (["healthz"], &Method::GET) => text(StatusCode::OK, "ok\n"),
-        (["readyz"], &Method::GET) => ready(state).await,
+        (["readyz"], &Method::GET) => endpoints::ready(state).await,
         (["metrics"], &Method::GET) => {
             let mut body = state.shared.stats.render(
                 &state.prometheus,
@@ -163,6 +166,7 @@ async fn handle(req: Request<Incoming>, state: &AdminState, peer: SocketAddr) ->
             | ["v1", "cutovers", _]
             | ["v1", "shadow"]
             | ["v1", "shadow", "mismatches" | "reset"]
+            | ["v1", "endpoints"]
             | ["healthz"]
             | ["readyz"]
             | ["metrics"],
@@ -414,41 +418,6 @@ async fn history(state: &AdminState) -> Reply {
         })
         .collect();
     json_reply(StatusCode::OK, &json!({ "entries": entries }))
-}
-
-async fn ready(state: &AdminState) -> Reply {
-    let config = &state.shared.config;
-    let timeout = config.proxy.connect_timeout;
-    // Probe every endpoint in use concurrently; each probe is bounded by the connect timeout.
-    let probes: Vec<_> = state
-        .shared
-        .router
-        .snapshot()
-        .endpoints_in_use()
-        .into_iter()
-        .map(|ep| {
-            let endpoint = config.endpoints[ep].clone();
-            let probe = tokio::spawn(async move { probe::ping(&endpoint, timeout).await });
-            (config.endpoints[ep].name.clone(), probe)
-        })
-        .collect();
-    let mut ready = true;
-    let mut endpoints = serde_json::Map::new();
-    for (name, probe) in probes {
-        let status = match probe.await {
-            Ok(Ok(())) => "ok".to_string(),
-            Ok(Err(e)) => format!("error: {e}"),
-            Err(e) => format!("error: probe failed: {e}"),
-        };
-        ready &= status == "ok";
-        endpoints.insert(name, Value::String(status));
-    }
-    let status = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    json_reply(status, &json!({ "ready": ready, "endpoints": endpoints }))
 }
 
 /// Sends one PING to `address` and expects PONG (readiness checks, the demo).

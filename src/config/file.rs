@@ -22,6 +22,7 @@ pub struct FileConfig {
     pub commands: Vec<FileCommand>,
     pub pubsub: Option<FilePubsub>,
     pub shadow: Option<super::shadow::FileShadow>,
+    pub health: Option<super::health::FileHealth>,
 }
 
 /// `[pubsub]`.

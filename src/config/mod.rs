@@ -6,6 +6,7 @@
 
 pub mod auth;
 mod file;
+pub mod health;
 pub mod shadow;
 
 use std::collections::{BTreeMap, HashMap};
@@ -61,6 +62,8 @@ pub struct Config {
     pub pubsub_endpoint: Option<EndpointId>,
     /// `[shadow]`: bounds of shadow traffic and dual-write.
     pub shadow: shadow::ShadowConfig,
+    /// `[health]`: periodic endpoint checks.
+    pub health: health::HealthConfig,
 }
 
 /// A keyed command from `[[commands]]`, with Redis's legacy key positions.
@@ -459,9 +462,11 @@ fn validate(
         .map(|p| resolve("pubsub.endpoint".to_string(), &p.endpoint, problems));
 
     let shadow = shadow::validate(file.shadow.as_ref(), problems);
+    let health = health::validate(file.health.as_ref(), proxy.connect_timeout, problems);
 
     Config {
         shadow,
+        health,
         proxy,
         admin,
         state_path: PathBuf::from(&file.state.path),

@@ -386,3 +386,54 @@ fn a_proxy_key_of_another_certificate_is_a_problem() {
         )]
     );
 }
+
+#[test]
+fn health_checks_default_to_every_second_within_the_connect_timeout() {
+    let config = good();
+    assert_eq!(config.health.interval, health::DEFAULT_HEALTH_INTERVAL);
+    assert_eq!(config.health.timeout, DEFAULT_CONNECT_TIMEOUT);
+    let text = GOOD.replace(
+        "listen = \"127.0.0.1:6380\"",
+        "listen = \"127.0.0.1:6380\"\nconnect_timeout = \"250ms\"",
+    );
+    let config = Config::from_toml(&text, &no_env).expect("valid");
+    assert_eq!(config.health.timeout, Duration::from_millis(250));
+    // The default timeout never exceeds the interval.
+    let text = format!("{GOOD}\n[health]\ninterval = \"200ms\"\n");
+    let config = Config::from_toml(&text, &no_env).expect("valid");
+    assert_eq!(config.health.interval, Duration::from_millis(200));
+    assert_eq!(config.health.timeout, Duration::from_millis(200));
+    let text = format!("{GOOD}\n[health]\ninterval = \"5s\"\ntimeout = \"2s\"\n");
+    let config = Config::from_toml(&text, &no_env).expect("valid");
+    assert_eq!(
+        config.health,
+        health::HealthConfig {
+            interval: Duration::from_secs(5),
+            timeout: Duration::from_secs(2)
+        }
+    );
+}
+
+#[test]
+fn health_settings_are_checked_together() {
+    let text = format!("{GOOD}\n[health]\ninterval = \"10ms\"\ntimeout = \"1s\"\nevery = 1\n");
+    assert_eq!(
+        problems(&text),
+        vec![
+            "health.every: unknown field".to_string(),
+            "health.interval: must be at least 100ms".to_string(),
+            "health.timeout: must not be longer than health.interval (100ms)".to_string(),
+        ]
+    );
+    let text = format!("{GOOD}\n[health]\ninterval = \"often\"\ntimeout = \"0s\"\n");
+    let lines = problems(&text);
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(
+        lines[0].starts_with("health.interval: \"often\" is not a duration"),
+        "{lines:?}"
+    );
+    assert_eq!(
+        lines[1], "health.timeout: must be greater than 0",
+        "{lines:?}"
+    );
+}

@@ -79,6 +79,32 @@ fn with<R>(endpoint: &str, f: impl FnOnce(&mut Health) -> R) -> Option<R> {
     map.get_mut(endpoint).map(f)
 }
 
+/// Registers every endpoint's series at start-up, so that dashboards and alerts see them
+/// before the first event: `turnout_endpoint_up` at 0 (until the first check passes) and
+/// every `turnout_endpoint_events_total{event}` at 0.
+pub fn init<'a>(endpoints: impl IntoIterator<Item = &'a str>) {
+    metrics::describe_gauge!(
+        "turnout_endpoint_up",
+        "1 when the endpoint's last health check passed, 0 otherwise."
+    );
+    metrics::describe_counter!(
+        "turnout_endpoint_events_total",
+        "Connect, TLS and auth failures, cluster redirects and failovers, per endpoint."
+    );
+    metrics::describe_gauge!(
+        "turnout_endpoint_primary",
+        "1 for the endpoint's current primary address, 0 for earlier ones."
+    );
+    for endpoint in endpoints {
+        metrics::gauge!("turnout_endpoint_up", "endpoint" => endpoint.to_string()).set(0.0);
+        for event in Event::ALL {
+            metrics::counter!("turnout_endpoint_events_total", "endpoint" => endpoint.to_string(), "event" => event.label())
+                .increment(0);
+        }
+        with(endpoint, |_| ());
+    }
+}
+
 /// Counts an event.
 pub fn record(endpoint: &str, event: Event) {
     metrics::counter!("turnout_endpoint_events_total", "endpoint" => endpoint.to_string(), "event" => event.label())
