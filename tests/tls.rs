@@ -426,3 +426,45 @@ fn check_and_start_name_unusable_tls_files() {
     );
     assert!(failed.stderr.contains(&expected), "{}", failed.stderr);
 }
+
+#[test]
+fn tls_failures_back_off_instead_of_a_handshake_per_command() {
+    let pki = Pki::generate();
+    let secure = TlsRedis::start(&pki, false);
+    let legacy = RedisServer::start();
+    let endpoints = format!(
+        "[endpoints.legacy]\naddress = \"{}\"\n\n{}",
+        legacy.addr(),
+        tls_endpoint(
+            "new",
+            &secure.addr(),
+            &[format!("ca_file = {}", pki.toml("other-ca.pem"))],
+        )
+    );
+    let turnout = Turnout::builder(&with_namespaces(&endpoints)).start();
+    let mut c = turnout.raw();
+    let mut retry_hints = 0;
+    for i in 0..30 {
+        let reply = error_text(&c.roundtrip(&["SET", &format!("tok:{i}"), "v"]));
+        assert!(
+            reply.starts_with(
+                "-ERR turnout: endpoint 'new' TLS: invalid peer certificate: UnknownIssuer"
+            ),
+            "{reply}"
+        );
+        retry_hints += usize::from(reply.contains("next attempt in"));
+    }
+    assert!(
+        retry_hints >= 25,
+        "{retry_hints} of 30 replies name the back-off"
+    );
+    // The commands ran within the first back-off (1 s): one handshake failed, plus at most
+    // one from the health checker, not one per command.
+    let log = turnout.log();
+    let failures = log
+        .lines()
+        .filter(|l| l.contains("TLS to the endpoint failed") && l.contains("endpoint=new"))
+        .count();
+    assert!((1..=2).contains(&failures), "{failures} handshakes:\n{log}");
+    c.expect_cmd(&["SET", "web:ok", "1"], b"+OK\r\n");
+}

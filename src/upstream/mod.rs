@@ -57,6 +57,14 @@ pub enum UpstreamError {
         /// Time left.
         retry_in: Duration,
     },
+    /// A TLS handshake failed recently: no new attempt before the back-off ends.
+    #[error("TLS: {cause} (next attempt in {})", humantime::format_duration(*.retry_in))]
+    TlsBackoff {
+        /// The last handshake's failure.
+        cause: String,
+        /// Time left.
+        retry_in: Duration,
+    },
 }
 
 impl UpstreamError {
@@ -74,24 +82,82 @@ impl UpstreamError {
     /// TLS right after the endpoint, everything else reads `unavailable: <cause>`.
     pub fn client_reply(&self, endpoint: &str) -> String {
         match self {
-            UpstreamError::Tls(_) => format!("-ERR turnout: endpoint '{endpoint}' {self}\r\n"),
+            UpstreamError::Tls(_) | UpstreamError::TlsBackoff { .. } => {
+                format!("-ERR turnout: endpoint '{endpoint}' {self}\r\n")
+            }
             _ => format!("-ERR turnout: endpoint '{endpoint}' unavailable: {self}\r\n"),
         }
     }
 }
 
-/// First wait after refused credentials; it doubles up to [`AUTH_BACKOFF_MAX`].
+/// First wait after refused credentials or a failed TLS handshake; it doubles up to
+/// [`AUTH_BACKOFF_MAX`].
 pub const AUTH_BACKOFF_MIN: Duration = Duration::from_secs(1);
-/// Longest wait after refused credentials.
+/// Longest wait after refused credentials or a failed TLS handshake.
 pub const AUTH_BACKOFF_MAX: Duration = Duration::from_secs(30);
 
-/// An endpoint's back-off after refused credentials: until when no new connection is
-/// attempted, the next wait, and the endpoint's refusal.
-type Backoff = (std::time::Instant, Duration, String);
+/// Why an endpoint is being backed off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refused {
+    /// It refused turnout's credentials.
+    Auth,
+    /// The TLS handshake failed (certificate, name, protocol).
+    Tls,
+}
+
+/// An endpoint's back-off after a refusal that retrying at once would only repeat: until
+/// when no new connection is attempted, the next wait, why, and the endpoint's words.
+type Backoff = (std::time::Instant, Duration, Refused, String);
 
 /// Per endpoint name.
-static AUTH_BACKOFF: std::sync::Mutex<Option<std::collections::HashMap<String, Backoff>>> =
+static BACKOFF: std::sync::Mutex<Option<std::collections::HashMap<String, Backoff>>> =
     std::sync::Mutex::new(None);
+
+/// The error for an endpoint still backed off, if it is.
+fn backed_off(endpoint: &str) -> Option<UpstreamError> {
+    let now = std::time::Instant::now();
+    let guard = BACKOFF.lock().ok()?;
+    let (until, _, why, reason) = guard.as_ref()?.get(endpoint)?;
+    let retry_in = until.checked_duration_since(now)?;
+    Some(match why {
+        Refused::Auth => UpstreamError::AuthBackoff {
+            reply: reason.clone(),
+            retry_in,
+        },
+        Refused::Tls => UpstreamError::TlsBackoff {
+            cause: reason.clone(),
+            retry_in,
+        },
+    })
+}
+
+/// Starts or lengthens an endpoint's back-off.
+fn back_off(endpoint: &str, why: Refused, reason: &str) {
+    if let Ok(mut guard) = BACKOFF.lock() {
+        let m = guard.get_or_insert_with(Default::default);
+        let wait = m
+            .get(endpoint)
+            .map_or(AUTH_BACKOFF_MIN, |(_, next, _, _)| *next);
+        m.insert(
+            endpoint.to_string(),
+            (
+                std::time::Instant::now() + wait,
+                (wait * 2).min(AUTH_BACKOFF_MAX),
+                why,
+                reason.to_string(),
+            ),
+        );
+    }
+}
+
+/// Ends an endpoint's back-off: a connection got through.
+fn clear_back_off(endpoint: &str) {
+    if let Ok(mut guard) = BACKOFF.lock() {
+        if let Some(m) = guard.as_mut() {
+            m.remove(endpoint);
+        }
+    }
+}
 
 /// Opens a connection to an endpoint, ready for client commands: for a standalone endpoint,
 /// its address; for a Sentinel one, the primary the sentinels name now; for a cluster, a
@@ -123,17 +189,9 @@ pub async fn open_node(
     address: &str,
     timeout: Duration,
 ) -> Result<Stream, UpstreamError> {
-    let now = std::time::Instant::now();
-    if endpoint.credentials.is_some() {
-        if let Ok(guard) = AUTH_BACKOFF.lock() {
-            if let Some((until, _, reply)) = guard.as_ref().and_then(|m| m.get(&endpoint.name)) {
-                if now < *until {
-                    return Err(UpstreamError::AuthBackoff {
-                        reply: reply.clone(),
-                        retry_in: *until - now,
-                    });
-                }
-            }
+    if endpoint.credentials.is_some() || endpoint.tls.is_some() {
+        if let Some(e) = backed_off(&endpoint.name) {
+            return Err(e);
         }
     }
     let tcp = match connect(address, timeout).await {
@@ -145,9 +203,20 @@ pub async fn open_node(
     };
     let mut stream = match &endpoint.tls {
         None => Stream::Tcp(tcp),
-        Some(settings) => tls::wrap(endpoint, settings, address, tcp, timeout).await?,
+        Some(settings) => match tls::wrap(endpoint, settings, address, tcp, timeout).await {
+            Ok(stream) => stream,
+            Err(e) => {
+                if let UpstreamError::Tls(cause) = &e {
+                    back_off(&endpoint.name, Refused::Tls, cause);
+                }
+                return Err(e);
+            }
+        },
     };
     let Some(credentials) = &endpoint.credentials else {
+        if endpoint.tls.is_some() {
+            clear_back_off(&endpoint.name);
+        }
         return Ok(stream);
     };
     let mut args: Vec<&[u8]> = vec![b"AUTH"];
@@ -160,11 +229,7 @@ pub async fn open_node(
         .await
         .map_err(|_| UpstreamError::ConnectTimeout(timeout))??;
     if reply == b"+OK\r\n" {
-        if let Ok(mut guard) = AUTH_BACKOFF.lock() {
-            if let Some(m) = guard.as_mut() {
-                m.remove(&endpoint.name);
-            }
-        }
+        clear_back_off(&endpoint.name);
         return Ok(stream);
     }
     let text = String::from_utf8_lossy(reply.strip_prefix(b"-").unwrap_or(&reply))
@@ -172,20 +237,7 @@ pub async fn open_node(
         .to_string();
     health::record(&endpoint.name, health::Event::AuthFailure);
     tracing::warn!(endpoint = %endpoint.name, reply = %text, "endpoint refused turnout's credentials; backing off");
-    if let Ok(mut guard) = AUTH_BACKOFF.lock() {
-        let m = guard.get_or_insert_with(Default::default);
-        let wait = m
-            .get(&endpoint.name)
-            .map_or(AUTH_BACKOFF_MIN, |(_, next, _)| *next);
-        m.insert(
-            endpoint.name.clone(),
-            (
-                std::time::Instant::now() + wait,
-                (wait * 2).min(AUTH_BACKOFF_MAX),
-                text.clone(),
-            ),
-        );
-    }
+    back_off(&endpoint.name, Refused::Auth, &text);
     Err(UpstreamError::Auth(text))
 }
 
