@@ -49,6 +49,22 @@ pub(super) struct Rewritten {
     pub strip: Option<Box<Strip>>,
 }
 
+/// RANDOMKEY within a prefix: up to 64 draws of RANDOMKEY for a key with the prefix
+/// (`ARGV[1]`), then a SCAN for `ARGV[2]` (the escaped prefix and `*`) when the namespace's
+/// keys are too sparse to be drawn; nil when it has none.
+const RANDOM_KEY_SCRIPT: &[u8] = b"for _ = 1, 64 do \
+local k = redis.call('RANDOMKEY') \
+if not k then return false end \
+if string.sub(k, 1, #ARGV[1]) == ARGV[1] then return k end \
+end \
+local c = '0' \
+repeat \
+local r = redis.call('SCAN', c, 'MATCH', ARGV[2], 'COUNT', 1000) \
+if #r[2] > 0 then return r[2][1] end \
+c = r[1] \
+until c == '0' \
+return false";
+
 /// What a family of commands needs on a single-database endpoint.
 fn family(name: &str) -> Result<Option<StripKind>, &'static str> {
     Ok(match name {
@@ -267,7 +283,23 @@ impl Session {
                     }
                 }
             }
-            Some(StripKind::Key) => note_prefix(pattern_prefix(self)?),
+            Some(StripKind::Key) => {
+                let prefix = pattern_prefix(self)?;
+                if !prefix.is_empty() {
+                    let mut pattern = Vec::with_capacity(prefix.len() + 4);
+                    escape_glob(prefix, &mut pattern);
+                    pattern.push(b'*');
+                    let frame =
+                        crate::resp::command(&[b"EVAL", RANDOM_KEY_SCRIPT, b"0", prefix, &pattern]);
+                    return Ok(Rewritten {
+                        frame: BytesMut::from(&frame[..]),
+                        strip: Some(Box::new(Strip {
+                            kind: StripKind::Key,
+                            prefixes: vec![prefix.into()],
+                        })),
+                    });
+                }
+            }
             _ => {}
         }
         let sorts = name == "sort" || name == "sort_ro";
