@@ -1,0 +1,102 @@
+//! The replication fence of a namespace that lives in a database on the old endpoint and under
+//! a prefix on the new one: the fence key is written in the namespace's database and awaited
+//! under its prefixed name.
+
+mod support;
+
+use serde_json::json;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use support::{RedisServer, Turnout};
+
+#[test]
+fn the_fence_key_is_written_in_the_database_and_awaited_under_the_prefix() {
+    let legacy = RedisServer::start();
+    let new = RedisServer::start();
+    let body = format!(
+        r#"[endpoints.legacy]
+address = "{}"
+
+[endpoints.new]
+address = "{}"
+
+[[namespaces]]
+name = "one"
+db = 1
+key_prefix = {{ new = "db1:" }}
+target = "legacy"
+
+[default]
+target = "legacy"
+"#,
+        legacy.addr(),
+        new.addr()
+    );
+    let turnout = Turnout::start(&body);
+    let mut app = turnout.raw();
+    app.expect_cmd(&["SELECT", "1"], b"+OK\r\n");
+    app.expect_cmd(&["SET", "k", "v"], b"+OK\r\n");
+    // A stand-in for a CDC pipeline that renames: legacy db 1 → new db 0 under `db1:`.
+    let stop = Arc::new(AtomicBool::new(false));
+    let copied = Arc::new(AtomicBool::new(false));
+    let cdc = {
+        let (stop, copied) = (stop.clone(), copied.clone());
+        let (mut source, mut target) = (legacy.conn_db(1), new.conn());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let keys: Vec<String> = redis::cmd("KEYS")
+                    .arg("*")
+                    .query(&mut source)
+                    .unwrap_or_default();
+                for key in keys {
+                    let value: Option<String> = redis::cmd("GET")
+                        .arg(&key)
+                        .query(&mut source)
+                        .unwrap_or(None);
+                    if let Some(value) = value {
+                        let _: redis::RedisResult<()> = redis::cmd("SET")
+                            .arg(format!("db1:{key}"))
+                            .arg(value)
+                            .query(&mut target);
+                        if key.contains("turnout:fence:") {
+                            copied.store(true, Ordering::Relaxed);
+                        }
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        })
+    };
+    let r = turnout.admin(
+        "POST",
+        "/v1/routes/one/cutover?wait=true",
+        &[],
+        Some(
+            &json!({"to": "new", "fence": "replication", "timeout_ms": 5000, "reason": "t"})
+                .to_string(),
+        ),
+    );
+    stop.store(true, Ordering::Relaxed);
+    let _ = cdc.join();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let report = r.json();
+    assert_eq!(report["outcome"], "completed", "{report}");
+    assert!(
+        copied.load(Ordering::Relaxed),
+        "the fence key was never written in database 1"
+    );
+    assert_eq!(turnout.target("one"), "new");
+    app.expect_cmd(&["GET", "k"], b"$1\r\nv\r\n");
+    // Nothing was written to database 0 of legacy, and the fence key is gone from legacy.
+    let keys0: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query(&mut legacy.conn())
+        .expect("KEYS");
+    assert_eq!(keys0, Vec::<String>::new());
+    let keys1: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query(&mut legacy.conn_db(1))
+        .expect("KEYS");
+    assert_eq!(keys1, vec!["k".to_string()]);
+}
