@@ -311,6 +311,8 @@ fn commands_that_cannot_be_rewritten_are_refused() {
         vec!["MOVE", "l", "2"],
         vec!["COPY", "l", "l2", "DB", "2"],
         vec!["DBSIZE"],
+        // Keyless in database 1: the namespace of the whole database, so `new`.
+        vec!["NOSUCHCMD", "a"],
     ];
     for args in refused {
         let reply = c.roundtrip(&args);

@@ -172,7 +172,7 @@ impl Session {
         match next {
             super::link::Next::Frame(len) => {
                 if let Some(strip) = self.pending.front().and_then(|p| p.strip.as_deref()) {
-                    super::prefix::strip_reply(&link.rbuf[..*len], strip, &mut self.cout);
+                    super::strip::strip_reply(&link.rbuf[..*len], strip, &mut self.cout);
                 }
             }
             _ => self.cout.extend_from_slice(&link.error_reply),

@@ -434,7 +434,7 @@ impl Session {
     }
 
     /// The `[[commands]]` entry for a command name the table lacks.
-    fn extra_command(&self, name: &[u8]) -> Option<&crate::config::ExtraCommand> {
+    pub(super) fn extra_command(&self, name: &[u8]) -> Option<&crate::config::ExtraCommand> {
         self.shared
             .config
             .extra_commands

@@ -20,6 +20,7 @@ mod mirror;
 mod prefix;
 mod pubsub;
 mod split;
+mod strip;
 mod transaction;
 
 use crate::command::policy::{StateKind, STATE_KINDS};
@@ -108,7 +109,7 @@ struct Pending {
     /// endpoint and send it again to the new one.
     reissue: Option<Box<[u8]>>,
     /// The reply names keys of a single-database endpoint: buffered whole, prefix stripped.
-    strip: Option<Box<prefix::Strip>>,
+    strip: Option<Box<strip::Strip>>,
 }
 
 /// A pending reply that may concern any namespace.
