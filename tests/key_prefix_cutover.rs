@@ -1,6 +1,7 @@
-//! The replication fence of a namespace that lives in a database on the old endpoint and under
-//! a prefix on the new one: the fence key is written in the namespace's database and awaited
-//! under its prefixed name.
+//! Key prefixes at the edges: the replication fence of a namespace that lives in a database on
+//! the old endpoint and under a prefix on the new one (the fence key is written in the
+//! namespace's database and awaited under its prefixed name), and the bound on replies that
+//! are buffered to have their key names stripped.
 
 mod support;
 
@@ -99,4 +100,46 @@ target = "legacy"
         .query(&mut legacy.conn_db(1))
         .expect("KEYS");
     assert_eq!(keys1, vec!["k".to_string()]);
+}
+
+#[test]
+fn a_reply_to_strip_is_buffered_up_to_max_buffered_bytes_only() {
+    let legacy = RedisServer::start();
+    let new = RedisServer::start();
+    let body = format!(
+        r#"[endpoints.legacy]
+address = "{}"
+
+[endpoints.new]
+address = "{}"
+key_prefix = "p:"
+
+[default]
+target = "new"
+"#,
+        legacy.addr(),
+        new.addr()
+    );
+    let turnout = Turnout::builder(&body)
+        .proxy_option("max_buffered_bytes = 4096")
+        .start();
+    let mut c = turnout.raw();
+    let mut con = new.conn();
+    for i in 0..400 {
+        let _: () = redis::cmd("SET")
+            .arg(format!("p:key-with-a-long-name-{i:04}"))
+            .arg("v")
+            .query(&mut con)
+            .expect("SET");
+    }
+    let reply = c.roundtrip(&["KEYS", "*"]);
+    let text = String::from_utf8_lossy(&reply).to_string();
+    assert!(
+        text.starts_with("-ERR") && text.contains("max_buffered_bytes"),
+        "{text}"
+    );
+    // The session goes on; a small reply is stripped as usual.
+    c.expect_cmd(&["SET", "k", "v"], b"+OK\r\n");
+    c.expect_cmd(&["KEYS", "k"], b"*1\r\n$1\r\nk\r\n");
+    assert_eq!(new.get("p:k").as_deref(), Some("v"));
 }

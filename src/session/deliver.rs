@@ -168,8 +168,15 @@ impl Session {
         let Some(next) = &nexts[ep] else {
             return Ok(false);
         };
+        let limit = self.shared.config.proxy.max_buffered_bytes;
         let link = &mut self.links[ep];
         match next {
+            super::link::Next::Frame(len) if *len > limit => {
+                crate::resp::write_error(
+                    &mut self.cout,
+                    &format!("ERR turnout: the reply is larger than max_buffered_bytes ({limit}), too large to strip its key prefix"),
+                );
+            }
             super::link::Next::Frame(len) => {
                 if let Some(strip) = self.pending.front().and_then(|p| p.strip.as_deref()) {
                     super::strip::strip_reply(&link.rbuf[..*len], strip, &mut self.cout);
