@@ -140,6 +140,70 @@ target = "new"
     );
     // The session goes on; a small reply is stripped as usual.
     c.expect_cmd(&["SET", "k", "v"], b"+OK\r\n");
+    // Only a single-database endpoint in play: SELECT is answered here and never sent.
+    c.expect_cmd(&["SELECT", "0"], b"+OK\r\n");
+    c.expect_cmd(&["SELECT", "1"], b"+OK\r\n");
+    c.expect_cmd(
+        &["GET", "k"],
+        b"-ERR turnout: namespace 'default' matches every database, so its keys from database 1 cannot go to single-database endpoint 'new' (give the namespace a db)\r\n",
+    );
+    c.expect_cmd(&["SELECT", "0"], b"+OK\r\n");
+    c.expect_cmd(&["GET", "k"], b"$1\r\nv\r\n");
     c.expect_cmd(&["KEYS", "k"], b"*1\r\n$1\r\nk\r\n");
     assert_eq!(new.get("p:k").as_deref(), Some("v"));
+}
+
+#[test]
+fn a_blocked_pop_moves_from_a_database_to_a_prefix_with_its_namespace() {
+    let legacy = RedisServer::start();
+    let new = RedisServer::start();
+    let body = format!(
+        r#"[endpoints.legacy]
+address = "{}"
+
+[endpoints.new]
+address = "{}"
+
+[[namespaces]]
+name = "one"
+db = 1
+key_prefix = {{ new = "db1:" }}
+target = "legacy"
+
+[default]
+target = "legacy"
+"#,
+        legacy.addr(),
+        new.addr()
+    );
+    let turnout = Turnout::start(&body);
+    let mut blocked = turnout.raw();
+    blocked.expect_cmd(&["SELECT", "1"], b"+OK\r\n");
+    blocked.send_cmd(&["BLPOP", "queue", "10"]);
+    std::thread::sleep(Duration::from_millis(200));
+    let r = turnout.admin(
+        "POST",
+        "/v1/routes/one/cutover?wait=true",
+        &[],
+        Some(
+            &json!({"to": "new", "fence": "drain", "timeout_ms": 3000, "reason": "t"}).to_string(),
+        ),
+    );
+    assert_eq!(r.json()["outcome"], "completed", "{}", r.text());
+    // The pop now waits on new under the prefix, and answers with the client's key name.
+    let mut pusher = turnout.raw();
+    pusher.expect_cmd(&["SELECT", "1"], b"+OK\r\n");
+    pusher.expect_cmd(&["RPUSH", "queue", "job"], b":1\r\n");
+    assert_eq!(blocked.read_frame(), b"*2\r\n$5\r\nqueue\r\n$3\r\njob\r\n");
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query(&mut new.conn())
+        .expect("KEYS");
+    assert_eq!(keys, Vec::<String>::new());
+    blocked.expect_cmd(&["RPUSH", "queue", "again"], b":1\r\n");
+    let len: i64 = redis::cmd("LLEN")
+        .arg("db1:queue")
+        .query(&mut new.conn())
+        .expect("LLEN");
+    assert_eq!(len, 1);
 }
