@@ -55,9 +55,7 @@ fn family(name: &str) -> Result<Option<StripKind>, &'static str> {
         "eval" | "evalsha" | "eval_ro" | "evalsha_ro" | "fcall" | "fcall_ro" => {
             return Err("scripts and functions may build key names that cannot be rewritten")
         }
-        "migrate" | "move" | "swapdb" => {
-            return Err("it moves keys between databases or servers")
-        }
+        "migrate" | "move" | "swapdb" => return Err("it moves keys between databases or servers"),
         "flushdb" | "flushall" | "dbsize" => {
             return Err("the database is shared with other namespaces")
         }
