@@ -217,6 +217,7 @@ fn routes(table: &RouteTable, state: &AdminState) -> Reply {
             });
             if let Value::Object(fields) = &mut route {
                 fields.extend(r.mode.to_json(endpoints));
+                fields.extend(namespaces.keyspace.to_json(ns, endpoints));
             }
             route
         })

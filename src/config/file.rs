@@ -90,6 +90,7 @@ pub struct FileEndpoint {
     pub username: Option<String>,
     pub password_env: Option<String>,
     pub password_file: Option<String>,
+    pub key_prefix: Option<String>,
 }
 
 /// `[endpoints.NAME.tls]`.
@@ -105,7 +106,11 @@ pub struct FileTls {
 #[derive(Debug, Deserialize)]
 pub struct FileNamespace {
     pub name: String,
+    #[serde(default)]
     pub prefixes: Vec<String>,
+    pub db: Option<i64>,
+    #[serde(default)]
+    pub key_prefix: BTreeMap<String, String>,
     pub target: String,
 }
 

@@ -7,6 +7,7 @@
 pub mod auth;
 mod file;
 pub mod health;
+mod namespace;
 pub mod shadow;
 
 use std::collections::{BTreeMap, HashMap};
@@ -34,6 +35,9 @@ pub const MAX_ENDPOINTS: usize = 64;
 pub const MAX_NAMESPACES: usize = u16::MAX as usize - 1;
 /// Upper bound for `[proxy] max_clients`.
 pub const MAX_CLIENTS_LIMIT: usize = 1_000_000;
+/// Highest `db` a namespace may name (Redis's `databases` defaults to 16; larger settings are
+/// rare, and a session tracks its database in a `u8`).
+pub const MAX_DB: u8 = 255;
 /// The reserved name of the route for keys outside every namespace.
 pub const DEFAULT_ROUTE: &str = "default";
 
@@ -130,6 +134,9 @@ pub struct EndpointConfig {
     pub credentials: Option<Credentials>,
     /// TLS to the endpoint (`[endpoints.NAME.tls]`); `None`: plain TCP.
     pub tls: Option<TlsSettings>,
+    /// Prefix for the keys of every namespace routed here that has none of its own
+    /// (`key_prefix`); makes the endpoint single-database.
+    pub key_prefix: Option<String>,
 }
 
 impl EndpointConfig {
@@ -142,6 +149,7 @@ impl EndpointConfig {
             },
             credentials: None,
             tls: None,
+            key_prefix: None,
         }
     }
 
@@ -211,8 +219,12 @@ pub struct Credentials {
 pub struct NamespaceConfig {
     /// Its name.
     pub name: String,
-    /// Key prefixes that select it.
+    /// Key prefixes that select it (none: every key of `db`).
     pub prefixes: Vec<String>,
+    /// The session database it matches (`db`); `None`: every database.
+    pub db: Option<u8>,
+    /// Prefixes its keys take on single-database endpoints (`key_prefix = { new = "db1:" }`).
+    pub key_prefixes: Vec<(EndpointId, String)>,
     /// Initial target.
     pub target: EndpointId,
 }
@@ -400,8 +412,8 @@ fn validate(
         );
     }
     let mut names: HashMap<&str, usize> = HashMap::new();
-    let mut prefixes: HashMap<&str, (usize, &str)> = HashMap::new();
     let mut namespaces = Vec::with_capacity(file.namespaces.len());
+    let mut matchers = namespace::Matchers::default();
     for (i, ns) in file.namespaces.iter().enumerate() {
         let path = format!("namespaces[{i}]");
         if ns.name.is_empty() {
@@ -422,35 +434,23 @@ fn validate(
                 ),
             );
         }
-        if ns.prefixes.is_empty() {
-            problem(
-                problems,
-                format!("{path}.prefixes"),
-                "must list at least one prefix",
-            );
-        }
-        for (j, prefix) in ns.prefixes.iter().enumerate() {
-            let ppath = format!("{path}.prefixes[{j}]");
+        let db = namespace::validate_db(&path, ns.db, problems);
+        matchers.check(&path, i, ns, db, problems);
+        let mut key_prefixes = Vec::with_capacity(ns.key_prefix.len());
+        for (endpoint, prefix) in &ns.key_prefix {
+            let kpath = format!("{path}.key_prefix.{endpoint}");
             if prefix.is_empty() {
-                problem(
-                    problems,
-                    ppath,
-                    "an empty prefix would match every key; use [default] instead",
-                );
-            } else if let Some((other, other_name)) =
-                prefixes.insert(prefix.as_str(), (i, ns.name.as_str()))
-            {
-                problem(
-                    problems,
-                    ppath,
-                    format!("duplicate prefix \"{prefix}\" (also in namespaces[{other}] \"{other_name}\")"),
-                );
+                problem(problems, &kpath, "must not be empty");
             }
+            let ep = resolve(kpath, endpoint, problems);
+            key_prefixes.push((ep, prefix.clone()));
         }
         let target = resolve(format!("{path}.target"), &ns.target, problems);
         namespaces.push(NamespaceConfig {
             name: ns.name.clone(),
             prefixes: ns.prefixes.clone(),
+            db,
+            key_prefixes,
             target,
         });
     }
@@ -775,11 +775,19 @@ fn validate_endpoints(
         if ep.username.as_deref() == Some("") {
             problem(problems, format!("{path}.username"), "must not be empty");
         }
+        if ep.key_prefix.as_deref() == Some("") {
+            problem(
+                problems,
+                format!("{path}.key_prefix"),
+                "must not be empty (leave it out for no prefix)",
+            );
+        }
         out.push(EndpointConfig {
             name: name.clone(),
             kind,
             credentials,
             tls,
+            key_prefix: ep.key_prefix.clone().filter(|p| !p.is_empty()),
         });
     }
     out

@@ -437,3 +437,109 @@ fn health_settings_are_checked_together() {
         "{lines:?}"
     );
 }
+
+/// [`GOOD`]'s header and endpoints, with `namespaces` after them.
+fn with_namespaces(namespaces: &str, new_endpoint_extra: &str) -> String {
+    let head = GOOD.split("[[namespaces]]").next().unwrap_or_default();
+    let head = head.replace(
+        "address = \"127.0.0.1:6390\"",
+        &format!("address = \"127.0.0.1:6390\"\n{new_endpoint_extra}"),
+    );
+    format!("{head}{namespaces}\n[default]\ntarget = \"legacy\"\n")
+}
+
+#[test]
+fn namespaces_may_match_by_database_and_carry_key_prefixes() {
+    let text = with_namespaces(
+        r#"
+[[namespaces]]
+name = "db1"
+db = 1
+key_prefix = { new = "db1:" }
+target = "legacy"
+[[namespaces]]
+name = "db2-web"
+db = 2
+prefixes = ["web:"]
+target = "legacy"
+[[namespaces]]
+name = "web"
+prefixes = ["web:"]
+target = "legacy"
+"#,
+        "key_prefix = \"shared:\"",
+    );
+    let config = Config::from_toml(&text, &no_env).expect("valid");
+    let new = config.endpoint_id("new").expect("new");
+    assert_eq!(config.namespaces[0].db, Some(1));
+    assert!(config.namespaces[0].prefixes.is_empty());
+    assert_eq!(
+        config.namespaces[0].key_prefixes,
+        vec![(new, "db1:".to_string())]
+    );
+    assert_eq!(config.namespaces[1].db, Some(2));
+    assert_eq!(config.namespaces[2].db, None);
+    assert_eq!(config.endpoints[new].key_prefix.as_deref(), Some("shared:"));
+}
+
+#[test]
+fn database_and_key_prefix_mistakes_are_reported_with_their_paths() {
+    let text = with_namespaces(
+        r#"
+[[namespaces]]
+name = "nothing"
+target = "legacy"
+[[namespaces]]
+name = "db1"
+db = 1
+target = "legacy"
+[[namespaces]]
+name = "db1-again"
+db = 1
+target = "legacy"
+[[namespaces]]
+name = "big"
+db = 256
+key_prefix = { nwe = "x:", new = "" }
+target = "legacy"
+[[namespaces]]
+name = "p1"
+db = 3
+prefixes = ["a:"]
+target = "legacy"
+[[namespaces]]
+name = "p2"
+db = 3
+prefixes = ["a:"]
+target = "legacy"
+[[namespaces]]
+name = "p3"
+db = 4
+prefixes = ["a:"]
+target = "legacy"
+"#,
+        "key_prefix = \"\"",
+    );
+    let lines = problems(&text);
+    let expected = [
+        "namespaces[0].prefixes: must list at least one prefix (or set db to match a whole database)",
+        "namespaces[2].db: database 1 is already matched whole by namespaces[1] \"db1\"",
+        "namespaces[3].db: must be 0 to 255",
+        "namespaces[3].key_prefix.new: must not be empty",
+        "namespaces[3].key_prefix.nwe: unknown endpoint \"nwe\" (known: legacy, new)",
+        "namespaces[5].prefixes[0]: duplicate prefix \"a:\" in database 3 (also in namespaces[4] \"p1\")",
+        "endpoints.new.key_prefix: must not be empty (leave it out for no prefix)",
+    ];
+    for line in expected {
+        assert!(
+            lines.contains(&line.to_string()),
+            "{line}\nnot in {lines:#?}"
+        );
+    }
+    // The same prefix in another database is no duplicate.
+    assert!(
+        !lines.iter().any(|l| l.starts_with("namespaces[6]")),
+        "{lines:#?}"
+    );
+    assert_eq!(lines.len(), expected.len(), "{lines:#?}");
+}

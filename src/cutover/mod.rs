@@ -462,10 +462,25 @@ impl Cutovers {
                 .first()
                 .cloned()
                 .unwrap_or_default();
+            let keyspace = &self.control.router().namespaces.keyspace;
+            // A single-database endpoint holds the namespace under its prefix; another holds
+            // it in the namespace's database.
+            let side = |ep| match keyspace.is_single_db(ep) {
+                true => fence::Side {
+                    db: None,
+                    prefix: String::from_utf8_lossy(keyspace.prefix(ns, ep)).into_owned(),
+                },
+                false => fence::Side {
+                    db: keyspace.db(ns),
+                    prefix: String::new(),
+                },
+            };
+            let (old_side, new_side) = (side(from), side(to));
             let result = fence::replicated(
                 &self.config.endpoints[from],
                 &self.config.endpoints[to],
                 &prefix,
+                (&old_side, &new_side),
                 self.config.proxy.connect_timeout,
                 deadline,
             )

@@ -245,6 +245,15 @@ impl RouteControl {
                 )
             }));
         }
+        if let Some(mirror) = mode.mirror_endpoint() {
+            if self.router.namespaces.keyspace.is_single_db(mirror) {
+                let endpoint = &self.config.endpoints[mirror].name;
+                return Err(ChangeError::BadMode(format!(
+                    "mode {} cannot copy to \"{endpoint}\": it uses key_prefix, and copies are not rewritten",
+                    mode.name()
+                )));
+            }
+        }
         if let Some(expected) = req.if_match {
             if expected != current.version {
                 return Err(ChangeError::Stale {

@@ -6,6 +6,7 @@
 //! load), and a change builds a new table and swaps it in whole ([`change`]).
 
 pub mod change;
+pub mod keyspace;
 pub mod trie;
 
 use crate::config::{Config, EndpointId, DEFAULT_ROUTE};
@@ -21,6 +22,8 @@ pub struct Namespaces {
     names: Vec<String>,
     prefixes: Vec<Vec<String>>,
     trie: PrefixTrie,
+    /// Database scopes and key prefixes.
+    pub keyspace: keyspace::Keyspace,
 }
 
 impl Namespaces {
@@ -45,6 +48,7 @@ impl Namespaces {
             names,
             prefixes,
             trie,
+            keyspace: keyspace::Keyspace::new(config),
         }
     }
 
@@ -57,6 +61,27 @@ impl Namespaces {
     #[inline]
     pub fn of_key(&self, key: &[u8]) -> NsId {
         self.trie.lookup(key).unwrap_or_else(|| self.default_id())
+    }
+
+    /// The namespace of a key in the session's database `db`: a namespace scoped to `db`
+    /// first (its longest prefix, else the one matching the whole database), then the
+    /// namespaces of every database, then the default route. Without `db` in the config this
+    /// is [`Namespaces::of_key`].
+    #[inline]
+    pub fn of_key_in(&self, db: u8, key: &[u8]) -> NsId {
+        if self.keyspace.by_db() {
+            if let Some(ns) = self.keyspace.scoped(db, key) {
+                return ns;
+            }
+        }
+        self.of_key(key)
+    }
+
+    /// The route of a keyless command in database `db`: the namespace matching that whole
+    /// database, else the default route.
+    #[inline]
+    pub fn keyless(&self, db: u8) -> NsId {
+        self.keyspace.whole(db).unwrap_or_else(|| self.default_id())
     }
 
     /// Number of routes, `default` included.

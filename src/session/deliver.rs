@@ -49,6 +49,10 @@ impl Session {
                     self.cout.extend_from_slice(reply);
                     true
                 }
+                Source::Upstream(ep) if front.strip.is_some() => {
+                    let ep = *ep;
+                    self.stripped_front(ep)?
+                }
                 Source::Upstream(ep) => {
                     let ep = *ep;
                     self.stream_front(ep)?
@@ -148,6 +152,42 @@ impl Session {
         }
     }
 
+    /// The front reply from a single-database endpoint, whole, its key names stripped of
+    /// their prefix; true once written. It is buffered up to `max_buffered_bytes`.
+    fn stripped_front(&mut self, ep: EndpointId) -> Result<bool, End> {
+        let Some(nexts) = self.complete_replies(1 << ep)? else {
+            let limit = self.shared.config.proxy.max_buffered_bytes;
+            if self.links[ep].rbuf.len() > limit {
+                let cause = UpstreamError::Unsupported(format!(
+                    "a reply whose key names need their prefix stripped is larger than max_buffered_bytes ({limit})"
+                ));
+                self.broken_endpoint(ep, cause)?;
+            }
+            return Ok(false);
+        };
+        let Some(next) = &nexts[ep] else {
+            return Ok(false);
+        };
+        let limit = self.shared.config.proxy.max_buffered_bytes;
+        let link = &mut self.links[ep];
+        match next {
+            super::link::Next::Frame(len) if *len > limit => {
+                crate::resp::write_error(
+                    &mut self.cout,
+                    &format!("ERR turnout: the reply is larger than max_buffered_bytes ({limit}), too large to strip its key prefix"),
+                );
+            }
+            super::link::Next::Frame(len) => {
+                if let Some(strip) = self.pending.front().and_then(|p| p.strip.as_deref()) {
+                    super::strip::strip_reply(&link.rbuf[..*len], strip, &mut self.cout);
+                }
+            }
+            _ => self.cout.extend_from_slice(&link.error_reply),
+        }
+        link.consumed(next);
+        Ok(true)
+    }
+
     /// The next complete reply of every endpoint in `mask`, once all are in.
     pub(super) fn complete_replies(&mut self, mask: u64) -> Result<Option<Replies>, End> {
         let mut nexts = [const { None }; crate::config::MAX_ENDPOINTS];
@@ -232,6 +272,12 @@ impl Session {
 
     /// One reply from every endpoint in `mask`: the first error, else `primary`'s reply.
     fn gather(&mut self, mask: u64, primary: EndpointId, state: bool) -> Result<bool, End> {
+        if mask == 0 && state {
+            // A SELECT only single-database endpoints would have seen: theirs to accept.
+            self.cout.extend_from_slice(b"+OK\r\n");
+            self.resolve_state(true);
+            return Ok(true);
+        }
         let Some(nexts) = self.complete_replies(mask)? else {
             return Ok(false);
         };
@@ -319,6 +365,17 @@ impl Session {
     /// dispatch order), then prepares the links that were waiting for it.
     fn resolve_state(&mut self, accepted: bool) {
         if let Some((kind, frame)) = self.state_inflight.pop_front() {
+            if kind == StateKind::Select {
+                // The session routed by the database it asked for; back to the last one
+                // accepted if that was refused.
+                match accepted
+                    .then(|| super::prefix::selected_db(&frame))
+                    .flatten()
+                {
+                    Some(db) => self.accepted_db = db,
+                    None => self.db = self.accepted_db,
+                }
+            }
             if accepted {
                 self.state[kind as usize] = Some(frame);
             }

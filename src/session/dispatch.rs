@@ -44,8 +44,9 @@ fn complete_requests(buf: &[u8], max_request: usize) -> usize {
 
 /// The namespace a KEYS or SCAN pattern stays within: the one whose prefix starts the
 /// pattern's literal part (before any `*`, `?`, `[` or backslash), else the default route.
-fn pattern_namespace(
+pub(super) fn pattern_namespace(
     namespaces: &crate::route::Namespaces,
+    db: u8,
     frame: &[u8],
     args: &[std::ops::Range<usize>],
 ) -> NsId {
@@ -59,14 +60,14 @@ fn pattern_namespace(
             .and_then(|i| arg(i + 1))
     };
     let Some(pattern) = pattern else {
-        return namespaces.default_id();
+        return namespaces.keyless(db);
     };
     let literal_end = pattern
         .iter()
         .position(|b| matches!(b, b'*' | b'?' | b'[' | b'\\'))
         .unwrap_or(pattern.len());
     // The namespace whose prefix starts the literal part contains every key that matches.
-    namespaces.of_key(&pattern[..literal_end])
+    namespaces.of_key_in(db, &pattern[..literal_end])
 }
 
 impl Session {
@@ -162,7 +163,9 @@ impl Session {
         let namespaces = &self.shared.router.namespaces;
         match resolved.policy {
             Policy::Forward => {}
-            Policy::Pattern => return table.held(pattern_namespace(namespaces, frame, args)),
+            Policy::Pattern => {
+                return table.held(pattern_namespace(namespaces, self.db, frame, args))
+            }
             _ => return false,
         }
         let mut keyed = false;
@@ -170,7 +173,7 @@ impl Session {
         if let Some(spec) = resolved.spec {
             let _ = for_each_key(spec, frame, args, |key| {
                 keyed = true;
-                held = table.held(namespaces.of_key(key));
+                held = table.held(namespaces.of_key_in(self.db, key));
                 if held {
                     ControlFlow::Break(())
                 } else {
@@ -178,7 +181,7 @@ impl Session {
                 }
             });
         }
-        held || (!keyed && table.held(namespaces.default_id()))
+        held || (!keyed && table.held(namespaces.keyless(self.db)))
     }
 
     /// Answers a malformed request and stops reading: Redis closes such connections too.
@@ -277,8 +280,8 @@ impl Session {
                 return self.forward(endpoint, frame, ns, resolved.id, now);
             }
             Policy::Pattern => {
-                let ns = pattern_namespace(&self.shared.router.namespaces, frame, args);
-                return self.forward(table.target(ns), frame, ns, resolved.id, now);
+                let ns = pattern_namespace(&self.shared.router.namespaces, self.db, frame, args);
+                return self.forward_routed(&resolved, frame, args, ns, table.target(ns), now);
             }
             Policy::Forward | Policy::Transaction(_) | Policy::Auth => {}
             Policy::Quit => {
@@ -297,6 +300,20 @@ impl Session {
         }
         match self.destination(resolved.spec, frame, args, table) {
             Destination::One { ns, endpoint } => {
+                let rewritten = if self
+                    .shared
+                    .router
+                    .namespaces
+                    .keyspace
+                    .is_single_db(endpoint)
+                {
+                    match self.rewrite_for(&resolved, frame, args, ns, endpoint) {
+                        Ok(rewritten) => Some(rewritten),
+                        Err(message) => return self.refuse(&message, ErrorKind::Refused, now),
+                    }
+                } else {
+                    None
+                };
                 let blocking = self.tx.is_none()
                     && resolved
                         .spec
@@ -308,7 +325,15 @@ impl Session {
                     self.links[endpoint].id_asked = true;
                     self.expect(Source::ClientId(endpoint), now);
                 }
-                self.forward(endpoint, frame, ns, resolved.id, now);
+                match rewritten {
+                    None => self.forward(endpoint, frame, ns, resolved.id, now),
+                    Some(rewritten) => {
+                        self.forward(endpoint, &rewritten.frame, ns, resolved.id, now);
+                        if let Some(pending) = self.pending.back_mut() {
+                            pending.strip = rewritten.strip;
+                        }
+                    }
+                }
                 if blocking {
                     if let Some(pending) = self.pending.back_mut() {
                         pending.reissue = Some(frame.into());
@@ -317,7 +342,7 @@ impl Session {
                 self.mirror(&resolved, frame, args, table, true);
             }
             Destination::Keyless { ns, endpoint } => {
-                self.forward(endpoint, frame, ns, resolved.id, now)
+                self.forward_routed(&resolved, frame, args, ns, endpoint, now);
             }
             Destination::Split { first, other } => {
                 match split::splittable(command::label(resolved.id)) {
@@ -359,8 +384,9 @@ impl Session {
         let namespaces = &self.shared.router.namespaces;
         let mut first: Option<(NsId, EndpointId)> = None;
         let mut other: Option<NsId> = None;
+        let db = self.db;
         let mut note = |key: &[u8]| {
-            let ns = namespaces.of_key(key);
+            let ns = namespaces.of_key_in(db, key);
             let endpoint = table.target(ns);
             match first {
                 None => first = Some((ns, endpoint)),
@@ -398,7 +424,7 @@ impl Session {
             (Some((first, _)), Some(other)) => Destination::Split { first, other },
             (Some((ns, endpoint)), None) => Destination::One { ns, endpoint },
             (None, _) => {
-                let ns = namespaces.default_id();
+                let ns = namespaces.keyless(db);
                 Destination::Keyless {
                     ns,
                     endpoint: table.target(ns),
@@ -408,7 +434,7 @@ impl Session {
     }
 
     /// The `[[commands]]` entry for a command name the table lacks.
-    fn extra_command(&self, name: &[u8]) -> Option<&crate::config::ExtraCommand> {
+    pub(super) fn extra_command(&self, name: &[u8]) -> Option<&crate::config::ExtraCommand> {
         self.shared
             .config
             .extra_commands
@@ -426,6 +452,8 @@ impl Session {
         self.reply_mode = super::ReplyMode::On;
         self.authenticated = self.shared.config.proxy.auth.is_none();
         self.state = Default::default();
+        self.db = 0;
+        self.accepted_db = 0;
         for ep in 0..self.links.len() {
             let link = &self.links[ep];
             if link.is_active() || link.prepared || link.awaiting_state > 0 {
@@ -509,11 +537,22 @@ impl Session {
         };
         let default_ns = self.shared.router.namespaces.default_id();
         let primary = table.target(default_ns);
+        // Single-database endpoints never see SELECT: the session's database selects
+        // namespaces (and so key prefixes) instead.
+        let skip = match kind {
+            StateKind::Select => match self.select_db(frame, args, now) {
+                Some(skip) => skip,
+                None => return,
+            },
+            _ => 0,
+        };
         self.prepare_link(primary);
         let mut mask = 0u64;
         for (ep, link) in self.links.iter_mut().enumerate() {
             // Links waiting to be prepared take it too, in order behind their queued requests.
-            if link.is_active() || link.prepared || link.awaiting_state > 0 {
+            if skip & (1 << ep) == 0
+                && (link.is_active() || link.prepared || link.awaiting_state > 0)
+            {
                 link.queue_state(frame);
                 mask |= 1 << ep;
                 self.stats

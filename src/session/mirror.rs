@@ -348,7 +348,7 @@ impl Session {
         let mut mixed = false;
         let _ = for_each_key(spec, frame, args, |key| {
             keys += 1;
-            let ns = namespaces.of_key(key);
+            let ns = namespaces.of_key_in(self.db, key);
             let to = match (table.routes[usize::from(ns)].mode, write) {
                 (Mode::DualWrite { secondary, .. }, true) => Some(secondary),
                 (
@@ -621,15 +621,16 @@ fn mirrored_part(
     table: &RouteTable,
 ) -> Option<(Bytes, Range<usize>)> {
     let namespaces = &session.shared.router.namespaces;
-    let mirrors = |key: &[u8]| match table.routes[usize::from(namespaces.of_key(key))].mode {
-        Mode::DualWrite { secondary, .. } => secondary == endpoint,
-        Mode::Shadow {
-            endpoint: to,
-            writes: true,
-            ..
-        } => to == endpoint,
-        _ => false,
-    };
+    let mirrors =
+        |key: &[u8]| match table.routes[usize::from(namespaces.of_key_in(session.db, key))].mode {
+            Mode::DualWrite { secondary, .. } => secondary == endpoint,
+            Mode::Shadow {
+                endpoint: to,
+                writes: true,
+                ..
+            } => to == endpoint,
+            _ => false,
+        };
     let groups: Vec<usize> = (1..args.len())
         .step_by(per_key.max(1))
         .filter(|&i| i + per_key <= args.len() && mirrors(&frame[args[i].clone()]))

@@ -17,8 +17,10 @@ mod dispatch;
 mod effect;
 pub mod link;
 mod mirror;
+mod prefix;
 mod pubsub;
 mod split;
+mod strip;
 mod transaction;
 
 use crate::command::policy::{StateKind, STATE_KINDS};
@@ -106,6 +108,8 @@ struct Pending {
     /// A blocking command's request, kept so that a cutover can unblock it on the old
     /// endpoint and send it again to the new one.
     reissue: Option<Box<[u8]>>,
+    /// The reply names keys of a single-database endpoint: buffered whole, prefix stripped.
+    strip: Option<Box<strip::Strip>>,
 }
 
 /// A pending reply that may concern any namespace.
@@ -192,6 +196,10 @@ struct Session {
     redispatch: bool,
     /// This session's drain state, for cutovers.
     registration: crate::cutover::registry::Registration,
+    /// The database the session routes by: its last SELECT's (sent, not yet answered).
+    db: u8,
+    /// The database of its last accepted SELECT.
+    accepted_db: u8,
 }
 
 /// Waits for the next published route snapshot and hands the receiver back.
@@ -239,6 +247,8 @@ pub async fn serve(client: Stream, shared: Arc<Shared>, mut shutdown: watch::Rec
         drain_reported: u64::MAX,
         redispatch: false,
         registration,
+        db: 0,
+        accepted_db: 0,
     };
     match session.run(&mut shutdown).await {
         Ok(()) => tracing::debug!("client connection closed"),
@@ -364,6 +374,7 @@ impl Session {
             capture: None,
             ns,
             reissue: None,
+            strip: None,
         });
     }
 
@@ -575,7 +586,13 @@ impl Session {
                 link.awaiting_state = self.state_inflight.len();
                 return;
             }
-            for frame in self.state.iter().flatten() {
+            let single_db = self.shared.router.namespaces.keyspace.is_single_db(ep);
+            for (kind, frame) in self.state.iter().enumerate() {
+                let Some(frame) = frame else { continue };
+                if single_db && kind == StateKind::Select as usize {
+                    // A single-database endpoint never leaves database 0.
+                    continue;
+                }
                 link.replay.extend_from_slice(frame);
                 link.skip += 1;
                 link.replay_unanswered += 1;

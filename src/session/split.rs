@@ -82,13 +82,27 @@ impl Session {
                 now,
             );
         }
-        let namespaces = &self.shared.router.namespaces;
+        let shared = self.shared.clone();
+        let namespaces = &shared.router.namespaces;
+        let keyspace = &namespaces.keyspace;
         // (endpoint, number of keys, body)
         let mut parts: Vec<(EndpointId, usize, BytesMut)> = Vec::new();
         let mut order = Vec::new();
         let mut i = 1;
         while i + per_key <= args.len() {
-            let endpoint = table.target(namespaces.of_key(&frame[args[i].clone()]));
+            let ns = namespaces.of_key_in(self.db, &frame[args[i].clone()]);
+            let endpoint = table.target(ns);
+            let prefix = if keyspace.is_single_db(endpoint) {
+                match keyspace.prefix_for(ns, endpoint, self.db) {
+                    Ok(prefix) => prefix,
+                    Err(why) => {
+                        let message = self.prefix_refusal(ns, endpoint, why);
+                        return self.refuse(&message, crate::metrics::ErrorKind::Refused, now);
+                    }
+                }
+            } else {
+                &[]
+            };
             let at = match parts.iter().position(|(ep, _, _)| *ep == endpoint) {
                 Some(at) => at,
                 None => {
@@ -98,8 +112,16 @@ impl Session {
             };
             let part = &mut parts[at];
             part.1 += 1;
-            for arg in &args[i..i + per_key] {
-                crate::resp::write_bulk(&mut part.2, &frame[arg.clone()]);
+            for (n, arg) in args[i..i + per_key].iter().enumerate() {
+                if n == 0 && !prefix.is_empty() {
+                    let key = &frame[arg.clone()];
+                    let _ = write!(Buf(&mut part.2), "${}\r\n", prefix.len() + key.len());
+                    part.2.extend_from_slice(prefix);
+                    part.2.extend_from_slice(key);
+                    part.2.extend_from_slice(b"\r\n");
+                } else {
+                    crate::resp::write_bulk(&mut part.2, &frame[arg.clone()]);
+                }
             }
             if op == MergeOp::Array {
                 order.push(endpoint);

@@ -148,6 +148,11 @@ impl Session {
             );
             return;
         };
+        let rewritten = match self.rewrite_in_tx(&resolved, frame, args, endpoint) {
+            Ok(rewritten) => rewritten,
+            Err(message) => return self.refuse(&message, ErrorKind::Refused, now),
+        };
+        let frame = rewritten.as_deref().unwrap_or(frame);
         let tx = self.tx.get_or_insert_with(|| Tx::new(table.clone()));
         match tx.pinned {
             Some(pinned) if pinned != endpoint => {
@@ -220,11 +225,23 @@ impl Session {
             );
             return self.abort(&message, now);
         }
+        let rewritten = match self.rewrite_in_tx(&resolved, frame, args, pinned) {
+            Ok(rewritten) => rewritten,
+            Err(message) => return self.abort(&message, now),
+        };
+        let Some(tx) = self.tx.as_mut() else {
+            return;
+        };
         if !tx.multi_sent {
             tx.multi_sent = true;
             self.swallow(pinned, MULTI);
         }
-        self.forward_pinned(pinned, frame, resolved.id, now);
+        self.forward_pinned(
+            pinned,
+            rewritten.as_deref().unwrap_or(frame),
+            resolved.id,
+            now,
+        );
         self.mirror_queued(&resolved, frame, args);
     }
 
@@ -262,7 +279,7 @@ impl Session {
     }
 
     fn forward_keyless(&mut self, frame: &[u8], id: CommandId, table: &RouteTable, now: Instant) {
-        let ns = self.shared.router.namespaces.default_id();
+        let ns = self.shared.router.namespaces.keyless(self.db);
         self.forward(table.target(ns), frame, ns, id, now);
     }
 
