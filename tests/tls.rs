@@ -178,10 +178,14 @@ target = "named"
     );
     let turnout = Turnout::builder(&body).start();
     let mut c = turnout.raw();
-    let reply = c.roundtrip(&["SET", "tok:x", "must not be written"]);
-    assert_eq!(
-        error_text(&reply),
-        "-ERR turnout: endpoint 'new' TLS: invalid peer certificate: UnknownIssuer"
+    // The health checker may have met the certificate first: then the endpoint is backed off
+    // and the reply adds when the next attempt is due.
+    let reply = error_text(&c.roundtrip(&["SET", "tok:x", "must not be written"]));
+    assert!(
+        reply.starts_with(
+            "-ERR turnout: endpoint 'new' TLS: invalid peer certificate: UnknownIssuer"
+        ),
+        "{reply}"
     );
     let reply = error_text(&c.roundtrip(&["SET", "web:x", "must not be written"]));
     assert!(

@@ -118,7 +118,8 @@ fn backed_off(endpoint: &str) -> Option<UpstreamError> {
     let now = std::time::Instant::now();
     let guard = BACKOFF.lock().ok()?;
     let (until, _, why, reason) = guard.as_ref()?.get(endpoint)?;
-    let retry_in = until.checked_duration_since(now)?;
+    // Whole milliseconds read better in a reply than nanoseconds.
+    let retry_in = Duration::from_millis(until.checked_duration_since(now)?.as_millis() as u64);
     Some(match why {
         Refused::Auth => UpstreamError::AuthBackoff {
             reply: reason.clone(),
