@@ -8,6 +8,7 @@
 //! - [`resp`]: a small RESP2 reply parser used by the raw client.
 //! - [`http`]: a tiny HTTP/1.1 client for the admin API.
 //! - [`ports`]: free-port allocation.
+//! - [`sentinel`]: a primary, a replica and three sentinels (`redis-server --sentinel`).
 //!
 //! Each test binary compiles this module and uses a different part of it, hence the
 //! `dead_code` allowance.
@@ -18,6 +19,7 @@ pub mod ports;
 pub mod raw;
 pub mod redis_server;
 pub mod resp;
+pub mod sentinel;
 pub mod turnout;
 
 use std::time::{Duration, Instant};
