@@ -204,6 +204,7 @@ pub async fn discover(
     let EndpointKind::Sentinel {
         sentinels,
         master_name,
+        ..
     } = &endpoint.kind
     else {
         return Err(UpstreamError::Unsupported(format!(
@@ -247,20 +248,43 @@ async fn ask(
     master_address(&reply)
 }
 
-/// Opens a connection to a sentinel, over TLS when the endpoint uses it.
+/// Opens a connection to a sentinel, over TLS when the endpoint uses it, authenticated with
+/// the endpoint's sentinel credentials when it has them.
 ///
 /// # Errors
-/// As [`super::connect`], plus TLS failures.
+/// As [`super::connect`], plus TLS failures and [`UpstreamError::Auth`].
 pub async fn connect_sentinel(
     endpoint: &EndpointConfig,
     sentinel: &str,
     timeout: Duration,
 ) -> Result<Stream, UpstreamError> {
     let tcp = super::connect(sentinel, timeout).await?;
-    match &endpoint.tls {
-        None => Ok(Stream::Tcp(tcp)),
-        Some(settings) => super::tls::wrap(endpoint, settings, sentinel, tcp, timeout).await,
+    let mut stream = match &endpoint.tls {
+        None => Stream::Tcp(tcp),
+        Some(settings) => super::tls::wrap(endpoint, settings, sentinel, tcp, timeout).await?,
+    };
+    let EndpointKind::Sentinel {
+        sentinel_credentials: Some(credentials),
+        ..
+    } = &endpoint.kind
+    else {
+        return Ok(stream);
+    };
+    let mut args: Vec<&[u8]> = vec![b"AUTH"];
+    if let Some(user) = &credentials.username {
+        args.push(user.as_bytes());
     }
+    args.push(credentials.password.expose().as_bytes());
+    let reply = tokio::time::timeout(timeout, exchange(&mut stream, &crate::resp::command(&args)))
+        .await
+        .map_err(|_| UpstreamError::ConnectTimeout(timeout))??;
+    if reply == b"+OK\r\n" {
+        return Ok(stream);
+    }
+    let text = String::from_utf8_lossy(reply.strip_prefix(b"-").unwrap_or(&reply))
+        .trim_end()
+        .to_string();
+    Err(UpstreamError::Auth(text))
 }
 
 /// The `host:port` in a `GET-MASTER-ADDR-BY-NAME` reply.

@@ -1,6 +1,6 @@
 //! One task per Sentinel endpoint that follows its primary: it subscribes to `+switch-master`
 //! on one sentinel (the next one, after a back-off, when that fails) and asks the sentinels
-//! again every `recheck` interval, in case a message was missed. Changes go to the endpoint's
+//! again every `sentinel_recheck` interval, in case a message was missed. Changes go to the endpoint's
 //! [`Watch`](super::Watch).
 
 use super::{connect_sentinel, discover, watch, Watch};
@@ -14,8 +14,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
-/// How often the sentinels are asked for the primary besides listening for switches.
-pub const DEFAULT_RECHECK: Duration = Duration::from_secs(1);
 /// First wait before subscribing again after a sentinel failed; it doubles up to
 /// [`SUBSCRIBE_BACKOFF_MAX`].
 pub const SUBSCRIBE_BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -35,8 +33,11 @@ impl Monitors {
         let tasks = config
             .endpoints
             .iter()
-            .filter(|e| matches!(e.kind, EndpointKind::Sentinel { .. }))
-            .map(|e| tokio::spawn(monitor(e.clone(), timeout, DEFAULT_RECHECK)))
+            .filter_map(|e| match e.kind {
+                EndpointKind::Sentinel { recheck, .. } => Some((e, recheck)),
+                _ => None,
+            })
+            .map(|(e, recheck)| tokio::spawn(monitor(e.clone(), timeout, recheck)))
             .collect();
         Monitors(tasks)
     }

@@ -1,5 +1,16 @@
 use super::*;
 
+fn sentinel_endpoint(name: &str, sentinel: &str) -> EndpointConfig {
+    let mut endpoint = EndpointConfig::standalone(name, "127.0.0.1:1");
+    endpoint.kind = EndpointKind::Sentinel {
+        sentinels: vec![sentinel.to_string()],
+        master_name: "mymaster".to_string(),
+        sentinel_credentials: None,
+        recheck: Duration::from_secs(1),
+    };
+    endpoint
+}
+
 #[test]
 fn the_master_address_reply_reads_as_host_port() {
     assert_eq!(
@@ -58,11 +69,7 @@ fn only_sentinel_endpoints_have_a_generation() {
         "127.0.0.1:1"
     ))
     .is_none());
-    let mut endpoint = EndpointConfig::standalone("sentinel-unit-gen", "127.0.0.1:1");
-    endpoint.kind = EndpointKind::Sentinel {
-        sentinels: vec!["127.0.0.1:1".to_string()],
-        master_name: "mymaster".to_string(),
-    };
+    let endpoint = sentinel_endpoint("sentinel-unit-gen", "127.0.0.1:1");
     let a = generation(&endpoint).expect("a Sentinel endpoint");
     watch("sentinel-unit-gen").set("sentinel-unit-gen", "127.0.0.1:5", "test");
     watch("sentinel-unit-gen").set("sentinel-unit-gen", "127.0.0.1:6", "test");
@@ -74,11 +81,7 @@ async fn no_reachable_sentinel_is_a_clear_error() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr").to_string();
     drop(listener);
-    let mut endpoint = EndpointConfig::standalone("sentinel-unit-none", "127.0.0.1:1");
-    endpoint.kind = EndpointKind::Sentinel {
-        sentinels: vec![addr.clone()],
-        master_name: "mymaster".to_string(),
-    };
+    let endpoint = sentinel_endpoint("sentinel-unit-none", &addr);
     let Err(err) = open(&endpoint, Duration::from_secs(1)).await else {
         panic!("no sentinel answers, yet a connection opened");
     };
