@@ -345,3 +345,62 @@ fn a_killed_primary_is_replaced_within_the_failover_time() {
     );
     client.expect_cmd(&["GET", "before"], b"$1\r\n1\r\n");
 }
+
+#[test]
+fn sentinel_credentials_are_presented_to_the_sentinels() {
+    let set = SentinelSet::start_with_password(Some("s3cret"));
+    let primary = set.master_addr().expect("sentinels name the primary");
+    let body = format!(
+        r#"[endpoints.main]
+sentinels = {sentinels}
+master_name = "{MASTER_NAME}"
+sentinel_password_env = "SENTINEL_PW"
+
+[endpoints.wrong]
+sentinels = {sentinels}
+master_name = "{MASTER_NAME}"
+sentinel_password_env = "WRONG_PW"
+
+[endpoints.none]
+sentinels = {sentinels}
+master_name = "{MASTER_NAME}"
+
+[[namespaces]]
+name = "wrong"
+prefixes = ["wrong:"]
+target = "wrong"
+
+[[namespaces]]
+name = "none"
+prefixes = ["none:"]
+target = "none"
+
+[default]
+target = "main"
+"#,
+        sentinels = set.sentinels_toml()
+    );
+    let turnout = Turnout::builder(&body)
+        .env("SENTINEL_PW", "s3cret")
+        .env("WRONG_PW", "nope")
+        .start();
+    let mut client = turnout.raw();
+    client.expect_cmd(&["SET", "k", "v"], b"+OK\r\n");
+    assert_eq!(set.server(&primary).get("k").as_deref(), Some("v"));
+    let first = set.sentinels()[0].addr();
+    let wrong = String::from_utf8_lossy(&client.roundtrip(&["GET", "wrong:k"])).into_owned();
+    assert!(
+        wrong.starts_with(&format!(
+            "-ERR turnout: endpoint 'wrong' unavailable: sentinels: no sentinel knows master 'mymaster' ({first}: authentication failed: WRONGPASS"
+        )),
+        "{wrong:?}"
+    );
+    let none = String::from_utf8_lossy(&client.roundtrip(&["GET", "none:k"])).into_owned();
+    assert!(
+        none.starts_with(&format!(
+            "-ERR turnout: endpoint 'none' unavailable: sentinels: no sentinel knows master 'mymaster' ({first}: refused: NOAUTH"
+        )),
+        "{none:?}"
+    );
+    assert!(!turnout.log().contains("s3cret"), "{}", turnout.log());
+}

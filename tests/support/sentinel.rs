@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::ports::free_port;
-use super::raw::try_command;
+use super::raw::{cmd, try_command, RawClient};
 use super::redis_server::RedisServer;
 use super::resp::Reply;
 use super::wait_until;
@@ -23,26 +23,30 @@ const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(30);
 /// One `redis-server --sentinel` child. Killed on drop.
 pub struct Sentinel {
     port: u16,
+    /// The password it requires, if any.
+    password: Option<String>,
     dir: tempfile::TempDir,
     child: Option<Child>,
 }
 
 impl Sentinel {
-    /// Starts a sentinel monitoring `primary` as [`MASTER_NAME`] on a free port.
-    fn start(primary: &RedisServer) -> Sentinel {
+    /// Starts a sentinel monitoring `primary` as [`MASTER_NAME`] on a free port; with
+    /// `password`, it requires it from clients (and presents it to the other sentinels).
+    fn start(primary: &RedisServer, password: Option<&str>) -> Sentinel {
         let dir = tempfile::Builder::new()
             .prefix("turnout-sentinel-")
             .tempdir()
             .expect("temp dir for a sentinel");
         let mut sentinel = Sentinel {
             port: 0,
+            password: None,
             dir,
             child: None,
         };
         let mut last_error = String::new();
         for _ in 0..5 {
             sentinel.port = free_port();
-            match sentinel.spawn(primary) {
+            match sentinel.spawn(primary, password) {
                 Ok(()) => return sentinel,
                 Err(e) => last_error = e,
             }
@@ -54,9 +58,9 @@ impl Sentinel {
         self.dir.path().join("sentinel.log")
     }
 
-    fn spawn(&mut self, primary: &RedisServer) -> Result<(), String> {
+    fn spawn(&mut self, primary: &RedisServer, password: Option<&str>) -> Result<(), String> {
         let conf = self.dir.path().join("sentinel.conf");
-        let text = format!(
+        let mut text = format!(
             "port {port}\nbind 127.0.0.1\ndaemonize no\ndir {dir}\nlogfile {log}\n\
              sentinel resolve-hostnames no\n\
              sentinel monitor {MASTER_NAME} 127.0.0.1 {primary} 2\n\
@@ -67,6 +71,12 @@ impl Sentinel {
             log = self.log_path().display(),
             primary = primary.port(),
         );
+        if let Some(password) = password {
+            text.push_str(&format!(
+                "requirepass {password}\nsentinel sentinel-pass {password}\n"
+            ));
+        }
+        self.password = password.map(str::to_string);
         std::fs::write(&conf, text).map_err(|e| format!("writing {}: {e}", conf.display()))?;
         let mut child = Command::new("redis-server")
             .arg(&conf)
@@ -86,11 +96,7 @@ impl Sentinel {
                     self.port
                 ));
             }
-            let info = try_command(
-                &self.addr(),
-                &["INFO", "server"],
-                Duration::from_millis(500),
-            );
+            let info = self.command(&["INFO", "server"]);
             if let Ok(reply) = info {
                 let text = reply.bulk_text().unwrap_or_default();
                 if text.contains(&format!("process_id:{pid}\r")) {
@@ -112,9 +118,25 @@ impl Sentinel {
         format!("127.0.0.1:{}", self.port)
     }
 
-    /// One command to this sentinel.
+    /// One command to this sentinel (after `AUTH` when it requires a password).
     pub fn command(&self, args: &[&str]) -> Result<Reply, String> {
-        try_command(&self.addr(), args, Duration::from_secs(2))
+        let timeout = Duration::from_secs(2);
+        let Some(password) = &self.password else {
+            return try_command(&self.addr(), args, timeout);
+        };
+        let mut client =
+            RawClient::try_connect(&self.addr(), timeout).map_err(|e| e.to_string())?;
+        client
+            .try_send(&cmd(&["AUTH", password]))
+            .map_err(|e| e.to_string())?;
+        match client.read_reply_within(timeout) {
+            Ok(Reply::Simple(ok)) if ok == "OK" => {}
+            other => return Err(format!("AUTH: {other:?}")),
+        }
+        client.try_send(&cmd(args)).map_err(|e| e.to_string())?;
+        client
+            .read_reply_within(timeout)
+            .map_err(|e| format!("{e:?}"))
     }
 
     /// How many entries `SENTINEL <what> mymaster` lists.
@@ -147,10 +169,17 @@ impl SentinelSet {
     /// Starts everything and waits (bounded) until every sentinel sees the replica and the
     /// two other sentinels.
     pub fn start() -> SentinelSet {
+        SentinelSet::start_with_password(None)
+    }
+
+    /// Like [`SentinelSet::start`], with sentinels that require `password` (`requirepass`).
+    pub fn start_with_password(password: Option<&str>) -> SentinelSet {
         let primary = RedisServer::start();
         let replica = RedisServer::start();
         replica.replicaof(&primary);
-        let sentinels: Vec<Sentinel> = (0..SENTINELS).map(|_| Sentinel::start(&primary)).collect();
+        let sentinels: Vec<Sentinel> = (0..SENTINELS)
+            .map(|_| Sentinel::start(&primary, password))
+            .collect();
         let set = SentinelSet {
             sentinels,
             servers: vec![primary, replica],
