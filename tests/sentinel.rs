@@ -404,3 +404,35 @@ target = "main"
     );
     assert!(!turnout.log().contains("s3cret"), "{}", turnout.log());
 }
+
+#[test]
+fn a_lost_sentinel_is_replaced_by_the_next_one() {
+    let mut set = SentinelSet::start();
+    let old = set.master_addr().expect("sentinels name the primary");
+    let turnout = turnout_for(&set, false);
+    let mut client = turnout.raw();
+    client.expect_cmd(&["SET", "k", "1"], b"+OK\r\n");
+    // turnout listens on the first sentinel: without it, the others must tell the switch.
+    set.kill_sentinel(0);
+    let reply = set.sentinels()[1]
+        .command(&["SENTINEL", "FAILOVER", MASTER_NAME])
+        .expect("SENTINEL FAILOVER");
+    assert_eq!(reply, Reply::Simple("OK".to_string()));
+    let new = set.wait_new_master(&old, Duration::from_secs(20));
+    let followed = wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+        metric(&metrics(&turnout), &primary_gauge(&new)) == Some(1.0)
+    });
+    assert!(
+        followed,
+        "turnout did not follow the switch to {new}:\n{}",
+        metrics(&turnout)
+    );
+    // Nothing was in flight: the first command after the switch reaches the new primary.
+    client.expect_cmd(&["SET", "k", "2"], b"+OK\r\n");
+    assert_eq!(set.server(&new).get("k").as_deref(), Some("2"));
+    assert!(
+        turnout.log().contains("sentinel subscription lost"),
+        "{}",
+        turnout.log()
+    );
+}

@@ -212,6 +212,14 @@ impl SentinelSet {
         &self.sentinels
     }
 
+    /// Kills sentinel `i` (SIGKILL).
+    pub fn kill_sentinel(&mut self, i: usize) {
+        if let Some(mut child) = self.sentinels[i].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// The primary's address as the first answering sentinel names it.
     pub fn master_addr(&self) -> Option<String> {
         self.sentinels.iter().find_map(|s| {

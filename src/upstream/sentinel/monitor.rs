@@ -69,9 +69,14 @@ pub async fn monitor(endpoint: EndpointConfig, timeout: Duration, recheck: Durat
         match subscribe(&endpoint, sentinel, timeout).await {
             Ok(stream) => {
                 tracing::debug!(endpoint = %endpoint.name, sentinel = %sentinel, "listening for +switch-master");
-                backoff = SUBSCRIBE_BACKOFF_MIN;
+                let since = Instant::now();
                 let cause =
                     listen(&endpoint, &watch, stream, &mut tick, &mut checker, timeout).await;
+                // Only a subscription that lasted resets the back-off: one that a sentinel
+                // ends right away must not be retried in a tight loop.
+                if since.elapsed() > SUBSCRIBE_BACKOFF_MAX {
+                    backoff = SUBSCRIBE_BACKOFF_MIN;
+                }
                 tracing::warn!(endpoint = %endpoint.name, sentinel = %sentinel, cause = %cause, "sentinel subscription lost; trying the next sentinel");
             }
             Err(cause) => {
