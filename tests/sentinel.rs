@@ -183,6 +183,45 @@ fn load(addr: String, id: usize, stop: Arc<AtomicBool>, max_ops: usize) -> Outco
     out
 }
 
+/// Commands a pipelining client keeps in flight.
+const WINDOW: usize = 8;
+
+/// SETs with up to [`WINDOW`] in flight on one connection until `stop` (bounded to `max_ops`
+/// and 60 s): at the switch, some are in flight on the old primary.
+fn pipelined_load(addr: String, id: usize, stop: Arc<AtomicBool>, max_ops: usize) -> Outcome {
+    let mut client = RawClient::connect(&addr);
+    let mut out = Outcome::default();
+    let mut in_flight = std::collections::VecDeque::with_capacity(WINDOW);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut next = 0;
+    while next < max_ops || !in_flight.is_empty() {
+        let more = next < max_ops && !stop.load(Ordering::Relaxed) && Instant::now() < deadline;
+        if more && in_flight.len() < WINDOW {
+            let (key, value) = (format!("pipe:{id}:{next}"), format!("p{next}"));
+            next += 1;
+            if let Err(e) = client.try_send(&cmd(&["SET", &key, &value])) {
+                out.broken = Some(format!("write: {e}"));
+                break;
+            }
+            in_flight.push_back((key, value, Instant::now()));
+            continue;
+        }
+        let Some((key, value, sent)) = in_flight.pop_front() else {
+            break;
+        };
+        match client.read_reply_within(Duration::from_secs(10)) {
+            Ok(Reply::Simple(s)) if s == "OK" => out.writes.push((key, value, sent)),
+            Ok(Reply::Error(e)) => out.errors.push((e, sent)),
+            Ok(other) => out.mismatches.push((format!("SET {key}: {other:?}"), sent)),
+            Err(e) => {
+                out.broken = Some(format!("{e:?}"));
+                break;
+            }
+        }
+    }
+    out
+}
+
 #[test]
 fn a_failover_under_load_moves_every_client_to_the_new_primary() {
     const CLIENTS: usize = 4;
@@ -190,12 +229,26 @@ fn a_failover_under_load_moves_every_client_to_the_new_primary() {
     let old = set.master_addr().expect("sentinels name the primary");
     let turnout = turnout_for(&set, false);
     let stop = Arc::new(AtomicBool::new(false));
+    // Clients 0 and 1 wait for each reply (SET, then GET it back); 2 and 3 pipeline SETs.
     let workers: Vec<_> = (0..CLIENTS)
         .map(|id| {
             let (addr, stop) = (turnout.proxy_addr(), stop.clone());
-            std::thread::spawn(move || load(addr, id, stop, 200_000))
+            std::thread::spawn(move || {
+                if id < 2 {
+                    load(addr, id, stop, 200_000)
+                } else {
+                    pipelined_load(addr, id, stop, 200_000)
+                }
+            })
         })
         .collect();
+    // Two clients blocked on the old primary: their commands are in flight at the switch.
+    // One sends another command after it, the other waits for Sentinel to demote the old
+    // primary.
+    let mut switching = turnout.raw();
+    switching.send_cmd(&["BLPOP", "blocked:a", "25"]);
+    let mut blocked = turnout.raw();
+    blocked.send_cmd(&["BLPOP", "blocked:list", "25"]);
     std::thread::sleep(Duration::from_millis(500));
 
     let reply = set.sentinels()[0]
@@ -218,6 +271,16 @@ fn a_failover_under_load_moves_every_client_to_the_new_primary() {
         metrics(&turnout)
     );
     let switched_at = switched_at.unwrap_or_else(Instant::now);
+    // A command queued behind one in flight on the old primary: turnout leaves that
+    // connection, so the one in flight gets an error reply and the new one reaches the new
+    // primary, on the same client connection.
+    switching.send_cmd(&["SET", "switching:after", "1"]);
+    let frames = switching.read_frames(2, Duration::from_secs(10));
+    assert_eq!(
+        support::show(&frames[0]),
+        support::show(b"-ERR turnout: endpoint 'main' unavailable: the primary changed (failover) while the command was in flight\r\n")
+    );
+    assert_eq!(support::show(&frames[1]), "+OK\\r\\n");
     std::thread::sleep(Duration::from_millis(1500));
     stop.store(true, Ordering::Relaxed);
     let outcomes: Vec<Outcome> = workers
@@ -248,15 +311,25 @@ fn a_failover_under_load_moves_every_client_to_the_new_primary() {
             );
         }
         assert!(
-            out.errors.len() <= 2,
+            out.errors.len() <= WINDOW,
             "client {id} saw {} errors: {:?}",
             out.errors.len(),
             out.errors
         );
-        for (error, _) in &out.errors {
+        println!(
+            "client {id}: {} writes, errors {:?}, lost writes {:?}",
+            out.writes.len(),
+            out.errors.iter().map(|(e, _)| e).collect::<Vec<_>>(),
+            out.mismatches.iter().map(|(m, _)| m).collect::<Vec<_>>()
+        );
+        for (error, sent) in &out.errors {
             assert!(
                 error.starts_with("ERR turnout: endpoint 'main' unavailable: "),
                 "client {id}: {error}"
+            );
+            assert!(
+                *sent < switched_at,
+                "client {id}, after the switch: {error}"
             );
         }
         let after: Vec<&(String, String, Instant)> = out
@@ -283,6 +356,23 @@ fn a_failover_under_load_moves_every_client_to_the_new_primary() {
             &missing[..missing.len().min(5)]
         );
     }
+    // Sentinel demotes the old primary, which unblocks or kills its clients: the blocked
+    // command gets an error reply, and its connection then reaches the new primary.
+    let unblocked = blocked
+        .read_reply_within(Duration::from_secs(20))
+        .expect("a reply to the blocked BLPOP");
+    let error = unblocked
+        .error()
+        .unwrap_or_else(|| panic!("BLPOP: {unblocked:?}"));
+    assert!(
+        error.starts_with("ERR turnout: endpoint 'main' unavailable: ")
+            || error.starts_with("UNBLOCKED "),
+        "BLPOP: {error}"
+    );
+    println!("blocked client: {error}");
+    blocked.expect_cmd(&["SET", "blocked:after", "1"], b"+OK\r\n");
+    assert_eq!(new_server.get("blocked:after").as_deref(), Some("1"));
+    assert_eq!(new_server.get("switching:after").as_deref(), Some("1"));
     let readyz = turnout.admin_get("/readyz");
     assert_eq!(readyz.status, 200, "/readyz: {}", readyz.text());
     let text = metrics(&turnout);
