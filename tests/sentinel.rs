@@ -501,6 +501,8 @@ fn a_lost_sentinel_is_replaced_by_the_next_one() {
     let old = set.master_addr().expect("sentinels name the primary");
     let turnout = turnout_for(&set, false);
     let mut client = turnout.raw();
+    // Connection state is replayed on the connection to the new primary.
+    client.expect_cmd(&["SELECT", "1"], b"+OK\r\n");
     client.expect_cmd(&["SET", "k", "1"], b"+OK\r\n");
     // turnout listens on the first sentinel: without it, the others must tell the switch.
     set.kill_sentinel(0);
@@ -519,7 +521,8 @@ fn a_lost_sentinel_is_replaced_by_the_next_one() {
     );
     // Nothing was in flight: the first command after the switch reaches the new primary.
     client.expect_cmd(&["SET", "k", "2"], b"+OK\r\n");
-    assert_eq!(set.server(&new).get("k").as_deref(), Some("2"));
+    assert_eq!(set.server(&new).get_db(1, "k").as_deref(), Some("2"));
+    assert_eq!(set.server(&new).get("k"), None);
     assert!(
         turnout.log().contains("sentinel subscription lost"),
         "{}",
