@@ -121,6 +121,8 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<(), S
         admin_state,
         shutdown.subscribe(),
     ));
+    // Follows each Sentinel endpoint's primary until `run` returns.
+    let _sentinel_monitors = crate::upstream::sentinel::Monitors::start(&config);
     let sessions = TaskTracker::new();
     tokio::select! {
         () = accept_loop(proxy_listener, acceptor, shared.clone(), &shutdown, &sessions) => {}

@@ -29,6 +29,9 @@ pub const DEFAULT_MAX_BUFFERED_BYTES: usize = 16 * 1024 * 1024;
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Default for `[proxy] shutdown_grace`.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Default for `[endpoints.NAME] sentinel_recheck`: how often the sentinels are asked for the
+/// primary besides listening for `+switch-master`.
+pub const DEFAULT_SENTINEL_RECHECK: Duration = Duration::from_secs(1);
 /// At most this many endpoints: a session tracks endpoints in a 64-bit set.
 pub const MAX_ENDPOINTS: usize = 64;
 /// At most this many namespaces: routes are indexed by a 16-bit id, `default` included.
@@ -160,6 +163,7 @@ impl EndpointConfig {
             EndpointKind::Sentinel {
                 sentinels,
                 master_name,
+                ..
             } => format!(
                 "sentinel master '{master_name}' via {}",
                 sentinels.join(",")
@@ -183,6 +187,11 @@ pub enum EndpointKind {
         sentinels: Vec<String>,
         /// The master name the sentinels monitor.
         master_name: String,
+        /// What turnout presents to the sentinels (`sentinel_username`,
+        /// `sentinel_password_env`/`_file`), if anything: sentinels have their own.
+        sentinel_credentials: Option<Credentials>,
+        /// How often the sentinels are asked for the primary besides listening for switches.
+        recheck: Duration,
     },
     /// A Redis Cluster, routed by hash slot.
     Cluster {
@@ -206,7 +215,7 @@ pub struct TlsSettings {
 }
 
 /// Upstream credentials of an endpoint: separate from the clients' (`[proxy.auth]`).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Credentials {
     /// ACL user; `None`: `AUTH <password>` (the `default` user).
     pub username: Option<String>,
@@ -748,7 +757,7 @@ fn validate_endpoints(
         if name == DEFAULT_ROUTE {
             problem(problems, &path, "\"default\" cannot name an endpoint");
         }
-        let kind = endpoint_kind(&path, ep, problems);
+        let kind = endpoint_kind(&path, ep, env, problems);
         let tls = ep
             .tls
             .as_ref()
@@ -795,7 +804,12 @@ fn validate_endpoints(
 
 /// An endpoint's kind: exactly one of `address`, `sentinels` (with `master_name`) and
 /// `cluster_seeds`.
-fn endpoint_kind(path: &str, ep: &file::FileEndpoint, problems: &mut Vec<Problem>) -> EndpointKind {
+fn endpoint_kind(
+    path: &str,
+    ep: &file::FileEndpoint,
+    env: &dyn Fn(&str) -> Option<String>,
+    problems: &mut Vec<Problem>,
+) -> EndpointKind {
     let addresses = |key: &str, list: &[String], problems: &mut Vec<Problem>| {
         if list.is_empty() {
             problem(
@@ -810,6 +824,24 @@ fn endpoint_kind(path: &str, ep: &file::FileEndpoint, problems: &mut Vec<Problem
             }
         }
     };
+    if ep.sentinels.is_none() {
+        let sentinel_only = [
+            ("sentinel_recheck", ep.sentinel_recheck.is_some()),
+            ("sentinel_username", ep.sentinel_username.is_some()),
+            ("sentinel_password_env", ep.sentinel_password_env.is_some()),
+            (
+                "sentinel_password_file",
+                ep.sentinel_password_file.is_some(),
+            ),
+        ];
+        for (key, _) in sentinel_only.iter().filter(|(_, set)| *set) {
+            problem(
+                problems,
+                format!("{path}.{key}"),
+                "only goes with sentinels",
+            );
+        }
+    }
     match (&ep.address, &ep.sentinels, &ep.cluster_seeds) {
         (Some(address), None, None) => {
             if let Err(message) = check_host_port(address) {
@@ -842,6 +874,13 @@ fn endpoint_kind(path: &str, ep: &file::FileEndpoint, problems: &mut Vec<Problem
             EndpointKind::Sentinel {
                 sentinels: sentinels.clone(),
                 master_name,
+                sentinel_credentials: sentinel_credentials(path, ep, env, problems),
+                recheck: parse_duration(
+                    &format!("{path}.sentinel_recheck"),
+                    ep.sentinel_recheck.as_deref(),
+                    DEFAULT_SENTINEL_RECHECK,
+                    problems,
+                ),
             }
         }
         (None, None, Some(seeds)) => {
@@ -896,6 +935,54 @@ fn parse_socket_addr(path: &str, value: &str, problems: &mut Vec<Problem>) -> Op
                 problems,
                 path,
                 format!("\"{value}\" is not an IP:port address"),
+            );
+            None
+        }
+    }
+}
+
+/// The credentials turnout presents to a Sentinel endpoint's sentinels, if any.
+fn sentinel_credentials(
+    path: &str,
+    ep: &file::FileEndpoint,
+    env: &dyn Fn(&str) -> Option<String>,
+    problems: &mut Vec<Problem>,
+) -> Option<Credentials> {
+    if ep.sentinel_username.as_deref() == Some("") {
+        problem(
+            problems,
+            format!("{path}.sentinel_username"),
+            "must not be empty",
+        );
+    }
+    let (env_var, file) = (&ep.sentinel_password_env, &ep.sentinel_password_file);
+    if env_var.is_none() && file.is_none() {
+        if ep.sentinel_username.is_some() {
+            problem(
+                problems,
+                path,
+                "sentinel_username needs sentinel_password_env or sentinel_password_file",
+            );
+        }
+        return None;
+    }
+    match auth::read_password(env_var.as_deref(), file.as_deref(), env) {
+        Ok(p) if p.is_empty() => {
+            problem(problems, path, "the sentinel password is empty");
+            None
+        }
+        Ok(p) => Some(Credentials {
+            username: ep.sentinel_username.clone(),
+            password: Secret::new(p),
+        }),
+        Err(message) => {
+            problem(
+                problems,
+                path,
+                format!(
+                    "sentinel credentials: {}",
+                    message.replace("password_", "sentinel_password_")
+                ),
             );
             None
         }

@@ -543,3 +543,78 @@ target = "legacy"
     );
     assert_eq!(lines.len(), expected.len(), "{lines:#?}");
 }
+
+#[test]
+fn sentinel_endpoints_take_a_recheck_interval_and_their_own_credentials() {
+    let sentinel =
+        "sentinels = [\"127.0.0.1:26379\", \"127.0.0.1:26380\"]\nmaster_name = \"mymaster\"";
+    let text = GOOD.replace("address = \"127.0.0.1:6390\"", sentinel);
+    let config = Config::from_toml(&text, &no_env).expect("valid");
+    let new = &config.endpoints[config.endpoint_id("new").expect("new")];
+    assert_eq!(
+        new.kind,
+        EndpointKind::Sentinel {
+            sentinels: vec!["127.0.0.1:26379".to_string(), "127.0.0.1:26380".to_string()],
+            master_name: "mymaster".to_string(),
+            sentinel_credentials: None,
+            recheck: DEFAULT_SENTINEL_RECHECK,
+        }
+    );
+
+    let text = GOOD.replace(
+        "address = \"127.0.0.1:6390\"",
+        &format!("{sentinel}\nsentinel_recheck = \"250ms\"\nsentinel_username = \"watcher\"\nsentinel_password_env = \"S_PW\""),
+    );
+    let env = |name: &str| (name == "S_PW").then(|| "s-secret".to_string());
+    let config = Config::from_toml(&text, &env).expect("valid");
+    let new = &config.endpoints[config.endpoint_id("new").expect("new")];
+    let EndpointKind::Sentinel {
+        sentinel_credentials: Some(creds),
+        recheck,
+        ..
+    } = &new.kind
+    else {
+        panic!("a Sentinel endpoint with credentials: {:?}", new.kind);
+    };
+    assert_eq!(*recheck, Duration::from_millis(250));
+    assert_eq!(creds.username.as_deref(), Some("watcher"));
+    assert_eq!(creds.password.expose(), "s-secret");
+    assert!(
+        new.credentials.is_none(),
+        "the servers' credentials are separate"
+    );
+    assert!(!format!("{config:?}").contains("s-secret"));
+}
+
+#[test]
+fn sentinel_settings_are_checked() {
+    let text = GOOD
+        .replace(
+            "address = \"127.0.0.1:6379\"",
+            "address = \"127.0.0.1:6379\"\nsentinel_recheck = \"1s\"",
+        )
+        .replace(
+            "address = \"127.0.0.1:6390\"",
+            "sentinels = [\"127.0.0.1:26379\"]\nmaster_name = \"m\"\nsentinel_recheck = \"0s\"\nsentinel_username = \"w\"",
+        );
+    assert_eq!(
+        problems(&text),
+        vec![
+            "endpoints.legacy.sentinel_recheck: only goes with sentinels".to_string(),
+            "endpoints.new: sentinel_username needs sentinel_password_env or sentinel_password_file"
+                .to_string(),
+            "endpoints.new.sentinel_recheck: must be greater than 0".to_string(),
+        ]
+    );
+    let text = GOOD.replace(
+        "address = \"127.0.0.1:6390\"",
+        "sentinels = [\"127.0.0.1:26379\"]\nmaster_name = \"m\"\nsentinel_password_env = \"UNSET\"",
+    );
+    assert_eq!(
+        problems(&text),
+        vec![
+            "endpoints.new: sentinel credentials: environment variable UNSET is not set"
+                .to_string()
+        ]
+    );
+}

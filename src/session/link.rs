@@ -15,6 +15,8 @@ use bytes::{Buf, Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// A connection attempt in progress.
 pub type ConnectFuture = Pin<Box<dyn Future<Output = Result<Stream, UpstreamError>> + Send>>;
@@ -85,6 +87,11 @@ pub struct Link {
     /// nothing beyond the first is written until the session knows whether every endpoint
     /// accepted it, so a refused one can still be undone before later requests run.
     pub holds: VecDeque<u64>,
+    /// A Sentinel endpoint's primary generation (`None` for other endpoints): bumped by a
+    /// failover, it tells the session to leave a connection opened under an older one.
+    pub generation: Option<Arc<AtomicU64>>,
+    /// The generation the connection was opened under.
+    pub opened_under: u64,
 }
 
 impl Link {
@@ -109,6 +116,32 @@ impl Link {
             holds: VecDeque::new(),
             client_id: None,
             id_asked: false,
+            generation: None,
+            opened_under: 0,
+        }
+    }
+
+    /// Follows a Sentinel endpoint's primary generation (see [`Link::stale_primary`]).
+    pub fn following(mut self, generation: Option<Arc<AtomicU64>>) -> Self {
+        self.generation = generation;
+        self
+    }
+
+    /// Records that a connection is being opened now, under the current generation.
+    pub fn opening(&mut self) {
+        if let Some(generation) = &self.generation {
+            self.opened_under = generation.load(Ordering::Acquire);
+        }
+    }
+
+    /// Whether the connection was opened before the endpoint's primary last changed: one
+    /// atomic load for a Sentinel endpoint, nothing for the others.
+    pub fn stale_primary(&self) -> bool {
+        match &self.generation {
+            Some(generation) => {
+                self.is_active() && generation.load(Ordering::Acquire) != self.opened_under
+            }
+            None => false,
         }
     }
 
@@ -315,6 +348,25 @@ mod tests {
             &link.error_reply[..],
             b"-ERR turnout: endpoint 'new' TLS: invalid peer certificate: UnknownIssuer\r\n"
         );
+    }
+
+    #[test]
+    fn a_connection_is_stale_once_the_generation_moves() {
+        let generation = Arc::new(AtomicU64::new(4));
+        let mut link = Link::new(0).following(Some(generation.clone()));
+        link.conn = Conn::Connecting(Box::pin(async { Err(UpstreamError::Closed) }));
+        link.opening();
+        assert!(!link.stale_primary());
+        generation.fetch_add(1, Ordering::AcqRel);
+        assert!(link.stale_primary());
+        link.conn = Conn::Idle;
+        assert!(
+            !link.stale_primary(),
+            "an idle link has no connection to leave"
+        );
+        let mut plain = Link::new(0);
+        plain.conn = Conn::Connecting(Box::pin(async { Err(UpstreamError::Closed) }));
+        assert!(!plain.stale_primary());
     }
 
     #[test]

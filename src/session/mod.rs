@@ -216,7 +216,15 @@ static SESSIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::ne
 
 /// Serves one client connection until it closes, then returns.
 pub async fn serve(client: Stream, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
-    let links = (0..shared.config.endpoints.len()).map(Link::new).collect();
+    let links = shared
+        .config
+        .endpoints
+        .iter()
+        .enumerate()
+        .map(|(ep, endpoint)| {
+            Link::new(ep).following(crate::upstream::sentinel::generation(endpoint))
+        })
+        .collect();
     let shared_auth_free = shared.config.proxy.auth.is_none();
     let registration = shared.sessions.register();
     let mut session = Session {
@@ -575,6 +583,9 @@ impl Session {
     /// keep the state they were sent under; then connecting starts if it may. While
     /// connection-state commands are still unanswered, the link waits for them first.
     fn prepare_link(&mut self, ep: EndpointId) {
+        if self.links[ep].stale_primary() {
+            self.leave_old_primary(ep);
+        }
         let link = &mut self.links[ep];
         if !link.is_active() && !link.prepared {
             if link.awaiting_state > 0 {
@@ -608,8 +619,33 @@ impl Session {
         let config = &self.shared.config;
         let endpoint = config.endpoints[ep].clone();
         let timeout = config.proxy.connect_timeout;
+        // The generation is read before the primary is looked up: a connection is never
+        // credited with a newer generation than the primary it reaches.
+        self.links[ep].opening();
         self.links[ep].conn =
             Conn::Connecting(Box::pin(crate::upstream::open_owned(endpoint, timeout)));
+    }
+
+    /// A Sentinel endpoint's primary changed since this link's connection was opened: the
+    /// next command must reach the new primary. A connection still being opened is simply
+    /// opened again (nothing was sent on it); an open one fails, so the replies it owes become
+    /// error replies through the usual path. Left alone: a connection whose reply is
+    /// streaming to the client (failing it would end the client connection) and one holding
+    /// an open transaction; Sentinel's `CLIENT KILL` on the demoted primary ends those.
+    fn leave_old_primary(&mut self, ep: EndpointId) {
+        match self.links[ep].conn {
+            Conn::Connecting(_) => self.start_connect(ep),
+            Conn::Ready(..) => {
+                let streaming = self.front_started && self.front_endpoint() == Some(ep);
+                if streaming || self.tx.is_some() {
+                    return;
+                }
+                let name = &self.shared.config.endpoints[ep].name;
+                tracing::debug!(endpoint = %name, "primary changed: leaving the old primary's connection");
+                self.links[ep].fail(name, &UpstreamError::Failover);
+            }
+            Conn::Idle => {}
+        }
     }
 
     /// Drops large empty buffers so an idle connection holds little memory.

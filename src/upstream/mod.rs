@@ -46,6 +46,21 @@ pub enum UpstreamError {
     /// plain text. Clients read `-ERR turnout: endpoint 'NAME' TLS: <cause>`.
     #[error("TLS: {0}")]
     Tls(String),
+    /// No sentinel of a Sentinel endpoint named its primary (every sentinel's answer).
+    #[error("sentinels: {0}")]
+    Sentinel(String),
+    /// The server the sentinels named is not a primary (a failover in progress).
+    #[error("{address} is not the primary (ROLE: {role}); failover in progress?")]
+    NotPrimary {
+        /// The server.
+        address: String,
+        /// Its role.
+        role: String,
+    },
+    /// The endpoint's primary changed while the command was in flight: it may or may not
+    /// have run on the old primary.
+    #[error("the primary changed (failover) while the command was in flight")]
+    Failover,
     /// The endpoint's configuration asks for something turnout cannot do.
     #[error("{0}")]
     Unsupported(String),

@@ -9,6 +9,7 @@
 //! - [`http`]: a tiny HTTP/1.1 client for the admin API.
 //! - [`ports`]: free-port allocation.
 //! - [`tls`]: test certificates, a TLS-only `redis-server`, a blocking TLS client.
+//! - [`sentinel`]: a primary, a replica and three sentinels (`redis-server --sentinel`).
 //!
 //! Each test binary compiles this module and uses a different part of it, hence the
 //! `dead_code` allowance.
@@ -20,6 +21,7 @@ pub mod raw;
 pub mod redis_server;
 pub mod resp;
 pub mod tls;
+pub mod sentinel;
 pub mod turnout;
 
 use std::time::{Duration, Instant};
