@@ -20,8 +20,8 @@ pub mod ports;
 pub mod raw;
 pub mod redis_server;
 pub mod resp;
-pub mod tls;
 pub mod sentinel;
+pub mod tls;
 pub mod turnout;
 
 use std::time::{Duration, Instant};
