@@ -1,0 +1,730 @@
+//! The per-connection slot router: one task per pipe, speaking for the whole cluster.
+//!
+//! It reads complete requests from the pipe, picks a node for each (the primary of its keys'
+//! slot; a fixed node for keyless commands, so their order holds), and keeps a bounded FIFO
+//! of pending entries, each waiting for one reply per part. Only the FIFO's head is awaited:
+//! its `-MOVED` or `-ASK` is followed there (at most [`MAX_REDIRECTS`] times), so a resent
+//! command never overtakes an earlier one. Finished entries are merged ([`super::merge`])
+//! and written back in request order.
+//!
+//! A transaction is pinned to one node: the node of WATCH's keys, else of the first keyed
+//! command after MULTI. MULTI is answered `+OK` at once and sent, with the keyless commands
+//! queued behind it, when that node is known. Replies inside a transaction are never
+//! redirected: the node's own answer (and EXEC's `-EXECABORT`) reaches the client.
+
+use super::merge::{self, Merge, Part};
+use super::node::{self, Node, Reply};
+use super::{slots, Cluster};
+use crate::command::policy::{Policy, StateKind, TxCommand};
+use crate::config::EndpointConfig;
+use crate::resp::request::{self, Parsed};
+use bytes::{Bytes, BytesMut};
+use std::collections::{HashMap, VecDeque};
+use std::ops::{ControlFlow, Range};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, ReadHalf, WriteHalf};
+use tokio::sync::oneshot;
+
+/// Redirects followed per command before the last one is passed to the client.
+pub const MAX_REDIRECTS: u8 = 5;
+/// Requests awaiting replies before the router stops reading the pipe.
+pub const MAX_PENDING: usize = 4096;
+/// Largest request accepted from the pipe.
+pub const MAX_REQUEST: usize = 512 * 1024 * 1024 + 64 * 1024;
+/// Keyless commands held after MULTI, waiting for the transaction's node.
+pub const MAX_HELD: usize = 1024;
+
+const CROSSSLOT: &[u8] = b"-CROSSSLOT Keys in request don't hash to the same slot\r\n";
+
+/// One part of a pending entry.
+struct Pending {
+    part: Part,
+    rx: Option<oneshot::Receiver<Reply>>,
+    reply: Option<Bytes>,
+    redirects: u8,
+}
+
+/// One request's pending reply.
+struct Entry {
+    how: Merge,
+    keys: usize,
+    parts: Vec<Pending>,
+    /// Redirects are followed (not inside a transaction).
+    follow: bool,
+    /// Connection state to undo if the reply is an error.
+    state_undo: Option<Vec<StateEntry>>,
+}
+
+impl Entry {
+    fn ready(reply: &[u8]) -> Entry {
+        let mut entry = Entry::single(Part::keyless(Bytes::new()), false);
+        entry.parts[0].reply = Some(Bytes::copy_from_slice(reply));
+        entry
+    }
+
+    fn single(part: Part, follow: bool) -> Entry {
+        Entry {
+            how: Merge::Pass,
+            keys: 0,
+            parts: vec![Pending {
+                part,
+                rx: None,
+                reply: None,
+                redirects: 0,
+            }],
+            follow,
+            state_undo: None,
+        }
+    }
+
+    fn done(&self) -> bool {
+        self.parts.iter().all(|p| p.reply.is_some())
+    }
+}
+
+impl Part {
+    fn keyless(request: Bytes) -> Part {
+        Part {
+            slot: 0,
+            request,
+            positions: Vec::new(),
+        }
+    }
+}
+
+type StateEntry = (StateKind, Bytes, Bytes);
+
+/// The transaction in progress.
+#[derive(Default)]
+struct Tx {
+    /// MULTI was seen, EXEC/DISCARD not yet.
+    open: bool,
+    /// The node it is pinned to (by WATCH or its first keyed command).
+    node: Option<String>,
+    /// MULTI was sent to `node`.
+    multi_sent: bool,
+    /// Keyless commands after MULTI waiting for the node: entry sequence and request.
+    held: Vec<(u64, Bytes)>,
+}
+
+/// A router: the pipe's other end and its node connections.
+struct Router {
+    cluster: Arc<Cluster>,
+    endpoint: Arc<EndpointConfig>,
+    timeout: Duration,
+    nodes: HashMap<String, Node>,
+    /// Connection state, replayed on every new node connection: kind, sub-key, command.
+    state: Vec<StateEntry>,
+    queue: VecDeque<Entry>,
+    /// Sequence number of the queue's front entry.
+    front_seq: u64,
+    keyless: Option<String>,
+    tx: Tx,
+}
+
+/// Runs a router until the session drops its end of the pipe.
+pub async fn run(
+    cluster: Arc<Cluster>,
+    endpoint: Arc<EndpointConfig>,
+    pipe: DuplexStream,
+    timeout: Duration,
+) {
+    let (mut reader, mut writer) = tokio::io::split(pipe);
+    let mut router = Router {
+        cluster,
+        endpoint,
+        timeout,
+        nodes: HashMap::new(),
+        state: Vec::new(),
+        queue: VecDeque::new(),
+        front_seq: 0,
+        keyless: None,
+        tx: Tx::default(),
+    };
+    if let Err(e) = router.serve(&mut reader, &mut writer).await {
+        tracing::debug!(endpoint = %router.endpoint.name, cause = %e, "cluster router closed");
+    }
+}
+
+impl Router {
+    async fn serve(
+        &mut self,
+        reader: &mut ReadHalf<DuplexStream>,
+        writer: &mut WriteHalf<DuplexStream>,
+    ) -> std::io::Result<()> {
+        let mut inbuf = BytesMut::with_capacity(16 * 1024);
+        let mut args: Vec<Range<usize>> = Vec::new();
+        loop {
+            let reading = self.queue.len() < MAX_PENDING;
+            let waiting = !self.queue.is_empty();
+            tokio::select! {
+                got = head(&mut self.queue), if waiting => {
+                    self.settle(got).await;
+                }
+                read = reader.read_buf(&mut inbuf), if reading => {
+                    if read? == 0 {
+                        return Ok(());
+                    }
+                    if let Err(e) = self.take_requests(&mut inbuf, &mut args).await {
+                        let mut out = BytesMut::new();
+                        crate::resp::write_protocol_error(&mut out, e);
+                        writer.write_all(&out).await?;
+                        return Ok(());
+                    }
+                }
+            }
+            self.flush(writer).await?;
+        }
+    }
+
+    /// Dispatches every complete request in `inbuf`.
+    async fn take_requests(
+        &mut self,
+        inbuf: &mut BytesMut,
+        args: &mut Vec<Range<usize>>,
+    ) -> Result<(), crate::resp::ProtocolError> {
+        while self.queue.len() < MAX_PENDING {
+            match request::parse(inbuf, args, MAX_REQUEST)? {
+                Parsed::Incomplete => return Ok(()),
+                Parsed::Empty { len } => {
+                    let _ = inbuf.split_to(len);
+                }
+                Parsed::Inline { len } => {
+                    let line = inbuf.split_to(len);
+                    let mut converted = BytesMut::new();
+                    request::inline_to_multibulk(&line, &mut converted)?;
+                    if let Parsed::Multibulk { len } =
+                        request::parse(&converted, args, MAX_REQUEST)?
+                    {
+                        let frame = converted.split_to(len).freeze();
+                        self.dispatch(frame, args).await;
+                    }
+                }
+                Parsed::Multibulk { len } => {
+                    let frame = inbuf.split_to(len).freeze();
+                    self.dispatch(frame, args).await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Routes one request and queues its entry.
+    async fn dispatch(&mut self, frame: Bytes, ranges: &[Range<usize>]) {
+        let argv: Vec<&[u8]> = ranges.iter().map(|r| &frame[r.clone()]).collect();
+        let Some(name) = argv.first().copied() else {
+            return;
+        };
+        let resolved = crate::command::resolve(name, argv.get(1).copied());
+        match resolved.policy {
+            Policy::State(kind) => return self.state_command(kind, &argv, frame.clone()).await,
+            Policy::Transaction(tx) => return self.transaction(tx, resolved.spec, &frame, ranges).await,
+            Policy::Subscribe => {
+                return self.push(Entry::ready(
+                    b"-ERR turnout: Pub/Sub subscriptions are not supported on cluster endpoints yet\r\n",
+                ))
+            }
+            Policy::Everywhere => return self.everywhere(frame, Merge::First).await,
+            Policy::Pattern if name.eq_ignore_ascii_case(b"keys") => {
+                return self.everywhere(frame, Merge::Concat).await
+            }
+            Policy::Forward if name.eq_ignore_ascii_case(b"dbsize") => {
+                return self.everywhere(frame, Merge::Sum).await
+            }
+            _ => {}
+        }
+        let keys = match resolved.spec {
+            Some(_) if name.eq_ignore_ascii_case(b"spublish") => {
+                argv.get(1).map(|c| vec![*c]).unwrap_or_default()
+            }
+            Some(spec) => {
+                let mut keys = Vec::new();
+                let found = crate::command::keys::for_each_key(spec, &frame, ranges, |k| {
+                    keys.push(k);
+                    ControlFlow::Continue(())
+                });
+                if found.is_err() {
+                    keys.clear();
+                }
+                keys
+            }
+            None => Vec::new(),
+        };
+        if self.tx.open {
+            return self
+                .in_transaction(frame.clone(), keys.first().map(|k| slots::slot(k)))
+                .await;
+        }
+        let Some(first) = keys.first() else {
+            let address = self.keyless_node();
+            let mut entry = Entry::single(Part::keyless(frame.clone()), true);
+            entry.parts[0].rx = Some(
+                self.send(&address, entry.parts[0].part.request.clone(), 0)
+                    .await,
+            );
+            return self.push(entry);
+        };
+        let slot = slots::slot(first);
+        if keys.iter().all(|k| slots::slot(k) == slot) {
+            return self
+                .keyed(Entry::single(
+                    Part {
+                        slot,
+                        request: frame.clone(),
+                        positions: Vec::new(),
+                    },
+                    true,
+                ))
+                .await;
+        }
+        match merge::splittable(name) {
+            Some((how, per_key)) if argv.len() > 1 && (argv.len() - 1) % per_key == 0 => {
+                let parts = merge::split(&argv, per_key, slots::slot);
+                let entry = Entry {
+                    how,
+                    keys: (argv.len() - 1) / per_key,
+                    parts: parts
+                        .into_iter()
+                        .map(|part| Pending {
+                            part,
+                            rx: None,
+                            reply: None,
+                            redirects: 0,
+                        })
+                        .collect(),
+                    follow: true,
+                    state_undo: None,
+                };
+                self.keyed(entry).await
+            }
+            _ => self.push(Entry::ready(CROSSSLOT)),
+        }
+    }
+
+    /// Sends every part of a keyed entry to its slot's primary and queues it.
+    async fn keyed(&mut self, mut entry: Entry) {
+        for pending in &mut entry.parts {
+            let address = self.owner(pending.part.slot);
+            pending.rx = Some(self.send(&address, pending.part.request.clone(), 0).await);
+        }
+        self.push(entry);
+    }
+
+    /// A command for every primary; replies merged by `how`.
+    async fn everywhere(&mut self, frame: Bytes, how: Merge) {
+        let primaries = self.cluster.map.load().nodes().to_vec();
+        let mut entry = Entry {
+            how,
+            keys: 0,
+            parts: Vec::new(),
+            follow: false,
+            state_undo: None,
+        };
+        for address in primaries {
+            let rx = self.send(&address, frame.clone(), 0).await;
+            entry.parts.push(Pending {
+                part: Part::keyless(frame.clone()),
+                rx: Some(rx),
+                reply: None,
+                redirects: 0,
+            });
+        }
+        if entry.parts.is_empty() {
+            return self.push(Entry::ready(
+                b"-ERR turnout: the cluster has no known primaries\r\n",
+            ));
+        }
+        self.push(entry);
+    }
+
+    /// A connection-state command: kept for new node connections and sent to every open one
+    /// (the keyless node at least); answered once.
+    async fn state_command(&mut self, kind: StateKind, argv: &[&[u8]], frame: Bytes) {
+        let sub = if kind == StateKind::SetInfo {
+            Bytes::copy_from_slice(
+                argv.get(2)
+                    .copied()
+                    .unwrap_or_default()
+                    .to_ascii_lowercase()
+                    .as_slice(),
+            )
+        } else {
+            Bytes::new()
+        };
+        // Open the keyless node first, with the state as it was: its connection replays that
+        // and then runs this command like every other open node.
+        let keyless = self.keyless_node();
+        self.ensure_node(&keyless);
+        let undo = self.state.clone();
+        self.state.retain(|(k, s, _)| !(*k == kind && *s == sub));
+        self.state.push((kind, sub, frame.clone()));
+        let mut targets: Vec<String> = vec![keyless];
+        for (address, node) in &self.nodes {
+            if !targets.contains(address) && !node.tx.is_closed() {
+                targets.push(address.clone());
+            }
+        }
+        let mut entry = Entry {
+            how: Merge::First,
+            keys: 0,
+            parts: Vec::new(),
+            follow: false,
+            state_undo: Some(undo),
+        };
+        for address in targets {
+            let rx = self.send(&address, frame.clone(), 0).await;
+            entry.parts.push(Pending {
+                part: Part::keyless(frame.clone()),
+                rx: Some(rx),
+                reply: None,
+                redirects: 0,
+            });
+        }
+        self.push(entry);
+    }
+
+    async fn transaction(
+        &mut self,
+        tx: TxCommand,
+        spec: Option<&'static crate::command::CommandSpec>,
+        frame: &Bytes,
+        ranges: &[Range<usize>],
+    ) {
+        match tx {
+            TxCommand::Multi if self.tx.open => {
+                self.push(Entry::ready(b"-ERR MULTI calls can not be nested\r\n"))
+            }
+            TxCommand::Multi => {
+                self.tx.open = true;
+                self.tx.held.clear();
+                if let Some(address) = self.tx.node.clone() {
+                    self.tx.multi_sent = true;
+                    let mut entry = Entry::single(Part::keyless(frame.clone()), false);
+                    entry.parts[0].rx = Some(self.send(&address, frame.clone(), 0).await);
+                    self.push(entry);
+                } else {
+                    self.push(Entry::ready(b"+OK\r\n"));
+                }
+            }
+            TxCommand::Watch => {
+                let mut slot = None;
+                let mut cross = false;
+                if let Some(spec) = spec {
+                    let _ = crate::command::keys::for_each_key(spec, frame, ranges, |k| {
+                        let s = slots::slot(k);
+                        cross |= slot.is_some_and(|f| f != s);
+                        slot.get_or_insert(s);
+                        ControlFlow::Continue(())
+                    });
+                }
+                if cross {
+                    return self.push(Entry::ready(CROSSSLOT));
+                }
+                if self.tx.open {
+                    // Redis refuses WATCH inside MULTI; let the pinned node say so.
+                    return self.in_transaction(frame.clone(), slot).await;
+                }
+                let address = match (&self.tx.node, slot) {
+                    (Some(pinned), _) => pinned.clone(),
+                    (None, Some(slot)) => self.owner(slot),
+                    (None, None) => self.keyless_node(),
+                };
+                self.tx.node = Some(address.clone());
+                self.send_pinned(&address, frame.clone()).await;
+            }
+            TxCommand::Unwatch if !self.tx.open => {
+                let address = self.tx.node.take().unwrap_or_else(|| self.keyless_node());
+                self.send_pinned(&address, frame.clone()).await;
+            }
+            TxCommand::Unwatch => self.in_transaction(frame.clone(), None).await,
+            TxCommand::Exec | TxCommand::Discard if !self.tx.open => {
+                let address = self.tx.node.take().unwrap_or_else(|| self.keyless_node());
+                self.send_pinned(&address, frame.clone()).await;
+            }
+            TxCommand::Exec | TxCommand::Discard => {
+                if self.tx.node.is_none() {
+                    let address = self.keyless_node();
+                    self.pin_transaction(address).await;
+                }
+                let address = self.tx.node.take().unwrap_or_else(|| self.keyless_node());
+                self.tx = Tx::default();
+                self.send_pinned(&address, frame.clone()).await;
+            }
+        }
+    }
+
+    /// A command inside MULTI: to the pinned node, or held until a keyed command pins one.
+    async fn in_transaction(&mut self, frame: Bytes, slot: Option<u16>) {
+        if self.tx.node.is_none() || !self.tx.multi_sent {
+            match (&self.tx.node, slot) {
+                (Some(address), _) => {
+                    let address = address.clone();
+                    self.pin_transaction(address).await;
+                }
+                (None, Some(slot)) => {
+                    let address = self.owner(slot);
+                    self.pin_transaction(address).await;
+                }
+                (None, None) if self.tx.held.len() < MAX_HELD => {
+                    let seq = self.front_seq + self.queue.len() as u64;
+                    self.tx.held.push((seq, frame.clone()));
+                    return self.push(Entry::single(Part::keyless(frame), false));
+                }
+                (None, None) => {
+                    let address = self.keyless_node();
+                    self.pin_transaction(address).await;
+                }
+            }
+        }
+        let address = self.tx.node.clone().unwrap_or_else(|| self.keyless_node());
+        self.send_pinned(&address, frame).await;
+    }
+
+    /// Pins the open transaction to `address`: sends MULTI (already answered) and the held
+    /// commands there.
+    async fn pin_transaction(&mut self, address: String) {
+        self.tx.node = Some(address.clone());
+        if !self.tx.multi_sent {
+            self.tx.multi_sent = true;
+            // MULTI was answered when it arrived: its reply here is dropped.
+            let _ = self
+                .send(&address, crate::resp::command(&[b"MULTI"]), 0)
+                .await;
+        }
+        for (seq, request) in std::mem::take(&mut self.tx.held) {
+            let rx = self.send(&address, request, 0).await;
+            let index = seq.wrapping_sub(self.front_seq) as usize;
+            if let Some(entry) = self.queue.get_mut(index) {
+                entry.parts[0].rx = Some(rx);
+            }
+        }
+    }
+
+    async fn send_pinned(&mut self, address: &str, frame: Bytes) {
+        let mut entry = Entry::single(Part::keyless(frame.clone()), false);
+        entry.parts[0].rx = Some(self.send(address, frame, 0).await);
+        self.push(entry);
+    }
+
+    fn push(&mut self, entry: Entry) {
+        self.queue.push_back(entry);
+    }
+
+    /// The primary serving `slot`, or the keyless node when no one is known to.
+    fn owner(&mut self, slot: u16) -> String {
+        match self.cluster.map.load().owner(slot) {
+            Some(address) => address.to_string(),
+            None => self.keyless_node(),
+        }
+    }
+
+    /// The node for keyless commands: fixed while it stays a primary.
+    fn keyless_node(&mut self) -> String {
+        let map = self.cluster.map.load();
+        if let Some(current) = &self.keyless {
+            if map.nodes().contains(current) {
+                return current.clone();
+            }
+        }
+        let chosen = map
+            .nodes()
+            .first()
+            .cloned()
+            .unwrap_or_else(|| match &self.endpoint.kind {
+                crate::config::EndpointKind::Cluster { seeds } => {
+                    seeds.first().cloned().unwrap_or_default()
+                }
+                _ => String::new(),
+            });
+        self.keyless = Some(chosen.clone());
+        chosen
+    }
+
+    /// Sends `request` to the node at `address` (opening its connection task if needed).
+    async fn send(
+        &mut self,
+        address: &str,
+        request: Bytes,
+        swallow: u8,
+    ) -> oneshot::Receiver<Reply> {
+        let (reply, rx) = oneshot::channel();
+        let mut message = node::Request {
+            bytes: request,
+            swallow,
+            reply,
+        };
+        for _ in 0..2 {
+            self.ensure_node(address);
+            let Some(node) = self.nodes.get(address) else {
+                break;
+            };
+            match node.tx.send(message).await {
+                Ok(()) => return rx,
+                Err(returned) => message = returned.0,
+            }
+        }
+        let text = format!("ERR turnout: endpoint '{}' unavailable: connection closed by the endpoint (node {address})", self.endpoint.name);
+        let _ = message.reply.send(Err(Arc::from(text)));
+        rx
+    }
+
+    /// Starts a connection task for `address` unless a live one exists; it replays the
+    /// connection state as it is now.
+    fn ensure_node(&mut self, address: &str) {
+        if self.nodes.get(address).is_some_and(|n| !n.tx.is_closed()) {
+            return;
+        }
+        let cluster = self.cluster.clone();
+        let state = self.state.iter().map(|(_, _, c)| c.clone()).collect();
+        let spawned = node::spawn(
+            self.endpoint.clone(),
+            address.to_string(),
+            self.timeout,
+            state,
+            move || cluster.node_failed(),
+        );
+        self.nodes.insert(address.to_string(), spawned);
+    }
+
+    /// Takes the head's next reply: stores it, or follows its redirect.
+    async fn settle(&mut self, got: (usize, Reply)) {
+        let (index, reply) = got;
+        let reply = match reply {
+            Ok(bytes) => bytes,
+            Err(text) => {
+                let mut out = BytesMut::new();
+                crate::resp::write_error(&mut out, &text);
+                out.freeze()
+            }
+        };
+        let Some(entry) = self.queue.front_mut() else {
+            return;
+        };
+        let follow = entry.follow;
+        let Some(pending) = entry.parts.get_mut(index) else {
+            return;
+        };
+        pending.rx = None;
+        let redirect = if follow && pending.redirects < MAX_REDIRECTS {
+            parse_redirect(&reply)
+        } else {
+            None
+        };
+        let Some((ask, slot, address)) = redirect else {
+            pending.reply = Some(reply);
+            return;
+        };
+        pending.redirects += 1;
+        let request = pending.part.request.clone();
+        let rx = if ask {
+            crate::upstream::health::record(
+                &self.endpoint.name,
+                crate::upstream::health::Event::Ask,
+            );
+            let mut both = BytesMut::from(crate::resp::command(&[b"ASKING"]).as_ref());
+            both.extend_from_slice(&request);
+            self.send(&address, both.freeze(), 1).await
+        } else {
+            self.cluster.moved(slot, &address);
+            self.send(&address, request, 0).await
+        };
+        if let Some(pending) = self.queue.front_mut().and_then(|e| e.parts.get_mut(index)) {
+            pending.rx = Some(rx);
+        }
+    }
+
+    /// Writes every finished entry at the queue's front to the pipe.
+    async fn flush(&mut self, writer: &mut WriteHalf<DuplexStream>) -> std::io::Result<()> {
+        let mut out = BytesMut::new();
+        while self.queue.front().is_some_and(Entry::done) {
+            let Some(entry) = self.queue.pop_front() else {
+                break;
+            };
+            self.front_seq += 1;
+            let parts: Vec<Part> = entry.parts.iter().map(|p| p.part.clone()).collect();
+            let replies: Vec<Bytes> = entry.parts.into_iter().filter_map(|p| p.reply).collect();
+            let merged = merge::merge(entry.how, &parts, &replies, entry.keys);
+            if crate::resp::is_error(&merged) {
+                if let Some(undo) = entry.state_undo {
+                    self.state = undo;
+                }
+            }
+            out.extend_from_slice(&merged);
+        }
+        if !out.is_empty() {
+            writer.write_all(&out).await?;
+            writer.flush().await?;
+        }
+        Ok(())
+    }
+}
+
+/// Waits for the next reply of the queue's head entry: `(part index, reply)`.
+async fn head(queue: &mut VecDeque<Entry>) -> (usize, Reply) {
+    let Some(entry) = queue.front_mut() else {
+        return std::future::pending().await;
+    };
+    let Some((index, pending)) = entry
+        .parts
+        .iter_mut()
+        .enumerate()
+        .find(|(_, p)| p.reply.is_none())
+    else {
+        return std::future::pending().await;
+    };
+    match pending.rx.as_mut() {
+        Some(rx) => {
+            let reply = rx.await.unwrap_or_else(|_| {
+                Err(Arc::from(
+                    "ERR turnout: cluster node connection ended without a reply",
+                ))
+            });
+            (index, reply)
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// `-MOVED slot host:port` or `-ASK slot host:port`: whether it is ASK, the slot, the address.
+pub fn parse_redirect(reply: &[u8]) -> Option<(bool, u16, String)> {
+    let (ask, rest) = if let Some(rest) = reply.strip_prefix(b"-MOVED ") {
+        (false, rest)
+    } else {
+        (true, reply.strip_prefix(b"-ASK ")?)
+    };
+    let text = std::str::from_utf8(rest.strip_suffix(b"\r\n")?).ok()?;
+    let (slot, address) = text.split_once(' ')?;
+    let slot: u16 = slot
+        .parse()
+        .ok()
+        .filter(|s| usize::from(*s) < slots::SLOTS)?;
+    let address = if address.starts_with(':') {
+        // An empty host means the host the client used for this node (Redis 7 with
+        // cluster-preferred-endpoint-type unknown-endpoint).
+        format!("127.0.0.1{address}")
+    } else {
+        address.to_string()
+    };
+    Some((ask, slot, address))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redirects_parse() {
+        assert_eq!(
+            parse_redirect(b"-MOVED 3999 127.0.0.1:6381\r\n"),
+            Some((false, 3999, "127.0.0.1:6381".to_string()))
+        );
+        assert_eq!(
+            parse_redirect(b"-ASK 1 10.0.0.2:7000\r\n"),
+            Some((true, 1, "10.0.0.2:7000".to_string()))
+        );
+        assert_eq!(parse_redirect(b"-MOVED 99999 h:1\r\n"), None);
+        assert_eq!(parse_redirect(b"-ERR MOVED\r\n"), None);
+        assert_eq!(parse_redirect(b"+OK\r\n"), None);
+    }
+}
