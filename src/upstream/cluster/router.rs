@@ -8,8 +8,9 @@
 //! and written back in request order.
 //!
 //! A transaction is pinned to one node: the node of WATCH's keys, else of the first keyed
-//! command after MULTI. MULTI is answered `+OK` at once and sent, with the keyless commands
-//! queued behind it, when that node is known. Replies inside a transaction are never
+//! command after MULTI. MULTI is answered `+OK` at once, keyless commands before the first
+//! keyed one `+QUEUED`, and they are sent when that node is known (EXEC with no keyed command
+//! runs on the keyless node). Replies inside a transaction are never
 //! redirected: the node's own answer (and EXEC's `-EXECABORT`) reaches the client.
 
 use super::merge::{self, Merge, Part};
@@ -104,8 +105,8 @@ struct Tx {
     node: Option<String>,
     /// MULTI was sent to `node`.
     multi_sent: bool,
-    /// Keyless commands after MULTI waiting for the node: entry sequence and request.
-    held: Vec<(u64, Bytes)>,
+    /// Keyless commands after MULTI waiting for the node (answered `+QUEUED`).
+    held: Vec<Bytes>,
 }
 
 /// A router: the pipe's other end and its node connections.
@@ -117,8 +118,6 @@ struct Router {
     /// Connection state, replayed on every new node connection: kind, sub-key, command.
     state: Vec<StateEntry>,
     queue: VecDeque<Entry>,
-    /// Sequence number of the queue's front entry.
-    front_seq: u64,
     keyless: Option<String>,
     tx: Tx,
 }
@@ -138,7 +137,6 @@ pub async fn run(
         nodes: HashMap::new(),
         state: Vec::new(),
         queue: VecDeque::new(),
-        front_seq: 0,
         keyless: None,
         tx: Tx::default(),
     };
@@ -298,7 +296,19 @@ impl Router {
                 };
                 self.keyed(entry).await
             }
-            _ => self.push(Entry::ready(CROSSSLOT)),
+            // A wrong argument count: the first key's node answers with Redis's own error.
+            Some(_) => {
+                self.keyed(Entry::single(
+                    Part {
+                        slot,
+                        request: frame.clone(),
+                        positions: Vec::new(),
+                    },
+                    true,
+                ))
+                .await
+            }
+            None => self.push(Entry::ready(CROSSSLOT)),
         }
     }
 
@@ -467,9 +477,10 @@ impl Router {
                     self.pin_transaction(address).await;
                 }
                 (None, None) if self.tx.held.len() < MAX_HELD => {
-                    let seq = self.front_seq + self.queue.len() as u64;
-                    self.tx.held.push((seq, frame.clone()));
-                    return self.push(Entry::single(Part::keyless(frame), false));
+                    // The client may wait for this reply before sending the command that
+                    // picks the node: answer as Redis would for a valid command.
+                    self.tx.held.push(frame);
+                    return self.push(Entry::ready(b"+QUEUED\r\n"));
                 }
                 (None, None) => {
                     let address = self.keyless_node();
@@ -492,12 +503,9 @@ impl Router {
                 .send(&address, crate::resp::command(&[b"MULTI"]), 0)
                 .await;
         }
-        for (seq, request) in std::mem::take(&mut self.tx.held) {
-            let rx = self.send(&address, request, 0).await;
-            let index = seq.wrapping_sub(self.front_seq) as usize;
-            if let Some(entry) = self.queue.get_mut(index) {
-                entry.parts[0].rx = Some(rx);
-            }
+        for request in std::mem::take(&mut self.tx.held) {
+            // Answered `+QUEUED` already; a refusal here makes EXEC fail with -EXECABORT.
+            let _ = self.send(&address, request, 0).await;
         }
     }
 
@@ -641,7 +649,6 @@ impl Router {
             let Some(entry) = self.queue.pop_front() else {
                 break;
             };
-            self.front_seq += 1;
             let parts: Vec<Part> = entry.parts.iter().map(|p| p.part.clone()).collect();
             let replies: Vec<Bytes> = entry.parts.into_iter().filter_map(|p| p.reply).collect();
             let merged = merge::merge(entry.how, &parts, &replies, entry.keys);
