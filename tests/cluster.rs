@@ -131,6 +131,23 @@ fn commands_route_by_slot_split_and_merge() {
     c.expect_cmd(&["INCR", "{tx}:a"], b"+QUEUED\r\n");
     c.expect_cmd(&["DISCARD"], b"+OK\r\n");
     c.expect_cmd(&["GET", "{tx}:a"], b"$1\r\n3\r\n");
+    // WATCH pins the transaction to its key's node; a write from elsewhere aborts EXEC.
+    c.expect_cmd(&["WATCH", "{w}:a"], b"+OK\r\n");
+    let owner = cluster.primary_of("{w}:a");
+    cluster.nodes[owner].set("{w}:a", "outside");
+    c.expect_cmd(&["MULTI"], b"+OK\r\n");
+    c.expect_cmd(&["SET", "{w}:a", "inside"], b"+QUEUED\r\n");
+    c.expect_cmd(&["EXEC"], b"*-1\r\n");
+    assert_eq!(cluster.get("{w}:a").as_deref(), Some("outside"));
+    c.expect_cmd(&["WATCH", "{w}:a"], b"+OK\r\n");
+    c.expect_cmd(&["MULTI"], b"+OK\r\n");
+    c.expect_cmd(&["SET", "{w}:a", "inside"], b"+QUEUED\r\n");
+    c.expect_cmd(&["EXEC"], b"*1\r\n+OK\r\n");
+    assert_eq!(cluster.get("{w}:a").as_deref(), Some("inside"));
+    c.expect_cmd(
+        &["WATCH", "{w}:a", "c:elsewhere"],
+        b"-CROSSSLOT Keys in request don't hash to the same slot\r\n",
+    );
 
     // A pipeline of 1200 mixed commands; replies in request order.
     let mut batch = Vec::new();
@@ -181,6 +198,16 @@ fn connection_state_applies_to_every_node() {
     }
     c.expect_cmd(&["SELECT", "0"], b"+OK\r\n");
     c.expect_cmd(&["GET", "c:n:1"], b"$1\r\n1\r\n");
+    // RESP3 on every node connection, merged replies included.
+    let hello = c.roundtrip(&["HELLO", "3"]);
+    assert!(hello.starts_with(b"%"), "{}", show(&hello));
+    c.expect_cmd(
+        &["MGET", "c:n:1", "c:none", "c:n:2"],
+        b"*3\r\n$1\r\n1\r\n_\r\n$1\r\n1\r\n",
+    );
+    for i in 0..30 {
+        c.expect_cmd(&["GET", &format!("c:nothing:{i}")], b"_\r\n");
+    }
     // Pub/Sub is refused with a clear error (documented); the connection stays usable.
     let refused = c.roundtrip(&["SUBSCRIBE", "ch"]);
     assert!(refused.starts_with(b"-ERR turnout"), "{}", show(&refused));
@@ -361,6 +388,12 @@ fn a_killed_primary_is_replaced_by_its_replica() {
             recovered = Some(started.elapsed());
             break;
         }
+        let text = show(&got);
+        assert!(
+            got.starts_with(b"-ERR turnout: endpoint 'cl' unavailable: ")
+                || got.starts_with(b"-CLUSTERDOWN"),
+            "a read of the failed primary's key: {text}"
+        );
         failed_reads += 1;
         std::thread::sleep(Duration::from_millis(100));
     }

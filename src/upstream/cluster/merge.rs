@@ -54,7 +54,9 @@ pub fn splittable(name: &[u8]) -> Option<(Merge, usize)> {
 /// Splits `args` (the command name first, then keys, each followed by `per_key - 1` values)
 /// into one command per slot, in the order each slot is first named.
 pub fn split(args: &[&[u8]], per_key: usize, slot_of: impl Fn(&[u8]) -> u16) -> Vec<Part> {
-    let mut groups: Vec<(u16, Vec<&[u8]>, Vec<usize>)> = Vec::new();
+    // Per slot: its arguments (name first) and the client's key positions.
+    type Group<'a> = (u16, Vec<&'a [u8]>, Vec<usize>);
+    let mut groups: Vec<Group> = Vec::new();
     let Some((name, rest)) = args.split_first() else {
         return Vec::new();
     };

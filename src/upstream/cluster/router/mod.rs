@@ -13,10 +13,13 @@
 //! runs on the keyless node). Replies inside a transaction are never
 //! redirected: the node's own answer (and EXEC's `-EXECABORT`) reaches the client.
 
+mod state;
+mod transaction;
+
 use super::merge::{self, Merge, Part};
 use super::node::{self, Node, Reply};
 use super::{slots, Cluster};
-use crate::command::policy::{Policy, StateKind, TxCommand};
+use crate::command::policy::{Policy, StateKind};
 use crate::config::EndpointConfig;
 use crate::resp::request::{self, Parsed};
 use bytes::{Bytes, BytesMut};
@@ -26,6 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, ReadHalf, WriteHalf};
 use tokio::sync::oneshot;
+use transaction::Tx;
 
 /// Redirects followed per command before the last one is passed to the client.
 pub const MAX_REDIRECTS: u8 = 5;
@@ -95,19 +99,6 @@ impl Part {
 }
 
 type StateEntry = (StateKind, Bytes, Bytes);
-
-/// The transaction in progress.
-#[derive(Default)]
-struct Tx {
-    /// MULTI was seen, EXEC/DISCARD not yet.
-    open: bool,
-    /// The node it is pinned to (by WATCH or its first keyed command).
-    node: Option<String>,
-    /// MULTI was sent to `node`.
-    multi_sent: bool,
-    /// Keyless commands after MULTI waiting for the node (answered `+QUEUED`).
-    held: Vec<Bytes>,
-}
 
 /// A router: the pipe's other end and its node connections.
 struct Router {
@@ -318,200 +309,6 @@ impl Router {
             let address = self.owner(pending.part.slot);
             pending.rx = Some(self.send(&address, pending.part.request.clone(), 0).await);
         }
-        self.push(entry);
-    }
-
-    /// A command for every primary; replies merged by `how`.
-    async fn everywhere(&mut self, frame: Bytes, how: Merge) {
-        let primaries = self.cluster.map.load().nodes().to_vec();
-        let mut entry = Entry {
-            how,
-            keys: 0,
-            parts: Vec::new(),
-            follow: false,
-            state_undo: None,
-        };
-        for address in primaries {
-            let rx = self.send(&address, frame.clone(), 0).await;
-            entry.parts.push(Pending {
-                part: Part::keyless(frame.clone()),
-                rx: Some(rx),
-                reply: None,
-                redirects: 0,
-            });
-        }
-        if entry.parts.is_empty() {
-            return self.push(Entry::ready(
-                b"-ERR turnout: the cluster has no known primaries\r\n",
-            ));
-        }
-        self.push(entry);
-    }
-
-    /// A connection-state command: kept for new node connections and sent to every open one
-    /// (the keyless node at least); answered once.
-    async fn state_command(&mut self, kind: StateKind, argv: &[&[u8]], frame: Bytes) {
-        let sub = if kind == StateKind::SetInfo {
-            Bytes::copy_from_slice(
-                argv.get(2)
-                    .copied()
-                    .unwrap_or_default()
-                    .to_ascii_lowercase()
-                    .as_slice(),
-            )
-        } else {
-            Bytes::new()
-        };
-        // Open the keyless node first, with the state as it was: its connection replays that
-        // and then runs this command like every other open node.
-        let keyless = self.keyless_node();
-        self.ensure_node(&keyless);
-        let undo = self.state.clone();
-        self.state.retain(|(k, s, _)| !(*k == kind && *s == sub));
-        self.state.push((kind, sub, frame.clone()));
-        let mut targets: Vec<String> = vec![keyless];
-        for (address, node) in &self.nodes {
-            if !targets.contains(address) && !node.tx.is_closed() {
-                targets.push(address.clone());
-            }
-        }
-        let mut entry = Entry {
-            how: Merge::First,
-            keys: 0,
-            parts: Vec::new(),
-            follow: false,
-            state_undo: Some(undo),
-        };
-        for address in targets {
-            let rx = self.send(&address, frame.clone(), 0).await;
-            entry.parts.push(Pending {
-                part: Part::keyless(frame.clone()),
-                rx: Some(rx),
-                reply: None,
-                redirects: 0,
-            });
-        }
-        self.push(entry);
-    }
-
-    async fn transaction(
-        &mut self,
-        tx: TxCommand,
-        spec: Option<&'static crate::command::CommandSpec>,
-        frame: &Bytes,
-        ranges: &[Range<usize>],
-    ) {
-        match tx {
-            TxCommand::Multi if self.tx.open => {
-                self.push(Entry::ready(b"-ERR MULTI calls can not be nested\r\n"))
-            }
-            TxCommand::Multi => {
-                self.tx.open = true;
-                self.tx.held.clear();
-                if let Some(address) = self.tx.node.clone() {
-                    self.tx.multi_sent = true;
-                    let mut entry = Entry::single(Part::keyless(frame.clone()), false);
-                    entry.parts[0].rx = Some(self.send(&address, frame.clone(), 0).await);
-                    self.push(entry);
-                } else {
-                    self.push(Entry::ready(b"+OK\r\n"));
-                }
-            }
-            TxCommand::Watch => {
-                let mut slot = None;
-                let mut cross = false;
-                if let Some(spec) = spec {
-                    let _ = crate::command::keys::for_each_key(spec, frame, ranges, |k| {
-                        let s = slots::slot(k);
-                        cross |= slot.is_some_and(|f| f != s);
-                        slot.get_or_insert(s);
-                        ControlFlow::Continue(())
-                    });
-                }
-                if cross {
-                    return self.push(Entry::ready(CROSSSLOT));
-                }
-                if self.tx.open {
-                    // Redis refuses WATCH inside MULTI; let the pinned node say so.
-                    return self.in_transaction(frame.clone(), slot).await;
-                }
-                let address = match (&self.tx.node, slot) {
-                    (Some(pinned), _) => pinned.clone(),
-                    (None, Some(slot)) => self.owner(slot),
-                    (None, None) => self.keyless_node(),
-                };
-                self.tx.node = Some(address.clone());
-                self.send_pinned(&address, frame.clone()).await;
-            }
-            TxCommand::Unwatch if !self.tx.open => {
-                let address = self.tx.node.take().unwrap_or_else(|| self.keyless_node());
-                self.send_pinned(&address, frame.clone()).await;
-            }
-            TxCommand::Unwatch => self.in_transaction(frame.clone(), None).await,
-            TxCommand::Exec | TxCommand::Discard if !self.tx.open => {
-                let address = self.tx.node.take().unwrap_or_else(|| self.keyless_node());
-                self.send_pinned(&address, frame.clone()).await;
-            }
-            TxCommand::Exec | TxCommand::Discard => {
-                if self.tx.node.is_none() {
-                    let address = self.keyless_node();
-                    self.pin_transaction(address).await;
-                }
-                let address = self.tx.node.take().unwrap_or_else(|| self.keyless_node());
-                self.tx = Tx::default();
-                self.send_pinned(&address, frame.clone()).await;
-            }
-        }
-    }
-
-    /// A command inside MULTI: to the pinned node, or held until a keyed command pins one.
-    async fn in_transaction(&mut self, frame: Bytes, slot: Option<u16>) {
-        if self.tx.node.is_none() || !self.tx.multi_sent {
-            match (&self.tx.node, slot) {
-                (Some(address), _) => {
-                    let address = address.clone();
-                    self.pin_transaction(address).await;
-                }
-                (None, Some(slot)) => {
-                    let address = self.owner(slot);
-                    self.pin_transaction(address).await;
-                }
-                (None, None) if self.tx.held.len() < MAX_HELD => {
-                    // The client may wait for this reply before sending the command that
-                    // picks the node: answer as Redis would for a valid command.
-                    self.tx.held.push(frame);
-                    return self.push(Entry::ready(b"+QUEUED\r\n"));
-                }
-                (None, None) => {
-                    let address = self.keyless_node();
-                    self.pin_transaction(address).await;
-                }
-            }
-        }
-        let address = self.tx.node.clone().unwrap_or_else(|| self.keyless_node());
-        self.send_pinned(&address, frame).await;
-    }
-
-    /// Pins the open transaction to `address`: sends MULTI (already answered) and the held
-    /// commands there.
-    async fn pin_transaction(&mut self, address: String) {
-        self.tx.node = Some(address.clone());
-        if !self.tx.multi_sent {
-            self.tx.multi_sent = true;
-            // MULTI was answered when it arrived: its reply here is dropped.
-            let _ = self
-                .send(&address, crate::resp::command(&[b"MULTI"]), 0)
-                .await;
-        }
-        for request in std::mem::take(&mut self.tx.held) {
-            // Answered `+QUEUED` already; a refusal here makes EXEC fail with -EXECABORT.
-            let _ = self.send(&address, request, 0).await;
-        }
-    }
-
-    async fn send_pinned(&mut self, address: &str, frame: Bytes) {
-        let mut entry = Entry::single(Part::keyless(frame.clone()), false);
-        entry.parts[0].rx = Some(self.send(address, frame, 0).await);
         self.push(entry);
     }
 
