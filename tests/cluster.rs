@@ -208,9 +208,36 @@ fn connection_state_applies_to_every_node() {
     for i in 0..30 {
         c.expect_cmd(&["GET", &format!("c:nothing:{i}")], b"_\r\n");
     }
-    // Pub/Sub is refused with a clear error (documented); the connection stays usable.
-    let refused = c.roundtrip(&["SUBSCRIBE", "ch"]);
-    assert!(refused.starts_with(b"-ERR turnout"), "{}", show(&refused));
+}
+
+#[test]
+fn pubsub_reaches_subscribers_through_the_cluster() {
+    let cluster = RedisCluster::start(3, 0);
+    let t = turnout_for(&cluster);
+    let mut sub = t.raw();
+    sub.expect_cmd(
+        &["SUBSCRIBE", "news"],
+        b"*3\r\n$9\r\nsubscribe\r\n$4\r\nnews\r\n:1\r\n",
+    );
+    let mut shard = t.raw();
+    shard.expect_cmd(
+        &["SSUBSCRIBE", "{sh}ch"],
+        b"*3\r\n$10\r\nssubscribe\r\n$6\r\n{sh}ch\r\n:1\r\n",
+    );
+    let mut publisher = t.raw();
+    let published = publisher.roundtrip(&["PUBLISH", "news", "hello"]);
+    assert!(published.starts_with(b":"), "{}", show(&published));
+    assert_eq!(
+        show(&sub.read_frame()),
+        show(b"*3\r\n$7\r\nmessage\r\n$4\r\nnews\r\n$5\r\nhello\r\n")
+    );
+    publisher.expect_cmd(&["SPUBLISH", "{sh}ch", "hi"], b":1\r\n");
+    assert_eq!(
+        show(&shard.read_frame()),
+        show(b"*3\r\n$8\r\nsmessage\r\n$6\r\n{sh}ch\r\n$2\r\nhi\r\n")
+    );
+    // The subscriber's connection still answers PING the Pub/Sub way.
+    sub.expect_cmd(&["PING"], b"*2\r\n$4\r\npong\r\n$0\r\n\r\n");
 }
 
 /// Moves `slot` from `from` to `to` in batches of 10 keys, with pauses so load sees ASK.

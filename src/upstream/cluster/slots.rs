@@ -155,6 +155,10 @@ mod tests {
         // The first `{` and the first `}` after it.
         assert_eq!(slot(b"foo{bar}{zap}"), slot(b"bar"));
         assert_eq!(slot(b"foo{{bar}}zap"), slot(b"{bar"));
+        // Values from Redis 7.0's CLUSTER KEYSLOT.
+        assert_eq!(slot(b"foo{bar}{zap}"), 5061);
+        assert_eq!(slot(b"foo{{bar}}zap"), 4015);
+        assert_eq!(slot(b"foo{}{bar}"), 8363);
         // An empty tag hashes the whole key.
         assert_eq!(slot(b"foo{}{bar}"), slot(b"foo{}{bar}"));
         assert_ne!(slot(b"foo{}{bar}"), slot(b"bar"));

@@ -13,6 +13,7 @@
 //! runs on the keyless node). Replies inside a transaction are never
 //! redirected: the node's own answer (and EXEC's `-EXECABORT`) reaches the client.
 
+mod pubsub;
 mod state;
 mod transaction;
 
@@ -155,11 +156,17 @@ impl Router {
                     if read? == 0 {
                         return Ok(());
                     }
-                    if let Err(e) = self.take_requests(&mut inbuf, &mut args).await {
-                        let mut out = BytesMut::new();
-                        crate::resp::write_protocol_error(&mut out, e);
-                        writer.write_all(&out).await?;
-                        return Ok(());
+                    match self.take_requests(&mut inbuf, &mut args).await {
+                        Ok(None) => {}
+                        Ok(Some(address)) => {
+                            return self.pass_through(address, inbuf, reader, writer).await;
+                        }
+                        Err(e) => {
+                            let mut out = BytesMut::new();
+                            crate::resp::write_protocol_error(&mut out, e);
+                            writer.write_all(&out).await?;
+                            return Ok(());
+                        }
                     }
                 }
             }
@@ -167,15 +174,16 @@ impl Router {
         }
     }
 
-    /// Dispatches every complete request in `inbuf`.
+    /// Dispatches every complete request in `inbuf`, up to a subscribe command: then the
+    /// node the connection is to be handed to (the request stays in `inbuf`).
     async fn take_requests(
         &mut self,
         inbuf: &mut BytesMut,
         args: &mut Vec<Range<usize>>,
-    ) -> Result<(), crate::resp::ProtocolError> {
+    ) -> Result<Option<String>, crate::resp::ProtocolError> {
         while self.queue.len() < MAX_PENDING {
             match request::parse(inbuf, args, MAX_REQUEST)? {
-                Parsed::Incomplete => return Ok(()),
+                Parsed::Incomplete => return Ok(None),
                 Parsed::Empty { len } => {
                     let _ = inbuf.split_to(len);
                 }
@@ -191,12 +199,15 @@ impl Router {
                     }
                 }
                 Parsed::Multibulk { len } => {
+                    if let Some(address) = self.subscribe_node(inbuf, args) {
+                        return Ok(Some(address));
+                    }
                     let frame = inbuf.split_to(len).freeze();
                     self.dispatch(frame, args).await;
                 }
             }
         }
-        Ok(())
+        Ok(None)
     }
 
     /// Routes one request and queues its entry.
@@ -208,11 +219,8 @@ impl Router {
         let resolved = crate::command::resolve(name, argv.get(1).copied());
         match resolved.policy {
             Policy::State(kind) => return self.state_command(kind, &argv, frame.clone()).await,
-            Policy::Transaction(tx) => return self.transaction(tx, resolved.spec, &frame, ranges).await,
-            Policy::Subscribe => {
-                return self.push(Entry::ready(
-                    b"-ERR turnout: Pub/Sub subscriptions are not supported on cluster endpoints yet\r\n",
-                ))
+            Policy::Transaction(tx) => {
+                return self.transaction(tx, resolved.spec, &frame, ranges).await
             }
             Policy::Everywhere => return self.everywhere(frame, Merge::First).await,
             Policy::Pattern if name.eq_ignore_ascii_case(b"keys") => {
