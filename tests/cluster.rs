@@ -149,6 +149,15 @@ fn commands_route_by_slot_split_and_merge() {
         b"-CROSSSLOT Keys in request don't hash to the same slot\r\n",
     );
 
+    // A large value crosses the router whole.
+    let big = "x".repeat(4 * 1024 * 1024 + 7);
+    c.expect_cmd(&["SET", "c:big", &big], b"+OK\r\n");
+    c.expect_cmd(&["GET", "c:big"], &bulk(&big));
+    c.expect_cmd(
+        &["STRLEN", "c:big"],
+        format!(":{}\r\n", big.len()).as_bytes(),
+    );
+
     // A pipeline of 1200 mixed commands; replies in request order.
     let mut batch = Vec::new();
     let mut expected = Vec::new();
@@ -238,6 +247,26 @@ fn pubsub_reaches_subscribers_through_the_cluster() {
     );
     // The subscriber's connection still answers PING the Pub/Sub way.
     sub.expect_cmd(&["PING"], b"*2\r\n$4\r\npong\r\n$0\r\n\r\n");
+}
+
+#[test]
+fn an_unreachable_cluster_fails_commands_with_the_cause() {
+    let closed = support::ports::free_port();
+    let t = Turnout::start(&format!(
+        r#"[endpoints.cl]
+cluster_seeds = ["127.0.0.1:{closed}"]
+
+[default]
+target = "cl"
+"#
+    ));
+    let mut c = t.raw();
+    let got = c.roundtrip(&["GET", "k"]);
+    assert!(
+        got.starts_with(b"-ERR turnout: endpoint 'cl' unavailable: connect failed: "),
+        "{}",
+        show(&got)
+    );
 }
 
 /// Moves `slot` from `from` to `to` in batches of 10 keys, with pauses so load sees ASK.
@@ -402,6 +431,24 @@ fn a_killed_primary_is_replaced_by_its_replica() {
         .query(&mut cluster.nodes[victim].conn())
         .expect("WAIT");
     assert_eq!(acked, 1);
+    // And the replica shows it (a replica still in its first sync could otherwise be promoted
+    // empty, which is Redis's behaviour, not turnout's).
+    let replica = cluster.replica_of(victim);
+    let synced = support::wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+        let mut con = cluster.nodes[replica].conn();
+        let _: Result<(), _> = redis::cmd("READONLY").query(&mut con);
+        redis::cmd("GET")
+            .arg(victim_key)
+            .query::<Option<String>>(&mut con)
+            .ok()
+            .flatten()
+            .as_deref()
+            == Some("before")
+    });
+    assert!(
+        synced,
+        "the replica has the key before its primary is killed"
+    );
 
     cluster.nodes[victim].kill();
     let started = Instant::now();

@@ -143,6 +143,27 @@ impl RedisCluster {
             .expect("CLUSTER MYID")
     }
 
+    /// Index in `nodes` of the (first) replica of primary `index`, from its `ROLE`.
+    pub fn replica_of(&self, index: usize) -> usize {
+        let role: redis::Value = redis::cmd("ROLE")
+            .query(&mut self.nodes[index].conn())
+            .expect("ROLE");
+        let redis::Value::Array(fields) = role else {
+            panic!("ROLE: {role:?}")
+        };
+        let redis::Value::Array(replicas) = &fields[2] else {
+            panic!("ROLE replicas: {fields:?}")
+        };
+        let redis::Value::Array(first) = &replicas[0] else {
+            panic!("no replica: {replicas:?}")
+        };
+        let port: u16 = redis::from_redis_value(&first[1]).expect("replica port");
+        self.nodes
+            .iter()
+            .position(|n| n.port() == port)
+            .expect("the replica is one of ours")
+    }
+
     /// A connection to the first running node.
     pub fn any_conn(&self) -> redis::Connection {
         let node = self

@@ -8,6 +8,7 @@
 //! for the next request.
 
 use crate::config::EndpointConfig;
+use crate::resp::reply::ReplyScan;
 use crate::stream::Stream;
 use crate::upstream::UpstreamError;
 use bytes::{Bytes, BytesMut};
@@ -57,6 +58,8 @@ pub fn spawn(
         let mut task = Task {
             rx,
             in_flight: VecDeque::new(),
+            scan: ReplyScan::new(),
+            scanned: 0,
         };
         if let Err(cause) = task.run(&endpoint, &address, timeout, &state).await {
             let text: Arc<str> = Arc::from(format!(
@@ -74,6 +77,11 @@ pub fn spawn(
 struct Task {
     rx: mpsc::Receiver<Request>,
     in_flight: VecDeque<(u8, oneshot::Sender<Reply>)>,
+    /// The reply being read: scanned incrementally, so a large reply arriving in many reads
+    /// is not rescanned from its start each time.
+    scan: ReplyScan,
+    /// Bytes of `rbuf` the scan has covered.
+    scanned: usize,
 }
 
 impl Task {
@@ -143,12 +151,17 @@ impl Task {
 
     /// Hands every complete reply in `rbuf` to its request.
     fn deliver(&mut self, rbuf: &mut BytesMut) -> Result<(), UpstreamError> {
-        while let Some(len) =
-            crate::resp::reply::complete_len(rbuf).map_err(UpstreamError::Protocol)?
-        {
-            let frame = rbuf.split_to(len).freeze();
+        loop {
+            let rest = rbuf.get(self.scanned..).unwrap_or_default();
+            self.scanned += self.scan.advance(rest).map_err(UpstreamError::Protocol)?;
+            if !self.scan.is_done() {
+                break;
+            }
+            let frame = rbuf.split_to(self.scanned).freeze();
+            self.scanned = 0;
+            self.scan = ReplyScan::new();
             if frame.first() == Some(&b'>') {
-                // A RESP3 push answers no request (Pub/Sub is not routed here).
+                // A RESP3 push answers no request (subscriptions do not use node tasks).
                 continue;
             }
             let Some(front) = self.in_flight.front_mut() else {
@@ -168,9 +181,7 @@ impl Task {
         if rbuf.len() > MAX_REPLY {
             return Err(UpstreamError::Io(std::io::Error::other("oversized reply")));
         }
-        if rbuf.is_empty() {
-            rbuf.clear();
-        } else if rbuf.capacity() - rbuf.len() < 4096 {
+        if rbuf.capacity() - rbuf.len() < 4096 {
             rbuf.reserve(16 * 1024);
         }
         Ok(())
