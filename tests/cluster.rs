@@ -217,6 +217,27 @@ fn connection_state_applies_to_every_node() {
     for i in 0..30 {
         c.expect_cmd(&["GET", &format!("c:nothing:{i}")], b"_\r\n");
     }
+    // RESET: back to RESP2 and no name on every node connection.
+    c.expect_cmd(&["RESET"], b"+RESET\r\n");
+    for i in 0..30 {
+        c.expect_cmd(&["GET", &format!("c:nothing:{i}")], b"$-1\r\n");
+    }
+    for node in &cluster.nodes {
+        let list: String = redis::cmd("CLIENT")
+            .arg("LIST")
+            .query(&mut node.conn())
+            .expect("CLIENT LIST");
+        assert!(!list.contains("name=cl-test"), "{}: {list}", node.addr());
+    }
+    // Scripts are loaded on every primary, so EVALSHA works on any slot.
+    let sha =
+        String::from_utf8(c.roundtrip(&["SCRIPT", "LOAD", "return redis.call('GET', KEYS[1])"]))
+            .expect("utf8");
+    let sha = sha.trim_start_matches(|ch| ch != '\n').trim();
+    for i in 0..10 {
+        c.expect_cmd(&["EVALSHA", sha, "1", &format!("c:n:{i}")], b"$1\r\n1\r\n");
+    }
+    c.expect_cmd(&["DBSIZE"], b":30\r\n");
 }
 
 #[test]

@@ -223,6 +223,7 @@ impl Router {
                 return self.transaction(tx, resolved.spec, &frame, ranges).await
             }
             Policy::Everywhere => return self.everywhere(frame, Merge::First).await,
+            Policy::Reset => return self.reset(frame).await,
             Policy::Pattern if name.eq_ignore_ascii_case(b"keys") => {
                 return self.everywhere(frame, Merge::Concat).await
             }

@@ -56,6 +56,28 @@ impl Router {
         let undo = self.state.clone();
         self.state.retain(|(k, s, _)| !(*k == kind && *s == sub));
         self.state.push((kind, sub, frame.clone()));
+        self.to_open_nodes(keyless, frame, Some(undo)).await;
+    }
+
+    /// `RESET`: the connection state is forgotten and every open node connection reset
+    /// (new ones start fresh anyway); answered once, by the keyless node.
+    pub(super) async fn reset(&mut self, frame: Bytes) {
+        let keyless = self.keyless_node();
+        self.ensure_node(&keyless);
+        self.state.clear();
+        self.tx = super::Tx::default();
+        self.to_open_nodes(keyless, frame, None).await;
+    }
+
+    /// Sends `frame` to `first` and every other open node connection; the entry's answer is
+    /// `first`'s reply, or the first error.
+    async fn to_open_nodes(
+        &mut self,
+        first: String,
+        frame: Bytes,
+        undo: Option<Vec<super::StateEntry>>,
+    ) {
+        let keyless = first;
         let mut targets: Vec<String> = vec![keyless];
         for (address, node) in &self.nodes {
             if !targets.contains(address) && !node.tx.is_closed() {
@@ -67,7 +89,7 @@ impl Router {
             keys: 0,
             parts: Vec::new(),
             follow: false,
-            state_undo: Some(undo),
+            state_undo: undo,
         };
         for address in targets {
             let rx = self.send(&address, frame.clone(), 0).await;
