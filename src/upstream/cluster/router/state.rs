@@ -56,7 +56,7 @@ impl Router {
         let undo = self.state.clone();
         self.state.retain(|(k, s, _)| !(*k == kind && *s == sub));
         self.state.push((kind, sub, frame.clone()));
-        self.to_open_nodes(keyless, frame, Some(undo)).await;
+        self.broadcast_open(keyless, frame, Some(undo)).await;
     }
 
     /// `RESET`: the connection state is forgotten and every open node connection reset
@@ -66,12 +66,12 @@ impl Router {
         self.ensure_node(&keyless);
         self.state.clear();
         self.tx = super::Tx::default();
-        self.to_open_nodes(keyless, frame, None).await;
+        self.broadcast_open(keyless, frame, None).await;
     }
 
     /// Sends `frame` to `first` and every other open node connection; the entry's answer is
     /// `first`'s reply, or the first error.
-    async fn to_open_nodes(
+    async fn broadcast_open(
         &mut self,
         first: String,
         frame: Bytes,
