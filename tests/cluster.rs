@@ -424,9 +424,10 @@ fn a_slot_migrates_with_live_keys_under_load() {
         .query(&mut cluster.nodes[from].conn())
         .expect("COUNTKEYSINSLOT");
     assert_eq!(left, 0, "no key of the slot left on the source");
-    let redirects = event_count(&t, "moved") + event_count(&t, "ask");
+    let (moved, ask) = (event_count(&t, "moved"), event_count(&t, "ask"));
+    eprintln!("{rounds} load rounds; redirects followed: {moved} moved, {ask} ask");
     assert!(
-        redirects > 0,
+        moved > 0 && ask > 0,
         "redirects counted in /metrics:\n{}",
         t.admin_get("/metrics").text()
     );
