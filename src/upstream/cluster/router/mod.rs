@@ -391,6 +391,8 @@ impl Router {
         if self.nodes.get(address).is_some_and(|n| !n.tx.is_closed()) {
             return;
         }
+        // Forget ended connection tasks, so the map holds at most the live ones.
+        self.nodes.retain(|_, node| !node.tx.is_closed());
         let cluster = self.cluster.clone();
         let state = self.state.iter().map(|(_, _, c)| c.clone()).collect();
         let spawned = node::spawn(
