@@ -149,6 +149,12 @@ fn commands_route_by_slot_split_and_merge() {
         b"-CROSSSLOT Keys in request don't hash to the same slot\r\n",
     );
 
+    c.expect_cmd(&["RPUSH", "{s}:list", "3", "1", "2"], b":3\r\n");
+    c.expect_cmd(
+        &["SORT", "{s}:list"],
+        b"*3\r\n$1\r\n1\r\n$1\r\n2\r\n$1\r\n3\r\n",
+    );
+
     // A large value crosses the router whole.
     let big = "x".repeat(4 * 1024 * 1024 + 7);
     c.expect_cmd(&["SET", "c:big", &big], b"+OK\r\n");

@@ -240,13 +240,12 @@ impl Router {
             }
             Some(spec) => {
                 let mut keys = Vec::new();
-                let found = crate::command::keys::for_each_key(spec, &frame, ranges, |k| {
+                // Keys that cannot all be known (SORT … BY pattern): the ones found first
+                // still pick the node, and Redis judges the rest.
+                let _ = crate::command::keys::for_each_key(spec, &frame, ranges, |k| {
                     keys.push(k);
                     ControlFlow::Continue(())
                 });
-                if found.is_err() {
-                    keys.clear();
-                }
                 keys
             }
             None => Vec::new(),
