@@ -274,6 +274,18 @@ pub async fn open_owned(
 /// # Errors
 /// The connection failed, or the reply is not RESP or larger than 64 KiB.
 pub async fn exchange(stream: &mut Stream, request: &[u8]) -> Result<Vec<u8>, UpstreamError> {
+    exchange_limited(stream, request, 64 * 1024).await
+}
+
+/// [`exchange`] accepting a reply of up to `limit` bytes (a large cluster's `CLUSTER SLOTS`).
+///
+/// # Errors
+/// As [`exchange`].
+pub async fn exchange_limited(
+    stream: &mut Stream,
+    request: &[u8],
+    limit: usize,
+) -> Result<Vec<u8>, UpstreamError> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     stream.write_all(request).await.map_err(UpstreamError::io)?;
     stream.flush().await.map_err(UpstreamError::io)?;
@@ -284,7 +296,7 @@ pub async fn exchange(stream: &mut Stream, request: &[u8]) -> Result<Vec<u8>, Up
         {
             return Ok(buf[..len].to_vec());
         }
-        if buf.len() > 64 * 1024 {
+        if buf.len() > limit {
             return Err(UpstreamError::Io(std::io::Error::other("oversized reply")));
         }
         if stream.read_buf(&mut buf).await.map_err(UpstreamError::io)? == 0 {

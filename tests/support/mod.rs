@@ -15,6 +15,7 @@
 //! `dead_code` allowance.
 #![allow(dead_code, unused_imports)]
 
+pub mod cluster;
 pub mod http;
 pub mod ports;
 pub mod raw;

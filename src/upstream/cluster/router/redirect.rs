@@ -1,0 +1,46 @@
+//! Reading a cluster node's redirect replies.
+
+use crate::upstream::cluster::slots;
+
+/// `-MOVED slot host:port` or `-ASK slot host:port`: whether it is ASK, the slot, the address.
+pub fn parse_redirect(reply: &[u8]) -> Option<(bool, u16, String)> {
+    let (ask, rest) = if let Some(rest) = reply.strip_prefix(b"-MOVED ") {
+        (false, rest)
+    } else {
+        (true, reply.strip_prefix(b"-ASK ")?)
+    };
+    let text = std::str::from_utf8(rest.strip_suffix(b"\r\n")?).ok()?;
+    let (slot, address) = text.split_once(' ')?;
+    let slot: u16 = slot
+        .parse()
+        .ok()
+        .filter(|s| usize::from(*s) < slots::SLOTS)?;
+    let address = if address.starts_with(':') {
+        // An empty host means the host the client used for this node (Redis 7 with
+        // cluster-preferred-endpoint-type unknown-endpoint).
+        format!("127.0.0.1{address}")
+    } else {
+        address.to_string()
+    };
+    Some((ask, slot, address))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redirects_parse() {
+        assert_eq!(
+            parse_redirect(b"-MOVED 3999 127.0.0.1:6381\r\n"),
+            Some((false, 3999, "127.0.0.1:6381".to_string()))
+        );
+        assert_eq!(
+            parse_redirect(b"-ASK 1 10.0.0.2:7000\r\n"),
+            Some((true, 1, "10.0.0.2:7000".to_string()))
+        );
+        assert_eq!(parse_redirect(b"-MOVED 99999 h:1\r\n"), None);
+        assert_eq!(parse_redirect(b"-ERR MOVED\r\n"), None);
+        assert_eq!(parse_redirect(b"+OK\r\n"), None);
+    }
+}
