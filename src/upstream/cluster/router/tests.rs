@@ -52,6 +52,7 @@ fn router_for(address: &str) -> DuplexStream {
         },
         credentials: None,
         tls: None,
+        key_prefix: None,
     };
     let mut map = SlotMap::default();
     for slot in 0..slots::SLOTS as u16 {
