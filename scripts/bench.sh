@@ -6,11 +6,15 @@
 #   A  direct     redis-benchmark -> redis-server
 #   B  turnout    redis-benchmark -> turnout   -> redis-server
 #   C  twemproxy  redis-benchmark -> nutcracker -> redis-server
-# and, in the same rounds, turnout's shadow mode against its direct mode (workload S1):
-#   B  turnout         every namespace in direct mode (the instance of B above)
-#   D  turnout-shadow  a second turnout, same config, the namespaces S1's keys hit set through
-#                      the admin API to shadow mode (sample 1.0, writes false): every GET is
-#                      also sent to a second, empty redis-server and the replies compared
+# and, in the same rounds, three pairs that need a second turnout process:
+#   W5  direct against turnout-split: a second turnout, same config but namespace token-cache
+#       on a second redis-server ("second"), so a 10-key MGET is split over two endpoints and
+#       merged (twemproxy has one pool, so it is not compared there)
+#   N1  turnout against turnout-ns1000: a second turnout, same config plus 997 namespaces
+#       with distinct prefixes (1,000 in all), running W1's command line
+#   S1  turnout against turnout-shadow: a second turnout, same config, the namespaces S1's
+#       keys hit set through the admin API to shadow mode (sample 1.0, writes false): every
+#       GET is also sent to a second, empty redis-server and the replies compared
 #
 # Usage: scripts/bench.sh [--quick] [--rounds K] [--install] [--help]
 #   --quick      small N and 1 round: a smoke test of the script, not a measurement
@@ -18,16 +22,25 @@
 #   --install    apt-get install the missing Debian packages, then continue
 #
 # Environment:
-#   BENCH_SKIP_TURNOUT=1   skip building and benchmarking turnout (direct + twemproxy only)
+#   BENCH_WORKLOADS="W1 W3"  run only these workloads, in the usual order (default: all of
+#                          W1 W2 W3 W4 W5 N1 S1)
+#   BENCH_SKIP_TURNOUT=1   skip building and benchmarking turnout (direct + twemproxy only;
+#                          W5, N1 and S1 are dropped)
 #   BENCH_SKIP_SHADOW=1    skip workload S1 (turnout's shadow mode against its direct mode)
 #   BENCH_SHADOW_SEED=1    also prefill S1's shadow endpoint, so that shadowed GETs match instead
 #                          of mismatching (default: the shadow endpoint stays empty)
 #   BENCH_KEEP_TMP=1       keep the temporary directory (logs, configs, raw runs)
 #   BENCH_RUN_TIMEOUT=S    upper bound for a single redis-benchmark run (default 300 s)
-#   BENCH_N1, BENCH_N2     requests per run for W1 / W2 (defaults below)
-#   BENCH_KEYSPACE         -r value, number of distinct keys per workload (default 100000)
-#   BENCH_VALUE_SIZE       value size in bytes (default 64)
-#   BENCH_CLIENTS          -c value for both workloads (default 50)
+#   BENCH_N1 .. BENCH_N5   requests per run for W1 .. W5 (N1 and S1 use BENCH_N1; defaults below)
+#   BENCH_KEYSPACE         -r value, number of distinct keys per prefix (default 100000)
+#   BENCH_KEYSPACE3        -r value of W3, whose values are large (default 1000)
+#   BENCH_VALUE_SIZE       value size in bytes, every workload but W3 (default 64)
+#   BENCH_VALUE_SIZE3      value size of W3 in bytes (default 65536; at most 131000, as the
+#                          value is one argument of redis-benchmark's command line)
+#   BENCH_CLIENTS          -c value for W1, W2, W5, N1, S1 (default 50)
+#   BENCH_CLIENTS3         -c value for W3 (default 10)
+#   BENCH_CLIENTS4         -c value for W4 (default 1000; the script raises `ulimit -n`)
+#   BENCH_NAMESPACES       namespaces of turnout-ns1000 (default 1000)
 #   RUST_LOG               passed to turnout (default: info, as in production)
 #
 # Output: a Markdown report on stdout, also written to target/bench/results.md, and the raw
@@ -39,6 +52,8 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=lib/bench-proc.sh
+source "$ROOT/scripts/lib/bench-proc.sh"
 # 1-minute load average before this script adds any: work of other programs shows up here.
 LOADAVG_START="$(cut -d' ' -f1 /proc/loadavg 2>/dev/null || echo '?')"
 OUT_DIR="$ROOT/target/bench"
@@ -68,17 +83,27 @@ while [[ $# -gt 0 ]]; do
     esac
 done
 
-# Workloads. Both run SET then GET with redis-benchmark's custom-command form, e.g.
+# Workloads. W1-W3 run SET then GET with redis-benchmark's custom-command form, e.g.
 #   redis-benchmark -c 50 -P 16 -n N -r 100000 --csv SET web:__rand_int__ <value>
 # instead of `-t get,set`: `-t` always uses keys `key:__rand_int__`, which would only ever
 # exercise turnout's [default] route. With `-r R`, redis-benchmark replaces __rand_int__ by a
 # 12-digit zero-padded number in [0, R), so W1's keys are web:000000000000..web:000000099999
-# (namespace web-cache) and W2's are session:000000000000.. (namespace token-cache, its second
-# prefix). Every key of both ranges is written once before the first run, so GETs always hit.
+# (namespace web-cache), W2's session:000000000000.. (namespace token-cache, its second
+# prefix), W3's impact:.. (namespace impact) and W4's tok:.. (token-cache, its first prefix).
+# Every key of every range is written once before the first run, so GETs always hit.
 # The value is a fixed string of BENCH_VALUE_SIZE bytes (the custom-command form ignores -d).
 #
 #   W1  pipelined:    -c 50 -P 16, N = 1,000,000 per run (throughput-bound)
 #   W2  unpipelined:  -c 50 -P 1,  N =   200,000 per run (round-trip-bound)
+#   W3  large values: -c 10 -P 1,  N =    50,000 per run, 64 KiB values, -r 1000 (64 MiB of
+#                     values on redis), SET then GET
+#   W4  many clients: -c 1000 -P 1, N =  200,000 per run, GET only
+#   W5  split MGET:   -c 50 -P 1,  N =   200,000 per run, `MGET web:R tok:R web:R ...` (10
+#                     keys, each __rand_int__ drawn on its own), against direct (all keys on
+#                     one redis-server, for reference) and turnout-split, which routes web:
+#                     to redis "legacy" and tok: to redis "second" and merges the two replies
+#   N1  namespaces:   W1's command line against turnout (3 namespaces) and turnout-ns1000
+#                     (1,000 namespaces with distinct prefixes; W1's web: keys are in one)
 #   S1  shadow:       W1's command line (-c 50 -P 16, N1, web: keys) against turnout in
 #                     direct mode and against turnout-shadow, whose namespaces hit by the keys
 #                     are in shadow mode (sample 1.0, writes false) towards the endpoint "new",
@@ -87,18 +112,31 @@ done
 #                     comparison. SETs are not mirrored (writes false). After each shadow-mode
 #                     run the script waits for the shadow queues to drain (bounded), then reads
 #                     the run's outcomes from GET /v1/shadow and the processes' CPU time.
-# N is sized for runs of roughly 2-7 s each on a 2-core machine (twemproxy is the slowest
-# target on W1, turnout on W2); the whole script with 3 rounds takes about 3 minutes there.
+# N of W1, W2 and S1 is sized for runs of roughly 2-7 s each on a 2-core machine (twemproxy
+# is the slowest target on W1, turnout on W2); with those three workloads and 3 rounds the
+# script took about 3 minutes there. N of W3, W4 and W5 has not been timed yet.
 # On a noisy machine prefer more rounds (--rounds 5) over larger N: the median absorbs bursts.
 CLIENTS="${BENCH_CLIENTS:-50}"
+CLIENTS3="${BENCH_CLIENTS3:-10}"
+CLIENTS4="${BENCH_CLIENTS4:-1000}"
 KEYSPACE="${BENCH_KEYSPACE:-100000}"
+KEYSPACE3="${BENCH_KEYSPACE3:-1000}"
 VALUE_SIZE="${BENCH_VALUE_SIZE:-64}"
+VALUE_SIZE3="${BENCH_VALUE_SIZE3:-65536}"
+NAMESPACES_MANY="${BENCH_NAMESPACES:-1000}"
 N1="${BENCH_N1:-1000000}"
 N2="${BENCH_N2:-200000}"
+N3="${BENCH_N3:-50000}"
+N4="${BENCH_N4:-200000}"
+N5="${BENCH_N5:-200000}"
 if [[ $QUICK -eq 1 ]]; then
     N1="${BENCH_N1:-100000}"
     N2="${BENCH_N2:-20000}"
+    N3="${BENCH_N3:-5000}"
+    N4="${BENCH_N4:-20000}"
+    N5="${BENCH_N5:-20000}"
     KEYSPACE="${BENCH_KEYSPACE:-10000}"
+    KEYSPACE3="${BENCH_KEYSPACE3:-100}"
     ROUNDS=1
 fi
 RUN_TIMEOUT="${BENCH_RUN_TIMEOUT:-300}"
@@ -113,22 +151,48 @@ SHADOW_SEED="${BENCH_SHADOW_SEED:-0}"
 SHADOW_ENDPOINT="new"
 SHADOW_SAMPLE="1.0"
 SHADOW_TARGET_RATIO="0.75"
+# N1: the issue's bound, 1,000 namespaces cost at most 10% of W1's throughput.
+NAMESPACES_TARGET_RATIO="0.90"
 
-for v in CLIENTS KEYSPACE VALUE_SIZE N1 N2 RUN_TIMEOUT; do
+for v in CLIENTS CLIENTS3 CLIENTS4 KEYSPACE KEYSPACE3 VALUE_SIZE VALUE_SIZE3 NAMESPACES_MANY N1 N2 N3 N4 N5 RUN_TIMEOUT; do
     [[ "${!v}" =~ ^[1-9][0-9]*$ ]] || { echo "bench.sh: $v must be a positive integer (got '${!v}')" >&2; exit 2; }
 done
+(( VALUE_SIZE3 <= 131000 )) || { echo "bench.sh: BENCH_VALUE_SIZE3 must be at most 131000 (one argv string)" >&2; exit 2; }
+(( NAMESPACES_MANY >= 3 && NAMESPACES_MANY <= 65534 )) || { echo "bench.sh: BENCH_NAMESPACES must be in 3..65534" >&2; exit 2; }
+
+ALL_WORKLOADS="W1 W2 W3 W4 W5 N1 S1"
+SELECTED="${BENCH_WORKLOADS:-$ALL_WORKLOADS}"
+for w in $SELECTED; do
+    [[ " $ALL_WORKLOADS " == *" $w "* ]] || { echo "bench.sh: unknown workload '$w' in BENCH_WORKLOADS (known: $ALL_WORKLOADS)" >&2; exit 2; }
+done
+selected() { [[ " $SELECTED " == *" $1 "* ]]; }
 
 if [[ $SKIP_TURNOUT -eq 1 ]]; then CMP_TARGETS="direct,twemproxy"; else CMP_TARGETS="direct,turnout,twemproxy"; fi
-#            name  pipeline  requests  key prefix  targets, in the order they run each round
-WORKLOADS=("W1 16 $N1 web: $CMP_TARGETS" "W2 1 $N2 session: $CMP_TARGETS")
-[[ $SKIP_SHADOW -eq 1 ]] || WORKLOADS+=("S1 16 $N1 web: turnout,turnout-shadow")
-COMMANDS=(SET GET)
+# One line per workload, fields separated by spaces:
+#   name clients pipeline requests keyspace value_size key_prefix(es, "+" between) commands targets
+# commands and targets are comma-separated, in the order they run each round.
+WORKLOADS=()
+selected W1 && WORKLOADS+=("W1 $CLIENTS 16 $N1 $KEYSPACE $VALUE_SIZE web: SET,GET $CMP_TARGETS")
+selected W2 && WORKLOADS+=("W2 $CLIENTS 1 $N2 $KEYSPACE $VALUE_SIZE session: SET,GET $CMP_TARGETS")
+selected W3 && WORKLOADS+=("W3 $CLIENTS3 1 $N3 $KEYSPACE3 $VALUE_SIZE3 impact: SET,GET $CMP_TARGETS")
+selected W4 && WORKLOADS+=("W4 $CLIENTS4 1 $N4 $KEYSPACE $VALUE_SIZE tok: GET $CMP_TARGETS")
+if [[ $SKIP_TURNOUT -eq 0 ]]; then
+    selected W5 && WORKLOADS+=("W5 $CLIENTS 1 $N5 $KEYSPACE $VALUE_SIZE web:+tok: MGET direct,turnout-split")
+    selected N1 && WORKLOADS+=("N1 $CLIENTS 16 $N1 $KEYSPACE $VALUE_SIZE web: SET,GET turnout,turnout-ns1000")
+fi
+[[ $SKIP_SHADOW -eq 1 ]] || ! selected S1 || WORKLOADS+=("S1 $CLIENTS 16 $N1 $KEYSPACE $VALUE_SIZE web: SET,GET turnout,turnout-shadow")
+[[ ${#WORKLOADS[@]} -gt 0 ]] || { echo "bench.sh: no workload left to run (BENCH_WORKLOADS='$SELECTED')" >&2; exit 2; }
+has_workload() { local w; for w in "${WORKLOADS[@]}"; do [[ "${w%% *}" == "$1" ]] && return 0; done; return 1; }
 TARGETS=()   # every target of any workload, in first-use order
+MAX_CLIENTS_USED=0
 for w in "${WORKLOADS[@]}"; do
-    read -r _ _ _ _ wtargets <<<"$w"
+    read -r _ wclients _ _ _ _ _ _ wtargets <<<"$w"
+    (( wclients > MAX_CLIENTS_USED )) && MAX_CLIENTS_USED=$wclients
     IFS=, read -r -a wt <<<"$wtargets"
     for t in "${wt[@]}"; do [[ " ${TARGETS[*]} " == *" $t "* ]] || TARGETS+=("$t"); done
 done
+has_target() { [[ " ${TARGETS[*]} " == *" $1 "* ]]; }
+has_workload S1 || SKIP_SHADOW=1
 
 log() { printf '[bench] %s\n' "$*" >&2; }
 die() { printf '[bench] error: %s\n' "$*" >&2; exit 1; }
@@ -171,6 +235,14 @@ if [[ $SKIP_TURNOUT -eq 0 ]] && ! command -v cargo >/dev/null 2>&1; then
 fi
 NUTCRACKER="$(find_nutcracker)"
 CLK_TCK="$(getconf CLK_TCK)"
+
+# File descriptors: with -c C through turnout, turnout holds C client sockets plus C upstream
+# sockets (one link per session and endpoint), and redis-server C more. The servers inherit
+# this limit; redis-server also gets --maxclients for it, turnout's default max_clients
+# (10,000) already allows it, and nutcracker has no limit of its own beyond file descriptors.
+NOFILE_NEED=$(( 2 * MAX_CLIENTS_USED + 1024 ))
+REDIS_MAXCLIENTS=$(( MAX_CLIENTS_USED + 512 > 10000 ? MAX_CLIENTS_USED + 512 : 10000 ))
+raise_nofile "$NOFILE_NEED" || exit 1
 
 # ---------------------------------------------------------------------------------------------
 # Build
@@ -256,14 +328,16 @@ def cmd_ping(port):
         ok = False
     sys.exit(0 if ok else 1)
 
+def cmd_flush(port):
+    Conn(port, timeout=60.0).cmd("FLUSHALL")
+
 def cmd_prefill(port, keyspace, value_size, *prefixes):
     # Writes PREFIX%012d for every i in [0, keyspace) — the keys redis-benchmark -r generates.
     c = Conn(port, timeout=60.0)
     value = b"x" * int(value_size)
     keyspace = int(keyspace)
-    c.cmd("FLUSHALL")
     for p in prefixes:
-        batch = 10000
+        batch = max(1, min(10000, (4 << 20) // max(1, int(value_size))))
         for start in range(0, keyspace, batch):
             end = min(start + batch, keyspace)
             c.s.sendall(b"".join(resp("SET", ("%s%012d" % (p, i)).encode(), value) for i in range(start, end)))
@@ -285,6 +359,24 @@ def cmd_sanity(target, port, direct_port, prefix, value_size):
     if d.cmd("GET", key) != target:
         raise SystemExit("sanity(%s): key written through %s not found on redis" % (target, target))
     d.cmd("DEL", key)
+
+def cmd_sanity_mget(target, port, *prefixes):
+    # Through the target: SET 10 keys alternating over PREFIXES with distinct values, then one
+    # MGET of them must return the values in the client's key order (a split MGET's merge).
+    t = Conn(port)
+    keys = ["%ssanity-mget:%s:%d" % (prefixes[i % len(prefixes)], target, i) for i in range(10)]
+    for i, k in enumerate(keys):
+        if t.cmd("SET", k, "v%d" % i) != "OK":
+            raise SystemExit("sanity_mget(%s): SET %s failed" % (target, k))
+    t.s.sendall(resp("MGET", *keys))
+    line = t._line()
+    if line != b"*10":
+        raise SystemExit("sanity_mget(%s): MGET header %r" % (target, line))
+    got = [t.reply() for _ in keys]
+    if got != ["v%d" % i for i in range(10)]:
+        raise SystemExit("sanity_mget(%s): MGET returned %r" % (target, got))
+    for k in keys:
+        t.cmd("DEL", k)
 
 def admin(port, method, path, body=None):
     # One call to turnout's admin API; a non-2xx answer stops the script with its body.
@@ -382,13 +474,20 @@ def cmd_report(runs_tsv, meta_json, out_json, out_md):
             runs.append(rec)
     targets = meta["targets"]
     workloads = [w["name"] for w in meta["workloads"]]
-    # W1, W2: direct vs turnout vs twemproxy. S1: turnout direct mode vs shadow mode.
-    cmp_workloads = [w["name"] for w in meta["workloads"] if "turnout-shadow" not in w["targets"]]
+    # W1-W4: direct vs turnout vs twemproxy; W5: direct vs turnout-split. N1: turnout with 3
+    # namespaces vs 1,000. S1: turnout direct mode vs shadow mode.
+    wmetas = {w["name"]: w for w in meta["workloads"]}
+    cmp_workloads = [w["name"] for w in meta["workloads"] if "direct" in w["targets"]]
+    ns_workloads = [w["name"] for w in meta["workloads"] if "turnout-ns1000" in w["targets"]]
     shadow_workloads = [w["name"] for w in meta["workloads"] if "turnout-shadow" in w["targets"]]
-    commands = meta["commands"]
+    def wcmds(wl):
+        return wmetas[wl]["commands"]
+    def tt(wl):
+        # The turnout instance of workload WL's row in the main tables.
+        return wmetas[wl].get("turnout_target") or "turnout"
     med = {}
     for wl in workloads:
-        for cmd in commands:
+        for cmd in wcmds(wl):
             for t in targets:
                 rs = [r for r in runs if r["workload"] == wl and r["command"] == cmd and r["target"] == t]
                 if rs:
@@ -436,15 +535,22 @@ def cmd_report(runs_tsv, meta_json, out_json, out_md):
                                                                   100 * r["other_programs_cpu_share"]) for r in busy[:12])
                        + (", …" if len(busy) > 12 else "") + ")") if busy else ""))
     md.append("- twemproxy: one pool, `hash: fnv1a_64`, `distribution: ketama`, one server, defaults otherwise")
-    md.append("- value size %d bytes, keyspace %d keys per workload (all prefilled, so every GET hits)" % (meta["value_size"], meta["keyspace"]))
+    md.append("- every key a workload reads is prefilled with its value size, so every GET hits")
+    md.append("- open files (`ulimit -n`) %s, redis-server `--maxclients %d`, turnout `max_clients` default"
+              % (meta["nofile_limit"], meta["redis_maxclients"]))
     for w in meta["workloads"]:
-        md.append("- %s: `%s` (targets: %s)" % (w["name"], w["command_line"], ", ".join(w["targets"])))
+        md.append("- %s: `%s`, values of %d bytes (targets: %s)" % (w["name"], w["command_line"], w["value_size"], ", ".join(w["targets"])))
+    if any(tt(wl) == "turnout-split" for wl in cmp_workloads):
+        md.append("- W5's turnout column is turnout-split, a second turnout with token-cache (`tok:`) on a second "
+                  "redis-server, so each MGET is split in two and merged; direct sends the same MGET to one redis-server "
+                  "holding all keys; twemproxy is not compared (one pool). One operation is one 10-key MGET; "
+                  "W5's redis-server CPU via turnout is both redis-servers together")
     md.append("")
     md.append("| workload | command | direct ops/s | turnout ops/s | twemproxy ops/s | turnout/direct | turnout/twemproxy |")
     md.append("|---|---|---:|---:|---:|---:|---:|")
     for wl in cmp_workloads:
-        for cmd in commands:
-            d, t, c = rps(wl, cmd, "direct"), rps(wl, cmd, "turnout"), rps(wl, cmd, "twemproxy")
+        for cmd in wcmds(wl):
+            d, t, c = rps(wl, cmd, "direct"), rps(wl, cmd, tt(wl)), rps(wl, cmd, "twemproxy")
             md.append("| %s | %s | %s | %s | %s | %s | %s |" % (wl, cmd, fmt_int(d), fmt_int(t), fmt_int(c), fmt_ratio(t, d), fmt_ratio(t, c)))
     md.append("")
     md.append("Latency, median over rounds of redis-benchmark's p50 / p99 (ms):")
@@ -452,9 +558,9 @@ def cmd_report(runs_tsv, meta_json, out_json, out_md):
     md.append("| workload | command | direct | turnout | twemproxy |")
     md.append("|---|---|---:|---:|---:|")
     for wl in cmp_workloads:
-        for cmd in commands:
+        for cmd in wcmds(wl):
             cells = []
-            for t in ("direct", "turnout", "twemproxy"):
+            for t in ("direct", tt(wl), "twemproxy"):
                 m = med.get((wl, cmd, t))
                 cells.append("%.3f / %.3f" % (m["p50_latency_ms"], m["p99_latency_ms"]) if m else "—")
             md.append("| %s | %s | %s |" % (wl, cmd, " | ".join(cells)))
@@ -468,10 +574,53 @@ def cmd_report(runs_tsv, meta_json, out_json, out_md):
             v = cpu.get((wl, t), {}).get(k)
             return "%.3f" % v if v is not None else "—"
         md.append("| %s | %s | %s | %s | %s | %s |" % (
-            wl, c("turnout", "proxy_cpu_seconds_per_million_ops"), c("twemproxy", "proxy_cpu_seconds_per_million_ops"),
-            c("direct", "redis_cpu_seconds_per_million_ops"), c("turnout", "redis_cpu_seconds_per_million_ops"),
+            wl, c(tt(wl), "proxy_cpu_seconds_per_million_ops"), c("twemproxy", "proxy_cpu_seconds_per_million_ops"),
+            c("direct", "redis_cpu_seconds_per_million_ops"), c(tt(wl), "redis_cpu_seconds_per_million_ops"),
             c("twemproxy", "redis_cpu_seconds_per_million_ops")))
     md.append("")
+
+    ns_rows = []
+    for wl in ns_workloads:
+        wmeta = wmetas[wl]
+        md.append("### %s: turnout with %d namespaces against turnout with 3" % (wl, meta["namespaces_many"]))
+        md.append("")
+        md.append("- same command line as W1 (`-c %d -P %d -n %d -r %d`, keys `%s…`), the two targets interleaved in every round"
+                  % (wmeta["clients"], wmeta["pipeline"], wmeta["requests"], wmeta["keyspace"], wmeta["key_prefix"]))
+        md.append("- `turnout`: the instance of the table above (namespaces web-cache, token-cache, impact)")
+        md.append("- `turnout-ns1000`: a second turnout process, the same config plus namespaces `ns0003` … with prefixes "
+                  "`ns0003:` … (%d namespaces, all on the same redis-server); the keys fall in web-cache"
+                  % meta["namespaces_many"])
+        md.append("")
+        md.append("| workload | command | 3 namespaces ops/s | %d namespaces ops/s | ratio | per-round ratio | p50 / p99 ms, 3 | p50 / p99 ms, %d | target |"
+                  % (meta["namespaces_many"], meta["namespaces_many"]))
+        md.append("|---|---|---:|---:|---:|---|---:|---:|---:|")
+        for cmd in wcmds(wl):
+            a, b = rps(wl, cmd, "turnout"), rps(wl, cmd, "turnout-ns1000")
+            per_round = []
+            for rnd in sorted({r["round"] for r in runs if r["workload"] == wl}):
+                x = [r["rps"] for r in runs if r["workload"] == wl and r["command"] == cmd and r["round"] == rnd and r["target"] == "turnout"]
+                y = [r["rps"] for r in runs if r["workload"] == wl and r["command"] == cmd and r["round"] == rnd and r["target"] == "turnout-ns1000"]
+                if x and y:
+                    per_round.append(y[0] / x[0])
+            ratio = (b / a) if a and b else None
+            lat = []
+            for t in ("turnout", "turnout-ns1000"):
+                m = med.get((wl, cmd, t))
+                lat.append("%.3f / %.3f" % (m["p50_latency_ms"], m["p99_latency_ms"]) if m else "—")
+            ns_rows.append({"workload": wl, "command": cmd, "namespaces": meta["namespaces_many"],
+                            "three_namespaces_rps": a, "many_namespaces_rps": b, "many_over_three": ratio,
+                            "per_round_many_over_three": per_round, "target_ratio": meta["namespaces_target_ratio"],
+                            "meets_target": (ratio >= meta["namespaces_target_ratio"]) if ratio is not None else None})
+            md.append("| %s | %s | %s | %s | %s | %s | %s | %s | ≥ %s |" % (
+                wl, cmd, fmt_int(a), fmt_int(b), fmt_ratio(b, a), " ".join("%.2f" % x for x in per_round) or "—",
+                lat[0], lat[1], meta["namespaces_target_ratio"]))
+        def f3(v):
+            return "%.3f" % v if v is not None else "—"
+        md.append("")
+        md.append("turnout CPU seconds per million operations in %s: 3 namespaces %s, %d namespaces %s" % (
+            wl, f3(cpu.get((wl, "turnout"), {}).get("proxy_cpu_seconds_per_million_ops")), meta["namespaces_many"],
+            f3(cpu.get((wl, "turnout-ns1000"), {}).get("proxy_cpu_seconds_per_million_ops"))))
+        md.append("")
 
     shadow_rows = []
     for wl in shadow_workloads:
@@ -498,7 +647,7 @@ def cmd_report(runs_tsv, meta_json, out_json, out_md):
         md.append("")
         md.append("| workload | command | direct-mode ops/s | shadow-mode ops/s | shadow/direct | per-round shadow/direct | target |")
         md.append("|---|---|---:|---:|---:|---|---:|")
-        for cmd in commands:
+        for cmd in wcmds(wl):
             d, sh = rps(wl, cmd, "turnout"), rps(wl, cmd, "turnout-shadow")
             per_round = []
             for rnd in sorted({r["round"] for r in runs if r["workload"] == wl}):
@@ -570,9 +719,11 @@ def cmd_report(runs_tsv, meta_json, out_json, out_md):
         "medians": [dict(workload=k[0], command=k[1], target=k[2], **v) for k, v in med.items()],
         "ratios": [
             {"workload": wl, "command": cmd,
-             "turnout_over_direct": (rps(wl, cmd, "turnout") / rps(wl, cmd, "direct")) if rps(wl, cmd, "turnout") and rps(wl, cmd, "direct") else None,
-             "turnout_over_twemproxy": (rps(wl, cmd, "turnout") / rps(wl, cmd, "twemproxy")) if rps(wl, cmd, "turnout") and rps(wl, cmd, "twemproxy") else None}
-            for wl in cmp_workloads for cmd in commands],
+             "turnout_target": tt(wl),
+             "turnout_over_direct": (rps(wl, cmd, tt(wl)) / rps(wl, cmd, "direct")) if rps(wl, cmd, tt(wl)) and rps(wl, cmd, "direct") else None,
+             "turnout_over_twemproxy": (rps(wl, cmd, tt(wl)) / rps(wl, cmd, "twemproxy")) if rps(wl, cmd, tt(wl)) and rps(wl, cmd, "twemproxy") else None}
+            for wl in cmp_workloads for cmd in wcmds(wl)],
+        "namespaces": ns_rows,
         "shadow": shadow_rows,
         "cpu": [dict(workload=k[0], target=k[1], **v) for k, v in cpu.items()],
         "runs": runs,
@@ -586,7 +737,8 @@ def cmd_report(runs_tsv, meta_json, out_json, out_md):
 
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
-    {"ports": cmd_ports, "ping": cmd_ping, "prefill": cmd_prefill, "sanity": cmd_sanity, "report": cmd_report,
+    {"ports": cmd_ports, "ping": cmd_ping, "flush": cmd_flush, "prefill": cmd_prefill, "sanity": cmd_sanity,
+     "sanity_mget": cmd_sanity_mget, "report": cmd_report,
      "set_shadow": cmd_set_shadow, "shadow_counts": cmd_shadow_counts, "shadow_settle": cmd_shadow_settle,
      "shadow_doc": cmd_shadow_doc}[cmd](*args)
 PY
@@ -608,16 +760,6 @@ wait_ping() {
         fi
         sleep 0.1
     done
-}
-
-# cpu_ticks PID: utime+stime of the whole process (all threads), in clock ticks.
-cpu_ticks() {
-    local stat rest
-    stat="$(</proc/"$1"/stat)"
-    rest="${stat##*) }"            # drop "pid (comm) ", comm may contain spaces
-    local -a f
-    read -r -a f <<<"$rest"        # f[0] is field 3 (state); utime = field 14, stime = field 15
-    echo $(( f[11] + f[12] ))
 }
 
 # cpu_snapshot: sets SNAP_BUSY (machine-wide user+nice+system+steal ticks, all CPUs), SNAP_ALL
@@ -648,15 +790,16 @@ cpu_snapshot() {
 # ---------------------------------------------------------------------------------------------
 # Start the servers
 
-# Eight distinct free loopback ports, bound at once by the OS (port 0) then released; the
+# Thirteen distinct free loopback ports, bound at once by the OS (port 0) then released; the
 # servers bind them a moment later (a small race with other programs, never a fixed port).
-read -r P_LEGACY P_NEW P_TURNOUT P_ADMIN P_TWEM P_TWEM_STATS P_TURNOUT_SH P_ADMIN_SH <<<"$(helper ports 8)"
+read -r P_LEGACY P_NEW P_TURNOUT P_ADMIN P_TWEM P_TWEM_STATS P_TURNOUT_SH P_ADMIN_SH \
+    P_SECOND P_TURNOUT_SPLIT P_ADMIN_SPLIT P_TURNOUT_NS P_ADMIN_NS <<<"$(helper ports 13)"
 
 start_redis() {  # NAME PORT -> sets REDIS_PID
     local name="$1" port="$2"
     mkdir -p "$TMP/$name"
     redis-server --bind 127.0.0.1 --port "$port" --save '' --appendonly no --daemonize no \
-        --dir "$TMP/$name" --logfile "$TMP/$name.log" --protected-mode yes &
+        --dir "$TMP/$name" --logfile "$TMP/$name.log" --protected-mode yes --maxclients "$REDIS_MAXCLIENTS" &
     REDIS_PID=$!
     CHILD_PIDS+=("$REDIS_PID")
 }
@@ -669,9 +812,24 @@ start_redis legacy "$P_LEGACY"; PID_LEGACY=$REDIS_PID
 start_redis new "$P_NEW"; PID_NEW=$REDIS_PID
 wait_ping "redis-server legacy" "$P_LEGACY" "$PID_LEGACY" 20 "$TMP/legacy.log"
 wait_ping "redis-server new" "$P_NEW" "$PID_NEW" 20 "$TMP/new.log"
+# "second" is turnout-split's endpoint for namespace token-cache (W5), started only for W5.
+PID_SECOND=""
+if has_target turnout-split; then
+    log "starting redis-server second on 127.0.0.1:$P_SECOND"
+    start_redis second "$P_SECOND"; PID_SECOND=$REDIS_PID
+    wait_ping "redis-server second" "$P_SECOND" "$PID_SECOND" 20 "$TMP/second.log"
+fi
 
-# write_turnout_config FILE PORT ADMIN_PORT STATE_FILE
+# write_turnout_config FILE PORT ADMIN_PORT STATE_FILE [VARIANT]: the default config plus
+# three namespaces, all on "legacy". VARIANT "split" (turnout-split, W5) adds the endpoint
+# "second" and moves token-cache there; "ns1000" (turnout-ns1000, N1) appends namespaces
+# ns0003 .. up to BENCH_NAMESPACES in all, prefixes "ns0003:" ..., all on "legacy".
 write_turnout_config() {
+    local token_target="legacy" second_endpoint=""
+    if [[ "${5:-}" == split ]]; then
+        token_target="second"
+        second_endpoint="$(printf '[endpoints.second]\naddress = "127.0.0.1:%s"\n' "$P_SECOND")"
+    fi
     cat >"$1" <<EOF
 # generated by scripts/bench.sh
 [proxy]
@@ -688,6 +846,7 @@ address = "127.0.0.1:$P_LEGACY"
 
 [endpoints.new]
 address = "127.0.0.1:$P_NEW"
+$second_endpoint
 
 [[namespaces]]
 name = "web-cache"
@@ -697,7 +856,7 @@ target = "legacy"
 [[namespaces]]
 name = "token-cache"
 prefixes = ["tok:", "session:"]
-target = "legacy"
+target = "$token_target"
 
 [[namespaces]]
 name = "impact"
@@ -707,6 +866,12 @@ target = "legacy"
 [default]
 target = "legacy"
 EOF
+    if [[ "${5:-}" == ns1000 ]]; then
+        local i
+        for (( i = 3; i < NAMESPACES_MANY; i++ )); do
+            printf '\n[[namespaces]]\nname = "ns%04d"\nprefixes = ["ns%04d:"]\ntarget = "legacy"\n' "$i" "$i"
+        done >>"$1"
+    fi
     "$TURNOUT_BIN" check --config "$1" >"$1.check.log" 2>&1 \
         || { cat "$1.check.log" >&2; die "turnout check rejected the generated config $1"; }
 }
@@ -714,8 +879,8 @@ EOF
 # start_turnout NAME PORT ADMIN_PORT -> sets TURNOUT_PID. Each instance has its own config
 # and a state file that does not exist yet (fresh route table, every namespace direct).
 start_turnout() {
-    local name="$1" port="$2" admin="$3"
-    write_turnout_config "$TMP/$name.toml" "$port" "$admin" "$TMP/$name-state.json"
+    local name="$1" port="$2" admin="$3" variant="${4:-}"
+    write_turnout_config "$TMP/$name.toml" "$port" "$admin" "$TMP/$name-state.json" "$variant"
     log "starting $name on 127.0.0.1:$port (admin 127.0.0.1:$admin)"
     RUST_LOG="${RUST_LOG:-info}" "$TURNOUT_BIN" run --config "$TMP/$name.toml" 2>"$TMP/$name.log" &
     TURNOUT_PID=$!
@@ -725,14 +890,22 @@ start_turnout() {
 
 PID_TURNOUT=""
 PID_TURNOUT_SH=""
-if [[ $SKIP_TURNOUT -eq 0 ]]; then
+PID_TURNOUT_SPLIT=""
+PID_TURNOUT_NS=""
+if has_target turnout; then
     start_turnout turnout "$P_TURNOUT" "$P_ADMIN"; PID_TURNOUT=$TURNOUT_PID
+fi
+if has_target turnout-split; then
+    start_turnout turnout-split "$P_TURNOUT_SPLIT" "$P_ADMIN_SPLIT" split; PID_TURNOUT_SPLIT=$TURNOUT_PID
+fi
+if has_target turnout-ns1000; then
+    start_turnout turnout-ns1000 "$P_TURNOUT_NS" "$P_ADMIN_NS" ns1000; PID_TURNOUT_NS=$TURNOUT_PID
 fi
 if [[ $SKIP_SHADOW -eq 0 ]]; then
     start_turnout turnout-shadow "$P_TURNOUT_SH" "$P_ADMIN_SH"; PID_TURNOUT_SH=$TURNOUT_PID
     # The namespaces S1's keys fall in go to shadow mode through the admin API, as an operator
     # would do it; the helper checks the route table afterwards.
-    read -r _ _ _ s1_prefix _ <<<"${WORKLOADS[-1]}"
+    read -r _ _ _ _ _ _ s1_prefix _ <<<"${WORKLOADS[-1]}"
     shadow_ns="$(helper set_shadow "$P_ADMIN_SH" "$s1_prefix" "$SHADOW_ENDPOINT" "$SHADOW_SAMPLE" "$TMP/shadow-mode.json")" \
         || die "could not set shadow mode through the admin API of turnout-shadow"
     log "turnout-shadow: namespace $shadow_ns in shadow mode (shadow $SHADOW_ENDPOINT, sample $SHADOW_SAMPLE, writes false)"
@@ -761,57 +934,114 @@ wait_ping twemproxy "$P_TWEM" "$PID_TWEM" 20 "$TMP/nutcracker.log"
 target_port() {
     case "$1" in
         direct) echo "$P_LEGACY" ;; turnout) echo "$P_TURNOUT" ;; twemproxy) echo "$P_TWEM" ;;
-        turnout-shadow) echo "$P_TURNOUT_SH" ;;
+        turnout-shadow) echo "$P_TURNOUT_SH" ;; turnout-split) echo "$P_TURNOUT_SPLIT" ;;
+        turnout-ns1000) echo "$P_TURNOUT_NS" ;;
     esac
 }
 target_pid() {   # the proxy process whose CPU is recorded ("-" for direct)
     case "$1" in
         direct) echo "-" ;; turnout) echo "$PID_TURNOUT" ;; twemproxy) echo "$PID_TWEM" ;;
-        turnout-shadow) echo "$PID_TURNOUT_SH" ;;
+        turnout-shadow) echo "$PID_TURNOUT_SH" ;; turnout-split) echo "$PID_TURNOUT_SPLIT" ;;
+        turnout-ns1000) echo "$PID_TURNOUT_NS" ;;
     esac
+}
+# home_port TARGET PREFIX: the redis-server that holds PREFIX's keys when reached through TARGET.
+home_port() {
+    if [[ "$1" == turnout-split && ( "$2" == tok: || "$2" == session: ) ]]; then echo "$P_SECOND"
+    else echo "$P_LEGACY"
+    fi
+}
+# redis_ticks TARGET: CPU ticks of the redis-server(s) behind TARGET (both for turnout-split).
+redis_ticks() {
+    local t
+    t="$(cpu_ticks "$PID_LEGACY")"
+    [[ "$1" == turnout-split ]] && t=$(( t + $(cpu_ticks "$PID_SECOND") ))
+    echo "$t"
 }
 
 # ---------------------------------------------------------------------------------------------
 # Prefill and sanity checks
 
-prefixes=()
+# Every (prefix, keyspace, value size) the workloads read, each prefix once; W5's "web:+tok:"
+# is two prefixes. SPLIT_PREFIXES: those sent to turnout-split, which may live on "second".
+PREFILL=()
+SPLIT_PREFIXES=" "
 for w in "${WORKLOADS[@]}"; do
-    read -r _ _ _ prefix _ <<<"$w"
-    [[ " ${prefixes[*]} " == *" $prefix "* ]] || prefixes+=("$prefix")
+    read -r _ _ _ _ wkeys wsize wprefixes _ wtargets <<<"$w"
+    IFS=+ read -r -a wp <<<"$wprefixes"
+    for prefix in "${wp[@]}"; do
+        [[ " ${PREFILL[*]} " == *" $prefix|"* ]] || PREFILL+=("$prefix|$wkeys|$wsize")
+        [[ ",$wtargets," == *,turnout-split,* ]] && SPLIT_PREFIXES="$SPLIT_PREFIXES$prefix "
+    done
 done
-log "prefilling ${prefixes[*]} x $KEYSPACE keys of $VALUE_SIZE bytes on legacy"
-dbsize="$(helper prefill "$P_LEGACY" "$KEYSPACE" "$VALUE_SIZE" "${prefixes[@]}")"
+helper flush "$P_LEGACY"
+for entry in "${PREFILL[@]}"; do
+    IFS='|' read -r prefix wkeys wsize <<<"$entry"
+    log "prefilling $prefix x $wkeys keys of $wsize bytes on legacy"
+    dbsize="$(helper prefill "$P_LEGACY" "$wkeys" "$wsize" "$prefix")"
+    if [[ "$SPLIT_PREFIXES" == *" $prefix "* && "$(home_port turnout-split "$prefix")" == "$P_SECOND" ]]; then
+        log "prefilling $prefix x $wkeys keys of $wsize bytes on second (turnout-split's token-cache)"
+        helper prefill "$P_SECOND" "$wkeys" "$wsize" "$prefix" >/dev/null
+    fi
+done
 log "legacy DBSIZE after prefill: $dbsize"
 if [[ $SKIP_SHADOW -eq 0 && $SHADOW_SEED -eq 1 ]]; then
-    read -r _ _ _ s1_prefix _ <<<"${WORKLOADS[-1]}"
+    read -r _ _ _ _ _ _ s1_prefix _ <<<"${WORKLOADS[-1]}"
     log "BENCH_SHADOW_SEED=1: prefilling $s1_prefix x $KEYSPACE keys on new (the shadow endpoint)"
     dbsize="$(helper prefill "$P_NEW" "$KEYSPACE" "$VALUE_SIZE" "$s1_prefix")"
     log "new DBSIZE after prefill: $dbsize"
 fi
-for t in "${TARGETS[@]}"; do
-    for prefix in "${prefixes[@]}"; do
-        helper sanity "$t" "$(target_port "$t")" "$P_LEGACY" "$prefix" "$VALUE_SIZE" || die "sanity check through $t failed"
+# Through each target, for each prefix a workload sends it: a prefilled GET, a SET read back on
+# the redis-server that should hold it. A workload with two prefixes (W5) also gets one MGET
+# whose reply must come back merged in the client's key order.
+checked=" "
+for w in "${WORKLOADS[@]}"; do
+    read -r _ _ _ _ _ wsize wprefixes _ wtargets <<<"$w"
+    IFS=+ read -r -a wp <<<"$wprefixes"
+    IFS=, read -r -a wt <<<"$wtargets"
+    for t in "${wt[@]}"; do
+        for prefix in "${wp[@]}"; do
+            [[ "$checked" == *" $t/$prefix "* ]] && continue
+            checked="$checked$t/$prefix "
+            helper sanity "$t" "$(target_port "$t")" "$(home_port "$t" "$prefix")" "$prefix" "$wsize" \
+                || die "sanity check through $t failed"
+        done
+        if [[ ${#wp[@]} -gt 1 ]]; then
+            helper sanity_mget "$t" "$(target_port "$t")" "${wp[@]}" || die "MGET sanity check through $t failed"
+        fi
     done
 done
 
 # ---------------------------------------------------------------------------------------------
 # Benchmark
 
-VALUE="$(head -c "$VALUE_SIZE" /dev/zero | tr '\0' 'x')"
 RUNS="$TMP/runs.tsv"
 : >"$RUNS"
 
-# bench_run TARGET PIPELINE N PREFIX COMMAND -> sets BENCH_LINE to redis-benchmark's CSV data line.
+VALUE="" VALUE_LEN=-1
+# bench_run TARGET CLIENTS PIPELINE N KEYSPACE VALUE_SIZE PREFIXES COMMAND -> sets BENCH_LINE to
+# redis-benchmark's CSV data line, its test name replaced by COMMAND (a SET's name holds the
+# whole value). SET and GET take the first prefix; MGET takes 10 keys alternating over them.
 # (Not a $(...) subshell: the trap must be able to stop the run, which is started in the
 # background and waited for, so that INT/TERM interrupt the wait at once.)
 BENCH_LINE=""
 bench_run() {
-    local target="$1" pipeline="$2" n="$3" prefix="$4" command="$5" port
+    local target="$1" clients="$2" pipeline="$3" n="$4" keyspace="$5" size="$6" prefixes="$7" command="$8" port
+    local -a wp
+    IFS=+ read -r -a wp <<<"$prefixes"
     port="$(target_port "$target")"
-    local -a cmd=(redis-benchmark -h 127.0.0.1 -p "$port" -c "$CLIENTS" -P "$pipeline" -n "$n" -r "$KEYSPACE" --csv)
+    if [[ "$command" == SET && $VALUE_LEN -ne $size ]]; then
+        VALUE="$(head -c "$size" /dev/zero | tr '\0' 'x')"; VALUE_LEN=$size
+    fi
+    local -a cmd=(redis-benchmark -h 127.0.0.1 -p "$port" -c "$clients" -P "$pipeline" -n "$n" -r "$keyspace" --csv)
     case "$command" in
-        SET) cmd+=(SET "${prefix}__rand_int__" "$VALUE") ;;
-        GET) cmd+=(GET "${prefix}__rand_int__") ;;
+        SET) cmd+=(SET "${wp[0]}__rand_int__" "$VALUE") ;;
+        GET) cmd+=(GET "${wp[0]}__rand_int__") ;;
+        MGET)
+            cmd+=(MGET)
+            local i
+            for (( i = 0; i < 10; i++ )); do cmd+=("${wp[i % ${#wp[@]}]}__rand_int__"); done ;;
+        *) die "bench_run: unknown command $command" ;;
     esac
     timeout --kill-after=5 "$RUN_TIMEOUT" "${cmd[@]}" >"$TMP/run.out" 2>"$TMP/run.err" &
     CURRENT_BG=$!
@@ -819,23 +1049,25 @@ bench_run() {
     wait "$CURRENT_BG" || rc=$?
     CURRENT_BG=""
     if [[ $rc -ne 0 ]]; then
-        cat "$TMP/run.err" "$TMP/run.out" >&2 || true
+        head -c 4096 "$TMP/run.err" >&2 || true; head -c 4096 "$TMP/run.out" >&2 || true
         [[ $rc -eq 124 ]] && die "redis-benchmark against $target timed out after ${RUN_TIMEOUT}s"
         die "redis-benchmark against $target failed (exit $rc)"
     fi
     local line
     line="$(grep -v '^"test"' "$TMP/run.out" | grep '^"' | tail -n 1 || true)"
-    [[ -n "$line" ]] || { cat "$TMP/run.out" "$TMP/run.err" >&2; die "no CSV result from redis-benchmark against $target"; }
-    BENCH_LINE="$line"
+    [[ -n "$line" && "$line" == *'",'* ]] || { head -c 4096 "$TMP/run.out" >&2; head -c 4096 "$TMP/run.err" >&2; die "no CSV result from redis-benchmark against $target"; }
+    BENCH_LINE="\"$command\",${line#*\",}"
 }
 
 # Warm-up: one short untimed run per target and workload (connections, page cache, allocator).
 log "warm-up"
 for w in "${WORKLOADS[@]}"; do
-    read -r wname pipeline n prefix wtargets <<<"$w"
+    read -r wname wclients pipeline n wkeys wsize wprefixes wcommands wtargets <<<"$w"
     IFS=, read -r -a wt <<<"$wtargets"
+    IFS=, read -r -a wc <<<"$wcommands"
+    warm="${wc[-1]}"   # GET, or the workload's only command (MGET)
     for t in "${wt[@]}"; do
-        bench_run "$t" "$pipeline" "$(( n / 10 > 1000 ? n / 10 : 1000 ))" "$prefix" GET
+        bench_run "$t" "$wclients" "$pipeline" "$(( n / 10 > 1000 ? n / 10 : 1000 ))" "$wkeys" "$wsize" "$wprefixes" "$warm"
     done
 done
 
@@ -849,28 +1081,30 @@ fi
 
 total_runs=0
 for w in "${WORKLOADS[@]}"; do
-    read -r _ _ _ _ wtargets <<<"$w"
+    read -r _ _ _ _ _ _ _ wcommands wtargets <<<"$w"
     IFS=, read -r -a wt <<<"$wtargets"
-    total_runs=$(( total_runs + ROUNDS * ${#COMMANDS[@]} * ${#wt[@]} ))
+    IFS=, read -r -a wc <<<"$wcommands"
+    total_runs=$(( total_runs + ROUNDS * ${#wc[@]} * ${#wt[@]} ))
 done
 run_no=0
 for (( round = 1; round <= ROUNDS; round++ )); do
     for w in "${WORKLOADS[@]}"; do
-        read -r wname pipeline n prefix wtargets <<<"$w"
+        read -r wname wclients pipeline n wkeys wsize wprefixes wcommands wtargets <<<"$w"
         IFS=, read -r -a wt <<<"$wtargets"
-        for command in "${COMMANDS[@]}"; do
+        IFS=, read -r -a wc <<<"$wcommands"
+        for command in "${wc[@]}"; do
             for t in "${wt[@]}"; do
                 run_no=$((run_no + 1))
                 ppid_="$(target_pid "$t")"
                 c0=()
                 [[ "$t" == turnout-shadow ]] && read -r -a c0 <<<"$(helper shadow_counts "$P_ADMIN_SH")"
                 p0="-"; [[ "$ppid_" != "-" ]] && p0="$(cpu_ticks "$ppid_")"
-                r0="$(cpu_ticks "$PID_LEGACY")"
+                r0="$(redis_ticks "$t")"
                 s0="$(cpu_ticks "$PID_NEW")"
                 started_at="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
                 cpu_snapshot; b0=$SNAP_BUSY; a0=$SNAP_ALL; o0=$SNAP_OURS
                 t0="$(date +%s.%N)"
-                bench_run "$t" "$pipeline" "$n" "$prefix" "$command"
+                bench_run "$t" "$wclients" "$pipeline" "$n" "$wkeys" "$wsize" "$wprefixes" "$command"
                 line="$BENCH_LINE"
                 t1="$(date +%s.%N)"
                 # Shadow mode: wait for the shadow queues to drain, so that the run's outcomes
@@ -882,7 +1116,7 @@ for (( round = 1; round <= ROUNDS; round++ )); do
                     shadow="$(( c1[0] - c0[0] )):$(( c1[1] - c0[1] )):$(( c1[2] - c0[2] )):$(( c1[3] - c0[3] )):$(( c1[4] - c0[4] ))"
                     settle="${c1[5]}"
                 fi
-                r1="$(cpu_ticks "$PID_LEGACY")"
+                r1="$(redis_ticks "$t")"
                 s1="$(cpu_ticks "$PID_NEW")"
                 pd="-"; [[ "$ppid_" != "-" ]] && pd=$(( $(cpu_ticks "$ppid_") - p0 ))
                 cpu_snapshot
@@ -903,7 +1137,7 @@ for (( round = 1; round <= ROUNDS; round++ )); do
 done
 
 # Each proxy must still be alive: a crash mid-run would otherwise go unnoticed.
-for pid in $PID_TURNOUT $PID_TURNOUT_SH "$PID_TWEM" "$PID_LEGACY" "$PID_NEW"; do
+for pid in $PID_TURNOUT $PID_TURNOUT_SH $PID_TURNOUT_SPLIT $PID_TURNOUT_NS $PID_SECOND "$PID_TWEM" "$PID_LEGACY" "$PID_NEW"; do
     kill -0 "$pid" 2>/dev/null || die "process $pid died during the benchmark"
 done
 
@@ -921,8 +1155,9 @@ fi
 
 workloads_json="$(
     for w in "${WORKLOADS[@]}"; do
-        read -r wname pipeline n prefix wtargets <<<"$w"
-        printf '%s\t%s\t%s\t%s\t%s\n' "$wname" "$pipeline" "$n" "$prefix" "$wtargets"
+        read -r wname wclients pipeline n wkeys wsize wprefixes wcommands wtargets <<<"$w"
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
+            "$wname" "$wclients" "$pipeline" "$n" "$wkeys" "$wsize" "$wprefixes" "$wcommands" "$wtargets"
     done
 )"
 SHADOW_MODE_JSON=""
@@ -933,7 +1168,9 @@ fi
 
 META="$TMP/meta.json"
 WORKLOADS_TSV="$workloads_json" CLIENTS="$CLIENTS" KEYSPACE="$KEYSPACE" VALUE_SIZE="$VALUE_SIZE" \
-ROUNDS="$ROUNDS" QUICK="$QUICK" CLK_TCK="$CLK_TCK" TARGETS="${TARGETS[*]}" COMMANDS="${COMMANDS[*]}" \
+ROUNDS="$ROUNDS" QUICK="$QUICK" CLK_TCK="$CLK_TCK" TARGETS="${TARGETS[*]}" \
+NAMESPACES_MANY="$NAMESPACES_MANY" NAMESPACES_TARGET_RATIO="$NAMESPACES_TARGET_RATIO" \
+NOFILE="$(ulimit -Sn)" REDIS_MAXCLIENTS="$REDIS_MAXCLIENTS" \
 CPU_MODEL="$(lscpu 2>/dev/null | sed -n 's/^Model name:[[:space:]]*//p' | head -n 1)" \
 NPROC="$(nproc)" KERNEL="$(uname -r)" ARCH="$(uname -m)" \
 LOADAVG_START="$LOADAVG_START" SHADOW_SEED="$SHADOW_SEED" \
@@ -948,18 +1185,35 @@ python3 - "$META" <<'PY'
 import datetime, json, os, sys
 e = os.environ
 workloads = []
+commands = []
 for line in e["WORKLOADS_TSV"].splitlines():
-    name, pipeline, n, prefix, targets = line.split("\t")
-    base = "redis-benchmark -h 127.0.0.1 -p PORT -c %s -P %s -n %s -r %s --csv" % (e["CLIENTS"], pipeline, n, e["KEYSPACE"])
+    name, clients, pipeline, n, keyspace, size, prefixes, wcommands, targets = line.split("\t")
+    prefixes, wcommands = prefixes.split("+"), wcommands.split(",")
+    commands += [c for c in wcommands if c not in commands]
+    base = "redis-benchmark -h 127.0.0.1 -p PORT -c %s -P %s -n %s -r %s --csv" % (clients, pipeline, n, keyspace)
+    shown = []
+    for c in wcommands:
+        if c == "SET":
+            shown.append("SET %s__rand_int__ <%s bytes>" % (prefixes[0], size))
+        elif c == "GET":
+            shown.append("GET %s__rand_int__" % prefixes[0])
+        else:
+            shown.append("MGET " + " ".join("%s__rand_int__" % prefixes[i % len(prefixes)] for i in range(10)))
+    targets = targets.split(",")
     workloads.append({
-        "name": name, "clients": int(e["CLIENTS"]), "pipeline": int(pipeline), "requests": int(n),
-        "keyspace": int(e["KEYSPACE"]), "key_prefix": prefix, "targets": targets.split(","),
-        "command_line": "%s SET %s__rand_int__ <%s bytes>  /  ... GET %s__rand_int__" % (base, prefix, e["VALUE_SIZE"], prefix),
+        "name": name, "clients": int(clients), "pipeline": int(pipeline), "requests": int(n),
+        "keyspace": int(keyspace), "value_size": int(size), "key_prefix": prefixes[0], "key_prefixes": prefixes,
+        "commands": wcommands, "targets": targets,
+        # The turnout instance compared with direct and twemproxy in the main table, if any.
+        "turnout_target": next((t for t in ("turnout", "turnout-split") if t in targets and "direct" in targets), None),
+        "command_line": "%s %s" % (base, "  /  ... ".join(shown)),
     })
 meta = {
     "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     "quick": e["QUICK"] == "1", "rounds": int(e["ROUNDS"]),
-    "targets": e["TARGETS"].split(), "commands": e["COMMANDS"].split(),
+    "targets": e["TARGETS"].split(), "commands": commands,
+    "namespaces_many": int(e["NAMESPACES_MANY"]), "namespaces_target_ratio": float(e["NAMESPACES_TARGET_RATIO"]),
+    "nofile_limit": e["NOFILE"], "redis_maxclients": int(e["REDIS_MAXCLIENTS"]),
     "value_size": int(e["VALUE_SIZE"]), "keyspace": int(e["KEYSPACE"]), "workloads": workloads,
     "clk_tck": int(e["CLK_TCK"]), "cpu_model": e["CPU_MODEL"] or "unknown", "nproc": int(e["NPROC"]),
     "kernel": e["KERNEL"], "arch": e["ARCH"], "redis_version": e["REDIS_VERSION"],

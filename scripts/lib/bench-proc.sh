@@ -1,0 +1,37 @@
+# shellcheck shell=bash
+# /proc readings and resource limits shared by the benchmark scripts (sourced, not run).
+
+# cpu_ticks PID: utime+stime of the whole process (all threads), in clock ticks.
+cpu_ticks() {
+    local stat rest
+    stat="$(</proc/"$1"/stat)"
+    rest="${stat##*) }"            # drop "pid (comm) ", comm may contain spaces
+    local -a f
+    read -r -a f <<<"$rest"        # f[0] is field 3 (state); utime = field 14, stime = field 15
+    echo $(( f[11] + f[12] ))
+}
+
+# status_kib PID FIELD: a "kB" field of /proc/PID/status (VmRSS, VmHWM, RssAnon...) in KiB.
+status_kib() {
+    local key value _unit
+    while read -r key value _unit; do
+        if [[ "$key" == "$2:" ]]; then echo "$value"; return 0; fi
+    done </proc/"$1"/status
+    return 1
+}
+
+# raise_nofile N: raises this shell's soft `ulimit -n` to at least N (children inherit it),
+# or says why it cannot and fails.
+raise_nofile() {
+    local need="$1" cur hard
+    cur="$(ulimit -Sn)"
+    hard="$(ulimit -Hn)"
+    [[ "$cur" == unlimited ]] && return 0
+    (( cur >= need )) && return 0
+    if [[ "$hard" != unlimited ]] && (( hard < need )); then
+        echo "need $need open files, but the hard limit (ulimit -Hn) is $hard;" \
+            "raise it (e.g. /etc/security/limits.conf) or lower the client count" >&2
+        return 1
+    fi
+    ulimit -Sn "$need"
+}
