@@ -162,6 +162,7 @@ done
 
 ALL_WORKLOADS="W1 W2 W3 W4 W5 N1 S1"
 SELECTED="${BENCH_WORKLOADS:-$ALL_WORKLOADS}"
+SELECTED="${SELECTED//,/ }"
 for w in $SELECTED; do
     [[ " $ALL_WORKLOADS " == *" $w "* ]] || { echo "bench.sh: unknown workload '$w' in BENCH_WORKLOADS (known: $ALL_WORKLOADS)" >&2; exit 2; }
 done
