@@ -1,5 +1,6 @@
 # shellcheck shell=bash
-# /proc readings and resource limits shared by the benchmark scripts (sourced, not run).
+# /proc readings and resource limits shared by scripts/bench.sh and scripts/bench-memory.sh
+# (sourced, not run).
 
 # cpu_ticks PID: utime+stime of the whole process (all threads), in clock ticks.
 cpu_ticks() {
@@ -9,15 +10,6 @@ cpu_ticks() {
     local -a f
     read -r -a f <<<"$rest"        # f[0] is field 3 (state); utime = field 14, stime = field 15
     echo $(( f[11] + f[12] ))
-}
-
-# status_kib PID FIELD: a "kB" field of /proc/PID/status (VmRSS, VmHWM, RssAnon...) in KiB.
-status_kib() {
-    local key value _unit
-    while read -r key value _unit; do
-        if [[ "$key" == "$2:" ]]; then echo "$value"; return 0; fi
-    done </proc/"$1"/status
-    return 1
 }
 
 # raise_nofile N: raises this shell's soft `ulimit -n` to at least N (children inherit it),
