@@ -593,8 +593,14 @@ fn a_redirect_loop_ends_in_an_error_after_the_bound() {
     assert_eq!(show(&replies[0]), show(set_loop.as_bytes()));
     assert_eq!(show(&replies[1]), show(b"$2\r\nok\r\n"));
     assert_eq!(show(&replies[2]), show(b"+PONG\r\n"));
-    assert_eq!(keys_in_slot(&cluster, owner, slot), vec!["{c:loop}:present"]);
-    assert!(keys_in_slot(&cluster, other, slot).is_empty(), "nothing written");
+    assert_eq!(
+        keys_in_slot(&cluster, owner, slot),
+        vec!["{c:loop}:present"]
+    );
+    assert!(
+        keys_in_slot(&cluster, other, slot).is_empty(),
+        "nothing written"
+    );
 
     // Undone: the slot is stable again and the key works.
     setslot(&cluster, owner, slot, &["STABLE"]);
