@@ -508,3 +508,181 @@ fn a_killed_primary_is_replaced_by_its_replica() {
     assert_eq!(cluster.get(victim_key).as_deref(), Some("after"));
     assert!(event_count(&t, "failover") > 0, "failover counted");
 }
+
+/// `CLUSTER SETSLOT slot ARGS…` on node `index`.
+fn setslot(cluster: &RedisCluster, index: usize, slot: u16, args: &[&str]) {
+    let _: () = redis::cmd("CLUSTER")
+        .arg("SETSLOT")
+        .arg(slot)
+        .arg(args)
+        .query(&mut cluster.nodes[index].conn())
+        .unwrap_or_else(|e| panic!("CLUSTER SETSLOT {slot} {args:?} on node {index}: {e}"));
+}
+
+/// `CLUSTER GETKEYSINSLOT slot 100` on node `index`, sorted.
+fn keys_in_slot(cluster: &RedisCluster, index: usize, slot: u16) -> Vec<String> {
+    let mut keys: Vec<String> = redis::cmd("CLUSTER")
+        .arg("GETKEYSINSLOT")
+        .arg(slot)
+        .arg(100)
+        .query(&mut cluster.nodes[index].conn())
+        .expect("GETKEYSINSLOT");
+    keys.sort();
+    keys
+}
+
+#[test]
+fn a_redirect_loop_ends_in_an_error_after_the_bound() {
+    let cluster = RedisCluster::start(3, 0);
+    let t = turnout_for(&cluster);
+    let slot = cluster.keyslot("c:loop");
+    let owner = cluster.primary_of_slot(slot);
+    let other = cluster
+        .primaries()
+        .into_iter()
+        .find(|&p| p != owner)
+        .expect("another primary");
+    let elsewhere = (0..100)
+        .map(|i| format!("c:fine:{i}"))
+        .find(|k| cluster.primary_of(k) != owner)
+        .expect("a key on another primary");
+    let mut c = t.raw();
+    c.expect_cmd(&["SET", "{c:loop}:present", "here"], b"+OK\r\n");
+
+    // MIGRATING on the owner without IMPORTING on the other node: the owner answers -ASK for
+    // a missing key, the other node (not importing, ASKING or not) -MOVED back to the owner.
+    setslot(
+        &cluster,
+        owner,
+        slot,
+        &["MIGRATING", &cluster.node_id(other)],
+    );
+    let owner_addr = cluster.nodes[owner].addr();
+    let other_addr = cluster.nodes[other].addr();
+    assert_eq!(
+        show(&RawClient::connect(&cluster.nodes[owner].addr()).roundtrip(&["GET", "c:loop"])),
+        show(format!("-ASK {slot} {other_addr}\r\n").as_bytes()),
+        "the owner redirects"
+    );
+    let (moved_before, ask_before) = (event_count(&t, "moved"), event_count(&t, "ask"));
+    let started = Instant::now();
+    let got = c.roundtrip(&["GET", "c:loop"]);
+    let took = started.elapsed();
+    let expected = format!(
+        "-ERR turnout: endpoint 'cl': redirect loop on slot {slot}: gave up after 5 redirects, last -MOVED {slot} {owner_addr}\r\n"
+    );
+    assert_eq!(show(&got), show(expected.as_bytes()), "after {took:?}");
+    // ASK, MOVED, ASK, MOVED, ASK followed; the sixth redirect is not.
+    assert_eq!(event_count(&t, "ask") - ask_before, 3);
+    assert_eq!(event_count(&t, "moved") - moved_before, 2);
+
+    // The connection stays usable: a key of the slot the owner still holds, other slots.
+    c.expect_cmd(&["GET", "{c:loop}:present"], b"$4\r\nhere\r\n");
+    c.expect_cmd(&["SET", &elsewhere, "ok"], b"+OK\r\n");
+    c.expect_cmd(&["GET", &elsewhere], b"$2\r\nok\r\n");
+    assert_eq!(cluster.get(&elsewhere).as_deref(), Some("ok"));
+    // A pipeline: the loop does not hold up or reorder the replies behind it.
+    let mut batch = cmd(&["SET", "c:loop", "x"]);
+    batch.extend(cmd(&["GET", &elsewhere]));
+    batch.extend(cmd(&["PING"]));
+    c.send(&batch);
+    let replies = c.read_frames(3, Duration::from_secs(10));
+    let set_loop = format!(
+        "-ERR turnout: endpoint 'cl': redirect loop on slot {slot}: gave up after 5 redirects, last -MOVED {slot} {owner_addr}\r\n"
+    );
+    assert_eq!(show(&replies[0]), show(set_loop.as_bytes()));
+    assert_eq!(show(&replies[1]), show(b"$2\r\nok\r\n"));
+    assert_eq!(show(&replies[2]), show(b"+PONG\r\n"));
+    assert_eq!(
+        keys_in_slot(&cluster, owner, slot),
+        vec!["{c:loop}:present"]
+    );
+    assert!(
+        keys_in_slot(&cluster, other, slot).is_empty(),
+        "nothing written"
+    );
+
+    // Undone: the slot is stable again and the key works.
+    setslot(&cluster, owner, slot, &["STABLE"]);
+    c.expect_cmd(&["GET", "c:loop"], b"$-1\r\n");
+    c.expect_cmd(&["SET", "c:loop", "back"], b"+OK\r\n");
+    assert_eq!(cluster.nodes[owner].get("c:loop").as_deref(), Some("back"));
+}
+
+#[test]
+fn an_ask_redirect_sends_asking_to_the_importing_node() {
+    let cluster = RedisCluster::start(3, 0);
+    let t = turnout_for(&cluster);
+    let slot = cluster.keyslot("{ask}");
+    let from = cluster.primary_of_slot(slot);
+    let to = cluster
+        .primaries()
+        .into_iter()
+        .find(|&p| p != from)
+        .expect("another primary");
+    let mut c = t.raw();
+    c.expect_cmd(&["SET", "{ask}:old", "on-source"], b"+OK\r\n");
+    setslot(&cluster, to, slot, &["IMPORTING", &cluster.node_id(from)]);
+    setslot(&cluster, from, slot, &["MIGRATING", &cluster.node_id(to)]);
+
+    // A key that exists only on the importing node, written there the way a client would
+    // after -ASK.
+    let mut importing = cluster.nodes[to].conn();
+    let _: () = redis::cmd("ASKING").query(&mut importing).expect("ASKING");
+    let _: () = redis::cmd("SET")
+        .arg(&["{ask}:new", "on-target"])
+        .query(&mut importing)
+        .expect("SET after ASKING");
+    // Without ASKING the importing node refuses it: only a client that sends ASKING first
+    // can read it.
+    let to_addr = cluster.nodes[to].addr();
+    let from_addr = cluster.nodes[from].addr();
+    assert_eq!(
+        show(&RawClient::connect(&cluster.nodes[to].addr()).roundtrip(&["GET", "{ask}:new"])),
+        show(format!("-MOVED {slot} {from_addr}\r\n").as_bytes())
+    );
+    assert_eq!(
+        show(&RawClient::connect(&cluster.nodes[from].addr()).roundtrip(&["GET", "{ask}:new"])),
+        show(format!("-ASK {slot} {to_addr}\r\n").as_bytes())
+    );
+
+    let ask_before = event_count(&t, "ask");
+    c.expect_cmd(&["GET", "{ask}:new"], b"$9\r\non-target\r\n");
+    assert!(
+        event_count(&t, "ask") > ask_before,
+        "the read followed -ASK"
+    );
+    // Twice in a pipeline, between commands the source still serves: ASKING applies to the
+    // one command after it, and the replies keep their order.
+    let mut batch = cmd(&["GET", "{ask}:new"]);
+    batch.extend(cmd(&["GET", "{ask}:old"]));
+    batch.extend(cmd(&["GET", "{ask}:new"]));
+    batch.extend(cmd(&["EXISTS", "{ask}:old"]));
+    c.send(&batch);
+    let replies = c.read_frames(4, Duration::from_secs(10));
+    assert_eq!(
+        replies.iter().map(|r| show(r)).collect::<Vec<_>>(),
+        vec![
+            show(b"$9\r\non-target\r\n"),
+            show(b"$9\r\non-source\r\n"),
+            show(b"$9\r\non-target\r\n"),
+            show(b":1\r\n"),
+        ]
+    );
+    // A new key written through turnout during the migration lands on the importing node.
+    c.expect_cmd(&["SET", "{ask}:written", "w"], b"+OK\r\n");
+    let mut importing = cluster.nodes[to].conn();
+    let _: () = redis::cmd("ASKING").query(&mut importing).expect("ASKING");
+    let on_target: Option<String> = redis::cmd("GET")
+        .arg("{ask}:written")
+        .query(&mut importing)
+        .expect("GET after ASKING");
+    assert_eq!(on_target.as_deref(), Some("w"));
+    assert_eq!(keys_in_slot(&cluster, from, slot), vec!["{ask}:old"]);
+
+    // Finish the migration: the keys left on the source move, the slot changes owner.
+    migrate_slot(&cluster, slot, from, to);
+    c.expect_cmd(&["GET", "{ask}:old"], b"$9\r\non-source\r\n");
+    c.expect_cmd(&["GET", "{ask}:new"], b"$9\r\non-target\r\n");
+    assert_eq!(cluster.primary_of_slot(slot), to);
+}

@@ -451,6 +451,9 @@ fn validate(
             if prefix.is_empty() {
                 problem(problems, &kpath, "must not be empty");
             }
+            if let Some(found) = ids.get(endpoint.as_str()).map(|&id| &endpoints[id]) {
+                check_cluster_prefix(&kpath, found, prefix, problems);
+            }
             let ep = resolve(kpath, endpoint, problems);
             key_prefixes.push((ep, prefix.clone()));
         }
@@ -791,15 +794,40 @@ fn validate_endpoints(
                 "must not be empty (leave it out for no prefix)",
             );
         }
-        out.push(EndpointConfig {
+        let endpoint = EndpointConfig {
             name: name.clone(),
             kind,
             credentials,
             tls,
             key_prefix: ep.key_prefix.clone().filter(|p| !p.is_empty()),
-        });
+        };
+        if let Some(prefix) = &endpoint.key_prefix {
+            check_cluster_prefix(&format!("{path}.key_prefix"), &endpoint, prefix, problems);
+        }
+        out.push(endpoint);
     }
     out
+}
+
+/// A key prefix on a cluster endpoint must not hold `{` or `}`: a prefix with a hash tag (or
+/// half of one) would change the slot of every key it is put before, so keys that share a
+/// slot through their own `{tag}` would no longer, and multi-key commands would fail.
+fn check_cluster_prefix(
+    path: &str,
+    endpoint: &EndpointConfig,
+    prefix: &str,
+    problems: &mut Vec<Problem>,
+) {
+    if matches!(endpoint.kind, EndpointKind::Cluster { .. }) && prefix.contains(['{', '}']) {
+        problem(
+            problems,
+            path,
+            format!(
+                "must not contain '{{' or '}}': endpoint \"{}\" is a cluster, and a brace in the prefix would change the hash slot of every key",
+                endpoint.name
+            ),
+        );
+    }
 }
 
 /// An endpoint's kind: exactly one of `address`, `sentinels` (with `master_name`) and

@@ -618,3 +618,54 @@ fn sentinel_settings_are_checked() {
         ]
     );
 }
+
+#[test]
+fn a_cluster_key_prefix_with_braces_is_reported_with_its_path() {
+    let text = r#"
+[proxy]
+listen = "127.0.0.1:6380"
+
+[admin]
+listen = "127.0.0.1:6381"
+
+[state]
+path = "turnout-state.json"
+
+[endpoints.legacy]
+address = "127.0.0.1:6379"
+key_prefix = "{plain}:"
+
+[endpoints.new]
+cluster_seeds = ["127.0.0.1:7000"]
+key_prefix = "all{"
+
+[[namespaces]]
+name = "db1"
+db = 1
+key_prefix = { new = "{db1}:", legacy = "db1{x}:" }
+target = "legacy"
+
+[[namespaces]]
+name = "db2"
+db = 2
+key_prefix = { new = "db2}:" }
+target = "legacy"
+
+[[namespaces]]
+name = "db3"
+db = 3
+key_prefix = { new = "db3:" }
+target = "legacy"
+
+[default]
+target = "legacy"
+"#;
+    let lines = problems(text);
+    let braces = "must not contain '{' or '}': endpoint \"new\" is a cluster, and a brace in the prefix would change the hash slot of every key";
+    let expected = vec![
+        format!("endpoints.new.key_prefix: {braces}"),
+        format!("namespaces[0].key_prefix.new: {braces}"),
+        format!("namespaces[1].key_prefix.new: {braces}"),
+    ];
+    assert_eq!(lines, expected, "{lines:#?}");
+}

@@ -9,6 +9,7 @@
 //! - [`http`]: a tiny HTTP/1.1 client for the admin API.
 //! - [`ports`]: free-port allocation.
 //! - [`tls`]: test certificates, a TLS-only `redis-server`, a blocking TLS client.
+//! - [`tls_cluster`]: a Redis Cluster over TLS with ACL users (`app`, `admin`), `default` off.
 //! - [`sentinel`]: a primary, a replica and three sentinels (`redis-server --sentinel`).
 //!
 //! Each test binary compiles this module and uses a different part of it, hence the
@@ -23,6 +24,7 @@ pub mod redis_server;
 pub mod resp;
 pub mod sentinel;
 pub mod tls;
+pub mod tls_cluster;
 pub mod turnout;
 
 use std::time::{Duration, Instant};

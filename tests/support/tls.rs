@@ -135,12 +135,18 @@ pub struct TlsRedis {
     dir: tempfile::TempDir,
     child: Option<Child>,
     client_config: Arc<rustls::ClientConfig>,
+    extra_args: Vec<String>,
 }
 
 impl TlsRedis {
     /// Starts `redis-server` with only a TLS port, presenting `pki`'s server certificate;
     /// with `auth_clients`, clients must present a certificate `pki`'s CA signed.
     pub fn start(pki: &Pki, auth_clients: bool) -> TlsRedis {
+        TlsRedis::start_with_args(pki, auth_clients, &[])
+    }
+
+    /// Like [`TlsRedis::start`], with extra `redis-server` arguments (cluster mode, say).
+    pub fn start_with_args(pki: &Pki, auth_clients: bool, extra_args: &[&str]) -> TlsRedis {
         let dir = tempfile::Builder::new()
             .prefix("turnout-tls-redis-")
             .tempdir()
@@ -150,6 +156,7 @@ impl TlsRedis {
             dir,
             child: None,
             client_config: pki.client_config("ca.pem", true),
+            extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
         };
         let mut last_error = String::new();
         for _ in 0..5 {
@@ -165,6 +172,11 @@ impl TlsRedis {
     /// `127.0.0.1:PORT` of the TLS port.
     pub fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The TLS port.
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     /// The server's own log.
@@ -205,6 +217,7 @@ impl TlsRedis {
             .arg(self.dir.path())
             .arg("--logfile")
             .arg(self.dir.path().join("redis.log"))
+            .args(&self.extra_args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -317,6 +330,18 @@ impl TlsClient {
     pub fn command(&mut self, args: &[&str]) -> Reply {
         self.try_command(args, REPLY_TIMEOUT)
             .unwrap_or_else(|e| panic!("{args:?} over TLS: {e}"))
+    }
+
+    /// Sends one command of binary arguments and returns its reply, panicking on failure.
+    pub fn command_bytes(&mut self, args: &[&[u8]]) -> Reply {
+        self.send(&super::raw::encode(args));
+        let frame = self
+            .read_frame(REPLY_TIMEOUT)
+            .unwrap_or_else(|e| panic!("reply over TLS: {e}"));
+        match resp::parse(&frame) {
+            Ok(Some((reply, _))) => reply,
+            other => panic!("not a reply: {other:?}"),
+        }
     }
 
     /// Sends `args` and asserts the reply bytes are exactly `expected`.

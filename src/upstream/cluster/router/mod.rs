@@ -3,9 +3,9 @@
 //! It reads complete requests from the pipe, picks a node for each (the primary of its keys'
 //! slot; a fixed node for keyless commands, so their order holds), and keeps a bounded FIFO
 //! of pending entries, each waiting for one reply per part. Only the FIFO's head is awaited:
-//! its `-MOVED` or `-ASK` is followed there (at most [`MAX_REDIRECTS`] times), so a resent
-//! command never overtakes an earlier one. Finished entries are merged ([`super::merge`])
-//! and written back in request order.
+//! its `-MOVED` or `-ASK` is followed there (at most [`MAX_REDIRECTS`] times, then a turnout
+//! error naming the loop), so a resent command never overtakes an earlier one. Finished
+//! entries are merged ([`super::merge`]) and written back in request order.
 //!
 //! A transaction is pinned to one node: the node of WATCH's keys, else of the first keyed
 //! command after MULTI. MULTI is answered `+OK` at once, keyless commands before the first
@@ -25,7 +25,7 @@ use crate::command::policy::{Policy, StateKind};
 use crate::config::EndpointConfig;
 use crate::resp::request::{self, Parsed};
 use bytes::{Bytes, BytesMut};
-use redirect::parse_redirect;
+use redirect::{parse_redirect, redirect_loop};
 use std::collections::{HashMap, VecDeque};
 use std::ops::{ControlFlow, Range};
 use std::sync::Arc;
@@ -34,7 +34,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, ReadHalf, WriteHalf};
 use tokio::sync::oneshot;
 use transaction::Tx;
 
-/// Redirects followed per command before the last one is passed to the client.
+/// Redirects followed per command; one more gets a turnout error naming the loop.
 pub const MAX_REDIRECTS: u8 = 5;
 /// Requests awaiting replies before the router stops reading the pipe.
 pub const MAX_PENDING: usize = 4096;
@@ -423,15 +423,15 @@ impl Router {
             return;
         };
         pending.rx = None;
-        let redirect = if follow && pending.redirects < MAX_REDIRECTS {
-            parse_redirect(&reply)
-        } else {
-            None
-        };
+        let redirect = if follow { parse_redirect(&reply) } else { None };
         let Some((ask, slot, address)) = redirect else {
             pending.reply = Some(reply);
             return;
         };
+        if pending.redirects >= MAX_REDIRECTS {
+            pending.reply = Some(redirect_loop(&self.endpoint.name, slot, &reply));
+            return;
+        }
         pending.redirects += 1;
         let request = pending.part.request.clone();
         let rx = if ask {
@@ -501,6 +501,3 @@ async fn head(queue: &mut VecDeque<Entry>) -> (usize, Reply) {
         None => std::future::pending().await,
     }
 }
-
-#[cfg(test)]
-mod tests;

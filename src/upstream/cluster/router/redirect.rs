@@ -1,6 +1,7 @@
 //! Reading a cluster node's redirect replies.
 
 use crate::upstream::cluster::slots;
+use bytes::{Bytes, BytesMut};
 
 /// `-MOVED slot host:port` or `-ASK slot host:port`: whether it is ASK, the slot, the address.
 pub fn parse_redirect(reply: &[u8]) -> Option<(bool, u16, String)> {
@@ -25,6 +26,21 @@ pub fn parse_redirect(reply: &[u8]) -> Option<(bool, u16, String)> {
     Some((ask, slot, address))
 }
 
+/// The reply for a command still redirected after [`super::MAX_REDIRECTS`]: a turnout error
+/// naming the loop and the last redirect, rather than a `-MOVED` a non-cluster client cannot
+/// use.
+pub fn redirect_loop(endpoint: &str, slot: u16, last: &[u8]) -> Bytes {
+    let last = String::from_utf8_lossy(last.strip_prefix(b"-").unwrap_or(last));
+    let text = format!(
+        "ERR turnout: endpoint '{endpoint}': redirect loop on slot {slot}: gave up after {} redirects, last -{}",
+        super::MAX_REDIRECTS,
+        last.trim_end()
+    );
+    let mut out = BytesMut::new();
+    crate::resp::write_error(&mut out, &text);
+    out.freeze()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -42,5 +58,13 @@ mod tests {
         assert_eq!(parse_redirect(b"-MOVED 99999 h:1\r\n"), None);
         assert_eq!(parse_redirect(b"-ERR MOVED\r\n"), None);
         assert_eq!(parse_redirect(b"+OK\r\n"), None);
+    }
+
+    #[test]
+    fn a_redirect_loop_names_the_slot_and_the_last_redirect() {
+        assert_eq!(
+            &redirect_loop("new", 12, b"-MOVED 12 127.0.0.1:7000\r\n")[..],
+            b"-ERR turnout: endpoint 'new': redirect loop on slot 12: gave up after 5 redirects, last -MOVED 12 127.0.0.1:7000\r\n"
+        );
     }
 }
