@@ -421,13 +421,7 @@ impl Cutovers {
         loop {
             // Blocked commands of the namespace would keep the drain waiting: unblock them;
             // their sessions send them again once the hold is released.
-            let blocked: Vec<u64> = self
-                .sessions
-                .blocked()
-                .into_iter()
-                .filter(|&(ep, id)| ep == from && unblocked.insert(id))
-                .map(|(_, id)| id)
-                .collect();
+            let blocked = self.sessions.unblock(from, ns, &mut unblocked);
             if !blocked.is_empty() {
                 let old = &self.config.endpoints[from];
                 if let Err(e) =

@@ -220,10 +220,12 @@ impl Session {
         Ok(true)
     }
 
-    /// A blocking command at the front: if a cutover unblocked it (`-UNBLOCKED`), its
-    /// request goes back to the read buffer, to be held and sent to the new endpoint;
-    /// `Some(true)` then. `Some(false)`: its reply is not complete yet. `None`: an ordinary
-    /// reply, delivered as usual.
+    /// A blocking command at the front: if a cutover unblocked it (`-UNBLOCKED`, and the
+    /// cutover registry confirms it unblocked this connection for the namespace it holds),
+    /// and nothing was dispatched after it, its request goes back to the read buffer, to be
+    /// held and sent to the new endpoint; `Some(true)` then. `Some(false)`: its reply is not
+    /// complete yet. `None`: an ordinary reply, delivered as usual; so is an `-UNBLOCKED`
+    /// that the application's own `CLIENT UNBLOCK` caused.
     fn unblocked(&mut self, ep: EndpointId) -> Result<Option<bool>, End> {
         if self.front_started {
             return Ok(None);
@@ -234,7 +236,14 @@ impl Session {
         let Some(Next::Frame(len)) = &nexts[ep] else {
             return Ok(None);
         };
-        if !self.links[ep].rbuf[..*len].starts_with(b"-UNBLOCKED") {
+        // The reply is in: a cutover's mark for this command is used now or never.
+        let by_cutover = self.links[ep]
+            .client_id
+            .is_some_and(|id| self.registration.slot.take_unblocked(ep, id));
+        if !by_cutover
+            || self.pending.len() != 1
+            || !self.links[ep].rbuf[..*len].starts_with(b"-UNBLOCKED")
+        {
             return Ok(None);
         }
         let next = Next::Frame(*len);

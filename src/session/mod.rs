@@ -352,9 +352,10 @@ impl Session {
                 reissue: Some(_),
                 ns,
                 ..
-            }) if u16::try_from(*ns).is_ok_and(|ns| table.held(ns)) => {
-                self.links[*ep].client_id.map(|id| (*ep, id))
-            }
+            }) => u16::try_from(*ns)
+                .ok()
+                .filter(|&ns| table.held(ns))
+                .and_then(|ns| self.links[*ep].client_id.map(|id| (*ep, id, ns))),
             _ => None,
         };
         self.registration.slot.set_blocked(blocked);
