@@ -375,14 +375,22 @@ impl Session {
     fn resolve_state(&mut self, accepted: bool) {
         if let Some((kind, frame)) = self.state_inflight.pop_front() {
             if kind == StateKind::Select {
-                // The session routed by the database it asked for; back to the last one
-                // accepted if that was refused.
+                // The session routes by the database of its last SELECT sent. If this one was
+                // refused, that is the last SELECT still in flight, else the last accepted.
                 match accepted
                     .then(|| super::prefix::selected_db(&frame))
                     .flatten()
                 {
                     Some(db) => self.accepted_db = db,
-                    None => self.db = self.accepted_db,
+                    None => {
+                        self.db = self
+                            .state_inflight
+                            .iter()
+                            .rev()
+                            .filter(|(kind, _)| *kind == StateKind::Select)
+                            .find_map(|(_, frame)| super::prefix::selected_db(frame))
+                            .unwrap_or(self.accepted_db);
+                    }
                 }
             }
             if accepted {
