@@ -47,6 +47,8 @@ use tokio::sync::watch;
 pub const MAX_PENDING: usize = 256 * 1024;
 /// Read buffers grow by this much when they run out of room.
 const READ_CHUNK: usize = 16 * 1024;
+/// How long a TLS client connection may take to flush and send close_notify when it ends.
+const TLS_CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 /// An empty buffer larger than this is released, so a burst does not pin memory.
 const SHRINK_ABOVE: usize = 64 * 1024;
 
@@ -258,11 +260,21 @@ pub async fn serve(client: Stream, shared: Arc<Shared>, mut shutdown: watch::Rec
         db: 0,
         accepted_db: 0,
     };
-    match session.run(&mut shutdown).await {
+    let ended = session.run(&mut shutdown).await;
+    match &ended {
         Ok(()) => tracing::debug!("client connection closed"),
         Err(End::Client(e)) => tracing::debug!(cause = %e, "client connection ended"),
         Err(e @ (End::MidReply { .. } | End::Pubsub(_))) => {
             tracing::warn!(cause = %e, "closing client connection")
+        }
+    }
+    if matches!(session.client, Stream::TlsServer(_)) && !matches!(ended, Err(End::Client(_))) {
+        // TLS holds encrypted bytes back until flushed, and a close without close_notify
+        // looks like a truncation to the client: send both (QUIT's `+OK`, the error before a
+        // protocol-error close), for a short while at most.
+        let close = tokio::io::AsyncWriteExt::shutdown(&mut session.client);
+        if let Err(e) = tokio::time::timeout(TLS_CLOSE_TIMEOUT, close).await {
+            tracing::debug!(cause = %e, "TLS client close did not finish");
         }
     }
     session.stats.flush(&session.shared.stats);
