@@ -314,10 +314,19 @@ impl Session {
                 } else {
                     None
                 };
+                // A blocking command a cutover can unblock and send again. Not on a cluster
+                // endpoint: its CLIENT ID would go to the slot router's keyless node, not the
+                // node where the command blocks, so an unblock would miss it (or hit another
+                // client with that id). A cutover then waits for such a command to return
+                // (its reply or its timeout) within the drain's deadline.
                 let blocking = self.tx.is_none()
                     && resolved
                         .spec
-                        .is_some_and(|s| s.flags & command::spec::flags::BLOCKING != 0);
+                        .is_some_and(|s| s.flags & command::spec::flags::BLOCKING != 0)
+                    && !matches!(
+                        self.shared.config.endpoints[endpoint].kind,
+                        crate::config::EndpointKind::Cluster { .. }
+                    );
                 if blocking && !self.links[endpoint].id_asked {
                     // Its connection's id lets a cutover unblock it later.
                     self.prepare_link(endpoint);
