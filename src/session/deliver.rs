@@ -261,6 +261,7 @@ impl Session {
             cin.extend_from_slice(&reissue);
             cin.extend_from_slice(&self.cin);
             self.cin = cin;
+            self.held_count.reset();
             self.resume = Default::default();
             self.args.clear();
             self.redispatch = true;

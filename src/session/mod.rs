@@ -192,6 +192,8 @@ struct Session {
     holding: bool,
     /// Complete requests waiting in `cin` while holding (for the cutover's report).
     held_requests: usize,
+    /// Counts `held_requests` incrementally.
+    held_count: dispatch::HeldCount,
     /// The route epoch last recorded in the drain slot while nothing was held.
     drain_reported: u64,
     /// A request was put back into `cin`: dispatch again before waiting.
@@ -254,6 +256,7 @@ pub async fn serve(client: Stream, shared: Arc<Shared>, mut shutdown: watch::Rec
         tag: NS_ANY,
         holding: false,
         held_requests: 0,
+        held_count: Default::default(),
         drain_reported: u64::MAX,
         redispatch: false,
         registration,
@@ -321,6 +324,7 @@ impl Session {
                     shut_down = true;
                     self.stop_reading = true;
                     self.cin.clear();
+                    self.held_count.reset();
                     self.resume = Default::default();
                     self.holding = false;
                 }
