@@ -6,8 +6,11 @@
 //! command of the namespace is in flight to the old endpoint, and none can be sent there.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicBool, AtomicU64, AtomicUsize, Ordering::Acquire, Ordering::Relaxed, Ordering::Release,
+};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 
 /// One session's drain state.
 #[derive(Debug, Default)]
@@ -22,6 +25,11 @@ pub struct SessionSlot {
     /// A cutover unblocks (or is about to) this (endpoint, `CLIENT ID`): the `-UNBLOCKED`
     /// error that follows is the cutover's, not the application's.
     unblocked: Mutex<Option<(usize, u64)>>,
+    /// A cutover changed holds since the session last looked: it must check its drain.
+    woken: AtomicBool,
+    /// Wakes the session's task for that (registered without a lock, unlike the route
+    /// channel's waiter list, which every session shares).
+    waker: atomic_waker::AtomicWaker,
 }
 
 /// Where a session's last command blocks: (endpoint, `CLIENT ID`, namespace).
@@ -47,6 +55,25 @@ impl SessionSlot {
             }
             *b = blocked;
         }
+    }
+
+    /// `Ready` once a cutover changed holds and the session has not taken note yet
+    /// ([`SessionSlot::take_woken`]); registers the task to be woken otherwise.
+    pub fn poll_woken(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.woken.load(Acquire) {
+            return Poll::Ready(());
+        }
+        self.waker.register(cx.waker());
+        if self.woken.load(Acquire) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+
+    /// Whether a cutover changed holds since the last call.
+    pub fn take_woken(&self) -> bool {
+        self.woken.load(Acquire) && self.woken.swap(false, Acquire)
     }
 
     /// Whether a cutover unblocked the command blocking on `endpoint`'s connection `id`;
@@ -121,6 +148,18 @@ impl Registry {
             }
         }
         ids
+    }
+
+    /// Wakes every session to check its drain: called after a hold is published or
+    /// released, so that idle sessions need not watch the route channel.
+    pub fn wake_all(&self) {
+        let Ok(slots) = self.slots.lock() else {
+            return;
+        };
+        for slot in slots.values() {
+            slot.woken.store(true, Release);
+            slot.waker.wake();
+        }
     }
 
     /// Sessions that have not drained at `epoch` yet, and requests held by all sessions.

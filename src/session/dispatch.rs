@@ -113,6 +113,10 @@ impl Session {
         }
         let shared = self.shared.clone();
         let live = shared.router.load();
+        if live.any_held || live.epoch != self.drain_reported {
+            // The drain report must look at this snapshot.
+            self.routes_dirty = true;
+        }
         let now = Instant::now();
         let max_request = shared.config.proxy.max_request_bytes;
         let mut cin = std::mem::take(&mut self.cin);

@@ -196,6 +196,10 @@ struct Session {
     held_count: dispatch::HeldCount,
     /// The route epoch last recorded in the drain slot while nothing was held.
     drain_reported: u64,
+    /// A route snapshot may have changed since the drain was last reported.
+    routes_dirty: bool,
+    /// The route table had a hold at the last drain report: report every turn.
+    drain_held: bool,
     /// A request was put back into `cin`: dispatch again before waiting.
     redispatch: bool,
     /// This session's drain state, for cutovers.
@@ -259,6 +263,8 @@ pub async fn serve(client: Stream, shared: Arc<Shared>, mut shutdown: watch::Rec
         held_count: Default::default(),
         drain_reported: u64::MAX,
         redispatch: false,
+        routes_dirty: true,
+        drain_held: false,
         registration,
         db: 0,
         accepted_db: 0,
@@ -292,9 +298,13 @@ impl Session {
         // register with the channel's shared waiter list (a lock) on every command.
         let mut shutdown_started = std::pin::pin!(crate::shutdown::wait(shutdown));
         let mut shut_down = false;
-        // Wakes the session when a route snapshot is published (a cutover's hold or release);
-        // re-armed only after it fires, so the hot path never touches the channel.
+        // Wakes the session when a route snapshot is published. Polling it takes the channel's
+        // waiter lock, which every session shares, so it is polled only while the session
+        // follows routes: holding a request, or Pub/Sub following the default route.
         let mut routes_changed = Box::pin(next_change(self.shared.router.subscribe()));
+        // A cutover wakes every session through its slot when it holds or releases a
+        // namespace (to report its drain, or say where it blocks): no shared lock.
+        let slot = self.registration.slot.clone();
         loop {
             self.dispatch_buffered();
             self.deliver()?;
@@ -316,6 +326,7 @@ impl Session {
                 return Ok(());
             }
             self.release_idle_buffers();
+            let follow = self.follows_routes();
             tokio::select! {
                 biased;
                 result = poll_fn(|cx| self.poll_io(cx)) => result?,
@@ -328,17 +339,35 @@ impl Session {
                     self.resume = Default::default();
                     self.holding = false;
                 }
-                rx = &mut routes_changed => {
+                // `report_drain` takes note of the wake-up.
+                () = poll_fn(|cx| slot.poll_woken(cx)) => {}
+                rx = &mut routes_changed, if follow => {
                     routes_changed = Box::pin(next_change(rx));
+                    self.routes_dirty = true;
                     self.follow_pubsub_endpoint();
                 }
             }
         }
     }
 
+    /// Whether the session must wake on every route snapshot: a held request waits for its
+    /// release, or subscriptions follow the default route.
+    fn follows_routes(&self) -> bool {
+        self.holding || (self.pubsub.is_some() && self.shared.config.pubsub_endpoint.is_none())
+    }
+
     /// Records whether this session still owes replies for a held namespace.
+    ///
+    /// Holds change only through a cutover, which wakes every session's slot afterwards, and
+    /// dispatch notes a held or new snapshot it loads: without either, and with nothing held
+    /// at the last look, nothing can have changed, and the route table is not loaded.
     fn report_drain(&mut self) {
+        let woken = self.registration.slot.take_woken();
+        if !(std::mem::take(&mut self.routes_dirty) || woken || self.drain_held) {
+            return;
+        }
         let table = self.shared.router.load();
+        self.drain_held = table.any_held;
         if !table.any_held {
             // Nothing held: drained at this epoch. Only a new epoch needs recording, so an
             // ordinary turn touches no shared state.
