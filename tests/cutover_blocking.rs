@@ -222,3 +222,29 @@ fn an_unblock_error_keeps_pipelined_replies_in_order() {
     );
     assert_eq!(blocked.read_frame(), b"$1\r\nx\r\n");
 }
+
+/// Two pipelined blocking commands: the connection blocks in the first while the session's
+/// last command is the second, so a cutover cannot unblock either without an error reaching
+/// the client. It does not try: its drain waits (here until its deadline), and both
+/// commands end as they would have.
+#[test]
+fn pipelined_blocking_commands_are_left_alone_by_a_cutover() {
+    let env = Env::standard();
+    let t = &env.turnout;
+    let mut blocked = t.raw();
+    let mut batch = support::raw::cmd(&["BLPOP", "impact:q1", "3"]);
+    batch.extend_from_slice(&support::raw::cmd(&["BLPOP", "impact:q2", "3"]));
+    blocked.send(&batch);
+    blocked_client_id(&env.new);
+    let report = t
+        .admin(
+            "POST",
+            "/v1/routes/impact/cutover?wait=true",
+            &[],
+            Some(r#"{"to": "legacy", "fence": "drain", "timeout_ms": 500, "reason": "pipelined"}"#),
+        )
+        .json();
+    assert_eq!(report["outcome"], "aborted", "{report:#}");
+    assert_eq!(blocked.read_frame(), b"*-1\r\n");
+    assert_eq!(blocked.read_frame(), b"*-1\r\n");
+}

@@ -389,9 +389,11 @@ impl Session {
         self.registration
             .slot
             .record(table.epoch, drained, self.held_requests);
-        // A blocked command of a held namespace, last in line, can be unblocked and sent
-        // again after the flip: say where it blocks.
-        let blocked = match self.pending.back() {
+        // A blocked command of a held namespace, alone in line, can be unblocked and sent
+        // again after the flip: say where it blocks. Behind another command on the same
+        // connection it does not block yet, and an unblock would hit the one before it.
+        let alone = self.pending.len() == 1;
+        let blocked = match self.pending.back().filter(|_| alone) {
             Some(Pending {
                 source: Source::Upstream(ep),
                 reissue: Some(_),
