@@ -22,7 +22,7 @@ impl Session {
             let blocked_on = match self.pending.front() {
                 Some(super::Pending {
                     source: Source::Upstream(ep),
-                    reissue: Some(_),
+                    reissue: true,
                     ..
                 }) => Some(*ep),
                 _ => None,
@@ -251,14 +251,15 @@ impl Session {
         let Some(mut pending) = self.pending.pop_front() else {
             return Ok(Some(true));
         };
-        let reissue = pending.reissue.take();
+        let reissue = std::mem::take(&mut pending.reissue);
         if pending.capture.is_some() {
             // A dual-write copy waiting for this reply: it gets none (the command runs again).
             self.captured(pending, false);
         }
-        if let Some(reissue) = reissue {
-            let mut cin = BytesMut::with_capacity(reissue.len() + self.cin.len());
-            cin.extend_from_slice(&reissue);
+        if reissue {
+            // Alone in line, it is the last blocking command dispatched: `self.reissue`.
+            let mut cin = BytesMut::with_capacity(self.reissue.len() + self.cin.len());
+            cin.extend_from_slice(&self.reissue);
             cin.extend_from_slice(&self.cin);
             self.cin = cin;
             self.held_count.reset();

@@ -388,8 +388,13 @@ impl Session {
                     }
                 }
                 if blocking {
+                    // Kept in a reused buffer. The CLIENT ID above and this copy cannot wait
+                    // until a cutover runs: one may start while the command blocks, and then
+                    // the connection cannot be asked anything and the request is gone.
                     if let Some(pending) = self.pending.back_mut() {
-                        pending.reissue = Some(frame.into());
+                        pending.reissue = true;
+                        self.reissue.clear();
+                        self.reissue.extend_from_slice(frame);
                     }
                 }
                 self.mirror(&resolved, frame, args, table, true);

@@ -107,9 +107,10 @@ struct Pending {
     /// concern any (transactions, state commands, split requests), [`NS_NONE`] for
     /// turnout's own replies.
     ns: u32,
-    /// A blocking command's request, kept so that a cutover can unblock it on the old
-    /// endpoint and send it again to the new one.
-    reissue: Option<Box<[u8]>>,
+    /// A blocking command that a cutover can unblock on the old endpoint and send again to
+    /// the new one: its request is the session's `reissue` (only the last blocking command
+    /// dispatched can be sent again, as only a command alone in line is unblocked).
+    reissue: bool,
     /// The reply names keys of a single-database endpoint: buffered whole, prefix stripped.
     strip: Option<Box<strip::Strip>>,
 }
@@ -200,6 +201,9 @@ struct Session {
     routes_dirty: bool,
     /// The route table had a hold at the last drain report: report every turn.
     drain_held: bool,
+    /// The request of the last blocking command dispatched (reused: no allocation per
+    /// blocking command).
+    reissue: Vec<u8>,
     /// A request was put back into `cin`: dispatch again before waiting.
     redispatch: bool,
     /// This session's drain state, for cutovers.
@@ -263,6 +267,7 @@ pub async fn serve(client: Stream, shared: Arc<Shared>, mut shutdown: watch::Rec
         held_count: Default::default(),
         drain_reported: u64::MAX,
         redispatch: false,
+        reissue: Vec::new(),
         routes_dirty: true,
         drain_held: false,
         registration,
@@ -396,7 +401,7 @@ impl Session {
         let blocked = match self.pending.back().filter(|_| alone) {
             Some(Pending {
                 source: Source::Upstream(ep),
-                reissue: Some(_),
+                reissue: true,
                 ns,
                 ..
             }) => u16::try_from(*ns)
@@ -429,7 +434,7 @@ impl Session {
             silent,
             capture: None,
             ns,
-            reissue: None,
+            reissue: false,
             strip: None,
         });
     }
@@ -705,6 +710,9 @@ impl Session {
         }
         shrink(&mut self.cin);
         shrink(&mut self.cout);
+        if self.pending.is_empty() && self.reissue.capacity() > SHRINK_ABOVE {
+            self.reissue = Vec::new();
+        }
         for link in &mut self.links {
             shrink(&mut link.wbuf);
             shrink(&mut link.rbuf);
