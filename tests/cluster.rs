@@ -686,3 +686,29 @@ fn an_ask_redirect_sends_asking_to_the_importing_node() {
     c.expect_cmd(&["GET", "{ask}:new"], b"$9\r\non-target\r\n");
     assert_eq!(cluster.primary_of_slot(slot), to);
 }
+
+/// A blocking command on a cluster endpoint is not given a `CLIENT ID`: that would go to the
+/// router's keyless node, not the node where the command blocks, so a cutover could only
+/// unblock the wrong connection (or another client's with the same id there).
+#[test]
+fn a_blocking_command_on_a_cluster_endpoint_asks_no_client_id() {
+    let cluster = RedisCluster::start(3, 0);
+    let t = turnout_for(&cluster);
+    let mut c = t.raw();
+    c.expect_cmd(&["BLPOP", "c:queue", "1"], b"*-1\r\n");
+    c.expect_cmd(&["RPUSH", "c:queue", "job"], b":1\r\n");
+    c.expect_cmd(
+        &["BLPOP", "c:queue", "1"],
+        b"*2\r\n$7\r\nc:queue\r\n$3\r\njob\r\n",
+    );
+    for (i, node) in cluster.nodes.iter().enumerate() {
+        let support::Reply::Bulk(Some(stats)) = node.command(&["INFO", "commandstats"]) else {
+            panic!("no INFO from node {i}");
+        };
+        let stats = String::from_utf8_lossy(&stats).into_owned();
+        assert!(
+            !stats.contains("cmdstat_client|id:"),
+            "node {i} was asked CLIENT ID:\n{stats}"
+        );
+    }
+}

@@ -158,3 +158,93 @@ fn cutover_metrics_show_held_commands_outcomes_and_pauses() {
         "{metrics}"
     );
 }
+
+/// The `id=` of the client blocked in BLPOP on `server`, once it is blocked there.
+fn blocked_client_id(server: &support::RedisServer) -> String {
+    let mut id = None;
+    let found = support::wait_until(Duration::from_secs(10), Duration::from_millis(10), || {
+        let support::Reply::Bulk(Some(list)) = server.command(&["CLIENT", "LIST"]) else {
+            return false;
+        };
+        let list = String::from_utf8_lossy(&list).into_owned();
+        id = list
+            .lines()
+            .find(|l| l.contains("cmd=blpop"))
+            .and_then(|l| l.split(' ').find_map(|f| f.strip_prefix("id=")))
+            .map(str::to_string);
+        id.is_some()
+    });
+    assert!(found, "no client blocked in BLPOP");
+    id.unwrap_or_default()
+}
+
+/// An application's own `CLIENT UNBLOCK … ERROR` (no cutover) reaches the blocked client as
+/// the error Redis sent; the command is not sent again.
+#[test]
+fn an_application_unblock_reaches_the_blocked_client() {
+    let env = Env::with_default("new");
+    let t = &env.turnout;
+    let mut blocked = t.raw();
+    blocked.send_cmd(&["BLPOP", "impact:queue", "5"]);
+    let id = blocked_client_id(&env.new);
+    t.raw()
+        .expect_cmd(&["CLIENT", "UNBLOCK", &id, "ERROR"], b":1\r\n");
+    let reply = blocked.read_frame();
+    assert!(
+        reply.starts_with(b"-UNBLOCKED"),
+        "{}",
+        String::from_utf8_lossy(&reply)
+    );
+    // The session carries on normally.
+    blocked.expect_cmd(&["RPUSH", "impact:queue", "job"], b":1\r\n");
+    blocked.expect_cmd(&["LPOP", "impact:queue"], b"$3\r\njob\r\n");
+}
+
+/// A blocked command followed by a pipelined one: an unblock error answers the blocked one,
+/// and the next reply answers the next command.
+#[test]
+fn an_unblock_error_keeps_pipelined_replies_in_order() {
+    let env = Env::with_default("new");
+    let t = &env.turnout;
+    env.new.set("impact:x", "x");
+    let mut blocked = t.raw();
+    let mut batch = support::raw::cmd(&["BLPOP", "impact:queue", "5"]);
+    batch.extend_from_slice(&support::raw::cmd(&["GET", "impact:x"]));
+    blocked.send(&batch);
+    let id = blocked_client_id(&env.new);
+    t.raw()
+        .expect_cmd(&["CLIENT", "UNBLOCK", &id, "ERROR"], b":1\r\n");
+    let reply = blocked.read_frame();
+    assert!(
+        reply.starts_with(b"-UNBLOCKED"),
+        "{}",
+        String::from_utf8_lossy(&reply)
+    );
+    assert_eq!(blocked.read_frame(), b"$1\r\nx\r\n");
+}
+
+/// Two pipelined blocking commands: the connection blocks in the first while the session's
+/// last command is the second, so a cutover cannot unblock either without an error reaching
+/// the client. It does not try: its drain waits (here until its deadline), and both
+/// commands end as they would have.
+#[test]
+fn pipelined_blocking_commands_are_left_alone_by_a_cutover() {
+    let env = Env::standard();
+    let t = &env.turnout;
+    let mut blocked = t.raw();
+    let mut batch = support::raw::cmd(&["BLPOP", "impact:q1", "3"]);
+    batch.extend_from_slice(&support::raw::cmd(&["BLPOP", "impact:q2", "3"]));
+    blocked.send(&batch);
+    blocked_client_id(&env.new);
+    let report = t
+        .admin(
+            "POST",
+            "/v1/routes/impact/cutover?wait=true",
+            &[],
+            Some(r#"{"to": "legacy", "fence": "drain", "timeout_ms": 500, "reason": "pipelined"}"#),
+        )
+        .json();
+    assert_eq!(report["outcome"], "aborted", "{report:#}");
+    assert_eq!(blocked.read_frame(), b"*-1\r\n");
+    assert_eq!(blocked.read_frame(), b"*-1\r\n");
+}

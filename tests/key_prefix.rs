@@ -538,3 +538,41 @@ fn three_databases_become_one_with_three_prefixes_unseen_by_the_application() {
         assert_eq!(keys_on(&new, db), Vec::<String>::new());
     }
 }
+
+/// Pipelined SELECTs, the first refused and the second accepted: the session routes by the
+/// database its connections are in (the second's).
+#[test]
+fn a_refused_select_followed_by_an_accepted_one_routes_by_the_accepted_one() {
+    let legacy = RedisServer::start();
+    let new = RedisServer::start();
+    let body = format!(
+        r#"[endpoints.legacy]
+address = "{}"
+
+[endpoints.new]
+address = "{}"
+
+[[namespaces]]
+name = "b"
+db = 2
+target = "new"
+
+[default]
+target = "legacy"
+"#,
+        legacy.addr(),
+        new.addr()
+    );
+    let turnout = Turnout::start(&body);
+    let mut c = turnout.raw();
+    let mut batch = bulks(&["SELECT", "99"]);
+    batch.extend_from_slice(&bulks(&["SELECT", "2"]));
+    c.send(&batch);
+    assert!(c.read_frame().starts_with(b"-ERR"));
+    assert_eq!(c.read_frame(), b"+OK\r\n");
+    c.expect_cmd(&["SET", "k", "two"], b"+OK\r\n");
+    c.expect_cmd(&["GET", "k"], &bulk("two"));
+    assert_eq!(new.get_db(2, "k").as_deref(), Some("two"));
+    assert_eq!(keys_on(&legacy, 0), Vec::<String>::new());
+    assert_eq!(keys_on(&legacy, 2), Vec::<String>::new());
+}

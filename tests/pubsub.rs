@@ -271,3 +271,120 @@ fn subscriptions_follow_the_default_route_when_it_moves() {
         b"*3\r\n$11\r\nunsubscribe\r\n$6\r\nmoving\r\n:1\r\n",
     );
 }
+
+/// The `omem=` (output buffer bytes) of the client subscribed to `channel` on `server`.
+fn subscriber_omem(server: &RedisServer) -> u64 {
+    let support::Reply::Bulk(Some(list)) = server.command(&["CLIENT", "LIST"]) else {
+        return 0;
+    };
+    String::from_utf8_lossy(&list)
+        .lines()
+        .filter(|l| l.contains(" sub=1 ") || l.contains(" sub=2 "))
+        .filter_map(|l| l.split(' ').find_map(|f| f.strip_prefix("omem=")))
+        .filter_map(|n| n.parse::<u64>().ok())
+        .max()
+        .unwrap_or(0)
+}
+
+/// Messages behind a confirmation that is not due yet (a RESP3 client's blocked command sits
+/// between two subscriptions) stay on the endpoint past `max_buffered_bytes`: turnout stops
+/// reading them, and loses none.
+#[test]
+fn messages_behind_an_undue_confirmation_push_back_on_the_endpoint() {
+    let env = Env::custom(|b| b.proxy_option("max_buffered_bytes = 65536"), "legacy");
+    let mut sub = env.turnout.raw();
+    assert!(sub.roundtrip(&["HELLO", "3"]).starts_with(b"%"));
+    let mut batch = support::cmd(&["SUBSCRIBE", "a"]);
+    batch.extend_from_slice(&support::cmd(&["BLPOP", "web:q", "0"]));
+    batch.extend_from_slice(&support::cmd(&["SUBSCRIBE", "b"]));
+    sub.send(&batch);
+    assert_eq!(
+        sub.read_frame(),
+        b">3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1\r\n"
+    );
+    // Both subscriptions are made on the endpoint (the second confirmation waits in turnout).
+    let subscribed =
+        support::wait_until(Duration::from_secs(10), Duration::from_millis(10), || {
+            env.legacy.command(&["PUBSUB", "NUMSUB", "b"])
+                == support::Reply::Array(Some(vec![
+                    support::Reply::Bulk(Some(b"b".to_vec())),
+                    support::Reply::Int(1),
+                ]))
+        });
+    assert!(subscribed, "SUBSCRIBE b never reached the endpoint");
+    let payload = "p".repeat(64 * 1024);
+    let count = 300;
+    let mut publisher = env.legacy.conn();
+    for _ in 0..count {
+        let _: i64 = redis::cmd("PUBLISH")
+            .arg("a")
+            .arg(&payload)
+            .query(&mut publisher)
+            .expect("PUBLISH");
+    }
+    // Turnout stopped reading: the rest waits in the endpoint's output buffer.
+    let pushed_back =
+        support::wait_until(Duration::from_secs(10), Duration::from_millis(20), || {
+            subscriber_omem(&env.legacy) > 0
+        });
+    assert!(
+        pushed_back,
+        "turnout read every message into its own buffer"
+    );
+    env.legacy.command(&["RPUSH", "web:q", "job"]);
+    assert_eq!(sub.read_frame(), b"*2\r\n$5\r\nweb:q\r\n$3\r\njob\r\n");
+    assert_eq!(
+        sub.read_frame(),
+        b">3\r\n$9\r\nsubscribe\r\n$1\r\nb\r\n:2\r\n"
+    );
+    let expected = format!(">3\r\n$7\r\nmessage\r\n$1\r\na\r\n$65536\r\n{payload}\r\n");
+    for i in 0..count {
+        assert!(
+            sub.read_frame() == expected.as_bytes(),
+            "message {i} differs"
+        );
+    }
+}
+
+/// The names a session subscribes to are bounded (by `max_buffered_bytes`): past that,
+/// a subscription command is refused, and the session carries on.
+#[test]
+fn subscriptions_past_the_bound_are_refused() {
+    let env = Env::custom(|b| b.proxy_option("max_buffered_bytes = 65536"), "legacy");
+    let mut sub = env.turnout.raw();
+    let first = "a".repeat(40 * 1024);
+    let second = "b".repeat(40 * 1024);
+    sub.send_cmd(&["SUBSCRIBE", &first]);
+    let confirmed = sub.read_frame();
+    assert!(
+        confirmed.ends_with(b":1\r\n"),
+        "{}",
+        support::show(&confirmed)
+    );
+    sub.send_cmd(&["SUBSCRIBE", &second]);
+    let refused = String::from_utf8_lossy(&sub.read_frame()).into_owned();
+    assert!(
+        refused.starts_with("-ERR turnout: ") && refused.contains("subscri"),
+        "{refused}"
+    );
+    // Still subscribed to the first; the second was never made.
+    assert_eq!(
+        env.legacy.command(&["PUBSUB", "NUMSUB", &second]),
+        support::Reply::Array(Some(vec![
+            support::Reply::Bulk(Some(second.clone().into_bytes())),
+            support::Reply::Int(0),
+        ]))
+    );
+    sub.send_cmd(&["UNSUBSCRIBE"]);
+    let unsubscribed = sub.read_frame();
+    assert!(
+        unsubscribed.ends_with(b":0\r\n"),
+        "{}",
+        support::show(&unsubscribed)
+    );
+    let confirmation = format!(
+        "*3\r\n$9\r\nsubscribe\r\n${}\r\n{second}\r\n:1\r\n",
+        second.len()
+    );
+    sub.expect_cmd(&["SUBSCRIBE", &second], confirmation.as_bytes());
+}

@@ -472,3 +472,46 @@ fn tls_failures_back_off_instead_of_a_handshake_per_command() {
     assert!((1..=2).contains(&failures), "{failures} handshakes:\n{log}");
     c.expect_cmd(&["SET", "web:ok", "1"], b"+OK\r\n");
 }
+
+/// A TLS client's last replies (QUIT's `+OK`, a large reply before it) arrive whole, and the
+/// connection ends with a TLS close_notify, not a bare TCP close.
+#[test]
+fn proxy_tls_quit_delivers_the_last_replies_and_closes_cleanly() {
+    let pki = Pki::generate();
+    let legacy = RedisServer::start();
+    let new = RedisServer::start();
+    let turnout = Turnout::builder(&support::standard_body(&legacy, &new, "legacy"))
+        .proxy_option("[proxy.tls]")
+        .proxy_option(&format!("cert_file = {}", pki.toml("server.pem")))
+        .proxy_option(&format!("key_file = {}", pki.toml("server.key")))
+        .start();
+    let config = pki.client_config("ca.pem", false);
+    let mut c = TlsClient::connect(&turnout.proxy_addr(), config.clone(), "127.0.0.1")
+        .expect("TLS to turnout");
+    c.expect_cmd(&["QUIT"], b"+OK\r\n");
+    let end = c
+        .read_frame(Duration::from_secs(10))
+        .expect_err("no reply after QUIT");
+    assert!(end.starts_with("closed"), "not a clean TLS close: {end}");
+
+    let value = "v".repeat(4 * 1024 * 1024);
+    legacy.set("web:big", &value);
+    let mut c =
+        TlsClient::connect(&turnout.proxy_addr(), config, "127.0.0.1").expect("TLS to turnout");
+    let mut batch = cmd(&["GET", "web:big"]);
+    batch.extend_from_slice(&cmd(&["QUIT"]));
+    c.send(&batch);
+    let big = c.read_frame(Duration::from_secs(30)).expect("GET reply");
+    assert_eq!(
+        big.len(),
+        value.len() + format!("${}\r\n\r\n", value.len()).len()
+    );
+    assert_eq!(
+        c.read_frame(Duration::from_secs(10)).expect("QUIT reply"),
+        b"+OK\r\n"
+    );
+    let end = c
+        .read_frame(Duration::from_secs(10))
+        .expect_err("no reply after QUIT");
+    assert!(end.starts_with("closed"), "not a clean TLS close: {end}");
+}

@@ -305,6 +305,7 @@ impl Cutovers {
         let began = step("hold");
         let paused = Instant::now();
         let epoch = self.control.set_hold(ns, true).await;
+        self.sessions.wake_all();
         // A change that got in between the checks and the hold wins: nothing to do then.
         let moved = self.control.router().snapshot().routes[usize::from(ns)].target != from;
         end_step(
@@ -354,7 +355,9 @@ impl Cutovers {
                     if_match: None,
                     release_hold: true,
                 };
-                match self.control.change(change).await {
+                let changed = self.control.change(change).await;
+                self.sessions.wake_all();
+                match changed {
                     Ok(_) => {
                         end_step(began, None);
                         Outcome::Completed
@@ -373,6 +376,7 @@ impl Cutovers {
         if outcome != Outcome::Completed {
             // Back to the old endpoint: held commands go there, nothing changed.
             self.control.set_hold(ns, false).await;
+            self.sessions.wake_all();
         }
         let pause = paused.elapsed();
         crate::metrics::cutover_held(&request.namespace, 0);
@@ -421,13 +425,7 @@ impl Cutovers {
         loop {
             // Blocked commands of the namespace would keep the drain waiting: unblock them;
             // their sessions send them again once the hold is released.
-            let blocked: Vec<u64> = self
-                .sessions
-                .blocked()
-                .into_iter()
-                .filter(|&(ep, id)| ep == from && unblocked.insert(id))
-                .map(|(_, id)| id)
-                .collect();
+            let blocked = self.sessions.unblock(from, ns, &mut unblocked);
             if !blocked.is_empty() {
                 let old = &self.config.endpoints[from];
                 if let Err(e) =

@@ -22,7 +22,7 @@ impl Session {
             let blocked_on = match self.pending.front() {
                 Some(super::Pending {
                     source: Source::Upstream(ep),
-                    reissue: Some(_),
+                    reissue: true,
                     ..
                 }) => Some(*ep),
                 _ => None,
@@ -220,10 +220,12 @@ impl Session {
         Ok(true)
     }
 
-    /// A blocking command at the front: if a cutover unblocked it (`-UNBLOCKED`), its
-    /// request goes back to the read buffer, to be held and sent to the new endpoint;
-    /// `Some(true)` then. `Some(false)`: its reply is not complete yet. `None`: an ordinary
-    /// reply, delivered as usual.
+    /// A blocking command at the front: if a cutover unblocked it (`-UNBLOCKED`, and the
+    /// cutover registry confirms it unblocked this connection for the namespace it holds),
+    /// and nothing was dispatched after it, its request goes back to the read buffer, to be
+    /// held and sent to the new endpoint; `Some(true)` then. `Some(false)`: its reply is not
+    /// complete yet. `None`: an ordinary reply, delivered as usual; so is an `-UNBLOCKED`
+    /// that the application's own `CLIENT UNBLOCK` caused.
     fn unblocked(&mut self, ep: EndpointId) -> Result<Option<bool>, End> {
         if self.front_started {
             return Ok(None);
@@ -234,7 +236,14 @@ impl Session {
         let Some(Next::Frame(len)) = &nexts[ep] else {
             return Ok(None);
         };
-        if !self.links[ep].rbuf[..*len].starts_with(b"-UNBLOCKED") {
+        // The reply is in: a cutover's mark for this command is used now or never.
+        let by_cutover = self.links[ep]
+            .client_id
+            .is_some_and(|id| self.registration.slot.take_unblocked(ep, id));
+        if !by_cutover
+            || self.pending.len() != 1
+            || !self.links[ep].rbuf[..*len].starts_with(b"-UNBLOCKED")
+        {
             return Ok(None);
         }
         let next = Next::Frame(*len);
@@ -242,16 +251,18 @@ impl Session {
         let Some(mut pending) = self.pending.pop_front() else {
             return Ok(Some(true));
         };
-        let reissue = pending.reissue.take();
+        let reissue = std::mem::take(&mut pending.reissue);
         if pending.capture.is_some() {
             // A dual-write copy waiting for this reply: it gets none (the command runs again).
             self.captured(pending, false);
         }
-        if let Some(reissue) = reissue {
-            let mut cin = BytesMut::with_capacity(reissue.len() + self.cin.len());
-            cin.extend_from_slice(&reissue);
+        if reissue {
+            // Alone in line, it is the last blocking command dispatched: `self.reissue`.
+            let mut cin = BytesMut::with_capacity(self.reissue.len() + self.cin.len());
+            cin.extend_from_slice(&self.reissue);
             cin.extend_from_slice(&self.cin);
             self.cin = cin;
+            self.held_count.reset();
             self.resume = Default::default();
             self.args.clear();
             self.redispatch = true;
@@ -366,14 +377,22 @@ impl Session {
     fn resolve_state(&mut self, accepted: bool) {
         if let Some((kind, frame)) = self.state_inflight.pop_front() {
             if kind == StateKind::Select {
-                // The session routed by the database it asked for; back to the last one
-                // accepted if that was refused.
+                // The session routes by the database of its last SELECT sent. If this one was
+                // refused, that is the last SELECT still in flight, else the last accepted.
                 match accepted
                     .then(|| super::prefix::selected_db(&frame))
                     .flatten()
                 {
                     Some(db) => self.accepted_db = db,
-                    None => self.db = self.accepted_db,
+                    None => {
+                        self.db = self
+                            .state_inflight
+                            .iter()
+                            .rev()
+                            .filter(|(kind, _)| *kind == StateKind::Select)
+                            .find_map(|(_, frame)| super::prefix::selected_db(frame))
+                            .unwrap_or(self.accepted_db);
+                    }
                 }
             }
             if accepted {

@@ -28,18 +28,50 @@ pub(super) enum Destination {
     Unknowable,
 }
 
-/// How many complete requests `buf` starts with (held requests, for a cutover's report).
-fn complete_requests(buf: &[u8], max_request: usize) -> usize {
-    let mut args = Vec::new();
-    let mut pos = 0;
-    let mut count = 0;
-    while let Ok(Parsed::Multibulk { len } | Parsed::Inline { len } | Parsed::Empty { len }) =
-        resp::request::parse(&buf[pos..], &mut args, max_request)
-    {
-        pos += len;
-        count += 1;
+/// How many complete requests the held part of the read buffer starts with (for a
+/// cutover's report), counted as bytes arrive: each turn parses only what came in since the
+/// last, not the whole held buffer again.
+#[derive(Debug, Default)]
+pub(super) struct HeldCount {
+    /// Where counting stopped: the end of the last complete request counted.
+    pos: usize,
+    /// Complete requests before `pos`.
+    count: usize,
+    /// Progress through the partly received request at `pos`.
+    resume: resp::request::Resume,
+    /// Its arguments so far.
+    args: Vec<std::ops::Range<usize>>,
+}
+
+impl HeldCount {
+    /// Complete requests at the start of `buf`, which is the buffer last counted with bytes
+    /// appended (or anything, after [`HeldCount::reset`]).
+    pub(super) fn count(&mut self, buf: &[u8], max_request: usize) -> usize {
+        while let Some(rest) = buf.get(self.pos..) {
+            match resp::request::parse_resumable(
+                rest,
+                &mut self.args,
+                max_request,
+                &mut self.resume,
+            ) {
+                Ok(Parsed::Multibulk { len } | Parsed::Inline { len } | Parsed::Empty { len }) => {
+                    self.pos += len;
+                    self.count += 1;
+                    self.resume = Default::default();
+                }
+                _ => break,
+            }
+        }
+        self.count
     }
-    count
+
+    /// Starts over: the buffer was replaced, or nothing is held.
+    pub(super) fn reset(&mut self) {
+        self.pos = 0;
+        self.count = 0;
+        self.resume = Default::default();
+        self.args.clear();
+    }
 }
 
 /// The namespace a KEYS or SCAN pattern stays within: the one whose prefix starts the
@@ -76,13 +108,19 @@ impl Session {
         self.holding = false;
         self.held_requests = 0;
         if self.cin.is_empty() || !self.wants_requests() {
+            self.held_count.reset();
             return;
         }
         let shared = self.shared.clone();
         let live = shared.router.load();
+        if live.any_held || live.epoch != self.drain_reported {
+            // The drain report must look at this snapshot.
+            self.routes_dirty = true;
+        }
         let now = Instant::now();
         let max_request = shared.config.proxy.max_request_bytes;
         let mut cin = std::mem::take(&mut self.cin);
+        let unparsed = cin.len();
         while self.wants_requests() {
             let mut args = std::mem::take(&mut self.args);
             let parsed =
@@ -147,8 +185,14 @@ impl Session {
             self.args = args;
         }
         if self.holding {
-            self.held_requests =
-                complete_requests(&cin, self.shared.config.proxy.max_request_bytes);
+            if cin.len() != unparsed {
+                // Requests went out this turn: the held one is not the one counted from.
+                self.held_count.reset();
+            }
+            // The held request stays first in `cin` while held; only bytes are appended.
+            self.held_requests = self.held_count.count(&cin, max_request);
+        } else {
+            self.held_count.reset();
         }
         self.cin = cin;
     }
@@ -314,10 +358,19 @@ impl Session {
                 } else {
                     None
                 };
+                // A blocking command a cutover can unblock and send again. Not on a cluster
+                // endpoint: its CLIENT ID would go to the slot router's keyless node, not the
+                // node where the command blocks, so an unblock would miss it (or hit another
+                // client with that id). A cutover then waits for such a command to return
+                // (its reply or its timeout) within the drain's deadline.
                 let blocking = self.tx.is_none()
                     && resolved
                         .spec
-                        .is_some_and(|s| s.flags & command::spec::flags::BLOCKING != 0);
+                        .is_some_and(|s| s.flags & command::spec::flags::BLOCKING != 0)
+                    && !matches!(
+                        self.shared.config.endpoints[endpoint].kind,
+                        crate::config::EndpointKind::Cluster { .. }
+                    );
                 if blocking && !self.links[endpoint].id_asked {
                     // Its connection's id lets a cutover unblock it later.
                     self.prepare_link(endpoint);
@@ -335,8 +388,13 @@ impl Session {
                     }
                 }
                 if blocking {
+                    // Kept in a reused buffer. The CLIENT ID above and this copy cannot wait
+                    // until a cutover runs: one may start while the command blocks, and then
+                    // the connection cannot be asked anything and the request is gone.
                     if let Some(pending) = self.pending.back_mut() {
-                        pending.reissue = Some(frame.into());
+                        pending.reissue = true;
+                        self.reissue.clear();
+                        self.reissue.extend_from_slice(frame);
                     }
                 }
                 self.mirror(&resolved, frame, args, table, true);
@@ -569,5 +627,26 @@ impl Session {
             },
             now,
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::HeldCount;
+
+    #[test]
+    fn held_requests_are_counted_as_bytes_arrive() {
+        let mut held = HeldCount::default();
+        let mut buf = b"*1\r\n$4\r\nPING\r\n*2\r\n$3\r\nGET".to_vec();
+        assert_eq!(held.count(&buf, 1 << 20), 1);
+        buf.extend_from_slice(b"\r\n$1\r\nk\r\n\r\nPING\r\n*1\r\n$4\r\nPI");
+        assert_eq!(held.count(&buf, 1 << 20), 4);
+        // Counting resumes where it stopped: the complete requests are not parsed again.
+        assert_eq!(held.pos, buf.len() - b"*1\r\n$4\r\nPI".len());
+        buf.extend_from_slice(b"NG\r\n");
+        assert_eq!(held.count(&buf, 1 << 20), 5);
+        assert_eq!(held.pos, buf.len());
+        held.reset();
+        assert_eq!(held.count(b"*1\r\n$4\r\nPING\r\n", 1 << 20), 1);
     }
 }

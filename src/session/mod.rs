@@ -47,6 +47,8 @@ use tokio::sync::watch;
 pub const MAX_PENDING: usize = 256 * 1024;
 /// Read buffers grow by this much when they run out of room.
 const READ_CHUNK: usize = 16 * 1024;
+/// How long a TLS client connection may take to flush and send close_notify when it ends.
+const TLS_CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 /// An empty buffer larger than this is released, so a burst does not pin memory.
 const SHRINK_ABOVE: usize = 64 * 1024;
 
@@ -105,9 +107,10 @@ struct Pending {
     /// concern any (transactions, state commands, split requests), [`NS_NONE`] for
     /// turnout's own replies.
     ns: u32,
-    /// A blocking command's request, kept so that a cutover can unblock it on the old
-    /// endpoint and send it again to the new one.
-    reissue: Option<Box<[u8]>>,
+    /// A blocking command that a cutover can unblock on the old endpoint and send again to
+    /// the new one: its request is the session's `reissue` (only the last blocking command
+    /// dispatched can be sent again, as only a command alone in line is unblocked).
+    reissue: bool,
     /// The reply names keys of a single-database endpoint: buffered whole, prefix stripped.
     strip: Option<Box<strip::Strip>>,
 }
@@ -190,8 +193,17 @@ struct Session {
     holding: bool,
     /// Complete requests waiting in `cin` while holding (for the cutover's report).
     held_requests: usize,
+    /// Counts `held_requests` incrementally.
+    held_count: dispatch::HeldCount,
     /// The route epoch last recorded in the drain slot while nothing was held.
     drain_reported: u64,
+    /// A route snapshot may have changed since the drain was last reported.
+    routes_dirty: bool,
+    /// The route table had a hold at the last drain report: report every turn.
+    drain_held: bool,
+    /// The request of the last blocking command dispatched (reused: no allocation per
+    /// blocking command).
+    reissue: Vec<u8>,
     /// A request was put back into `cin`: dispatch again before waiting.
     redispatch: bool,
     /// This session's drain state, for cutovers.
@@ -252,17 +264,31 @@ pub async fn serve(client: Stream, shared: Arc<Shared>, mut shutdown: watch::Rec
         tag: NS_ANY,
         holding: false,
         held_requests: 0,
+        held_count: Default::default(),
         drain_reported: u64::MAX,
         redispatch: false,
+        reissue: Vec::new(),
+        routes_dirty: true,
+        drain_held: false,
         registration,
         db: 0,
         accepted_db: 0,
     };
-    match session.run(&mut shutdown).await {
+    let ended = session.run(&mut shutdown).await;
+    match &ended {
         Ok(()) => tracing::debug!("client connection closed"),
         Err(End::Client(e)) => tracing::debug!(cause = %e, "client connection ended"),
         Err(e @ (End::MidReply { .. } | End::Pubsub(_))) => {
             tracing::warn!(cause = %e, "closing client connection")
+        }
+    }
+    if matches!(session.client, Stream::TlsServer(_)) && !matches!(ended, Err(End::Client(_))) {
+        // TLS holds encrypted bytes back until flushed, and a close without close_notify
+        // looks like a truncation to the client: send both (QUIT's `+OK`, the error before a
+        // protocol-error close), for a short while at most.
+        let close = tokio::io::AsyncWriteExt::shutdown(&mut session.client);
+        if let Err(e) = tokio::time::timeout(TLS_CLOSE_TIMEOUT, close).await {
+            tracing::debug!(cause = %e, "TLS client close did not finish");
         }
     }
     session.stats.flush(&session.shared.stats);
@@ -277,9 +303,13 @@ impl Session {
         // register with the channel's shared waiter list (a lock) on every command.
         let mut shutdown_started = std::pin::pin!(crate::shutdown::wait(shutdown));
         let mut shut_down = false;
-        // Wakes the session when a route snapshot is published (a cutover's hold or release);
-        // re-armed only after it fires, so the hot path never touches the channel.
+        // Wakes the session when a route snapshot is published. Polling it takes the channel's
+        // waiter lock, which every session shares, so it is polled only while the session
+        // follows routes: holding a request, or Pub/Sub following the default route.
         let mut routes_changed = Box::pin(next_change(self.shared.router.subscribe()));
+        // A cutover wakes every session through its slot when it holds or releases a
+        // namespace (to report its drain, or say where it blocks): no shared lock.
+        let slot = self.registration.slot.clone();
         loop {
             self.dispatch_buffered();
             self.deliver()?;
@@ -301,6 +331,7 @@ impl Session {
                 return Ok(());
             }
             self.release_idle_buffers();
+            let follow = self.follows_routes();
             tokio::select! {
                 biased;
                 result = poll_fn(|cx| self.poll_io(cx)) => result?,
@@ -309,20 +340,39 @@ impl Session {
                     shut_down = true;
                     self.stop_reading = true;
                     self.cin.clear();
+                    self.held_count.reset();
                     self.resume = Default::default();
                     self.holding = false;
                 }
-                rx = &mut routes_changed => {
+                // `report_drain` takes note of the wake-up.
+                () = poll_fn(|cx| slot.poll_woken(cx)) => {}
+                rx = &mut routes_changed, if follow => {
                     routes_changed = Box::pin(next_change(rx));
+                    self.routes_dirty = true;
                     self.follow_pubsub_endpoint();
                 }
             }
         }
     }
 
+    /// Whether the session must wake on every route snapshot: a held request waits for its
+    /// release, or subscriptions follow the default route.
+    fn follows_routes(&self) -> bool {
+        self.holding || (self.pubsub.is_some() && self.shared.config.pubsub_endpoint.is_none())
+    }
+
     /// Records whether this session still owes replies for a held namespace.
+    ///
+    /// Holds change only through a cutover, which wakes every session's slot afterwards, and
+    /// dispatch notes a held or new snapshot it loads: without either, and with nothing held
+    /// at the last look, nothing can have changed, and the route table is not loaded.
     fn report_drain(&mut self) {
+        let woken = self.registration.slot.take_woken();
+        if !(std::mem::take(&mut self.routes_dirty) || woken || self.drain_held) {
+            return;
+        }
         let table = self.shared.router.load();
+        self.drain_held = table.any_held;
         if !table.any_held {
             // Nothing held: drained at this epoch. Only a new epoch needs recording, so an
             // ordinary turn touches no shared state.
@@ -344,17 +394,20 @@ impl Session {
         self.registration
             .slot
             .record(table.epoch, drained, self.held_requests);
-        // A blocked command of a held namespace, last in line, can be unblocked and sent
-        // again after the flip: say where it blocks.
-        let blocked = match self.pending.back() {
+        // A blocked command of a held namespace, alone in line, can be unblocked and sent
+        // again after the flip: say where it blocks. Behind another command on the same
+        // connection it does not block yet, and an unblock would hit the one before it.
+        let alone = self.pending.len() == 1;
+        let blocked = match self.pending.back().filter(|_| alone) {
             Some(Pending {
                 source: Source::Upstream(ep),
-                reissue: Some(_),
+                reissue: true,
                 ns,
                 ..
-            }) if u16::try_from(*ns).is_ok_and(|ns| table.held(ns)) => {
-                self.links[*ep].client_id.map(|id| (*ep, id))
-            }
+            }) => u16::try_from(*ns)
+                .ok()
+                .filter(|&ns| table.held(ns))
+                .and_then(|ns| self.links[*ep].client_id.map(|id| (*ep, id, ns))),
             _ => None,
         };
         self.registration.slot.set_blocked(blocked);
@@ -381,7 +434,7 @@ impl Session {
             silent,
             capture: None,
             ns,
-            reissue: None,
+            reissue: false,
             strip: None,
         });
     }
@@ -657,6 +710,9 @@ impl Session {
         }
         shrink(&mut self.cin);
         shrink(&mut self.cout);
+        if self.pending.is_empty() && self.reissue.capacity() > SHRINK_ABOVE {
+            self.reissue = Vec::new();
+        }
         for link in &mut self.links {
             shrink(&mut link.wbuf);
             shrink(&mut link.rbuf);

@@ -40,6 +40,14 @@ pub struct Pubsub {
     /// Channels, patterns and shard channels as they will be once every command sent has
     /// run: an UNSUBSCRIBE without arguments is confirmed once per name (or once if none).
     names: [HashSet<Vec<u8>>; 3],
+    /// What `names` holds, counted as in [`name_cost`].
+    name_bytes: usize,
+}
+
+/// What one subscribed name counts against the bound on a session's subscriptions: its
+/// bytes and roughly what the set spends on it.
+fn name_cost(name: &[u8]) -> usize {
+    name.len() + 48
 }
 
 impl Session {
@@ -51,6 +59,14 @@ impl Session {
         table: &crate::route::RouteTable,
         now: Instant,
     ) {
+        if !self.subscription_fits(frame, args) {
+            let limit = self.shared.config.proxy.max_buffered_bytes;
+            return self.refuse(
+                &format!("ERR turnout: the connection's subscriptions would exceed max_buffered_bytes ({limit}); unsubscribe first"),
+                crate::metrics::ErrorKind::Refused,
+                now,
+            );
+        }
         if self.pubsub.is_none() {
             let endpoint = self.pubsub_endpoint(table);
             let mut link = Link::new(endpoint);
@@ -72,6 +88,7 @@ impl Session {
                 expected: 0,
                 seen: 0,
                 names: Default::default(),
+                name_bytes: 0,
             });
         }
         let Some(pubsub) = self.pubsub.as_mut() else {
@@ -90,19 +107,27 @@ impl Session {
             _ => (2, false),
         };
         let set = &mut pubsub.names[kind];
+        let bytes = &mut pubsub.name_bytes;
         let confirmations = if adds {
             for r in names {
-                set.insert(frame[r.clone()].to_vec());
+                let name = &frame[r.clone()];
+                if set.insert(name.to_vec()) {
+                    *bytes += name_cost(name);
+                }
             }
             // Without a name Redis answers one arity error.
             names.len().max(1)
         } else if names.is_empty() {
             let n = set.len().max(1);
+            *bytes -= set.iter().map(|n| name_cost(n)).sum::<usize>().min(*bytes);
             set.clear();
             n
         } else {
             for r in names {
-                set.remove(&frame[r.clone()]);
+                let name = &frame[r.clone()];
+                if set.remove(name) {
+                    *bytes = bytes.saturating_sub(name_cost(name));
+                }
             }
             names.len()
         };
@@ -110,6 +135,28 @@ impl Session {
         pubsub.expected += confirmations as u64;
         let upto = pubsub.expected;
         self.expect(Source::Pubsub(upto), now);
+    }
+
+    /// Whether the names a subscription command adds keep the session's subscriptions within
+    /// `max_buffered_bytes` (they are kept to be made again on a new connection).
+    fn subscription_fits(&self, frame: &[u8], args: &[Range<usize>]) -> bool {
+        let adds = args.first().is_some_and(|r| {
+            let name = &frame[r.clone()];
+            [&b"SUBSCRIBE"[..], b"PSUBSCRIBE", b"SSUBSCRIBE"]
+                .iter()
+                .any(|c| name.eq_ignore_ascii_case(c))
+        });
+        if !adds {
+            return true;
+        }
+        let held = self.pubsub.as_ref().map_or(0, |p| p.name_bytes);
+        let added: usize = args
+            .get(1..)
+            .unwrap_or_default()
+            .iter()
+            .map(|r| name_cost(&frame[r.clone()]))
+            .sum();
+        held.saturating_add(added) <= self.shared.config.proxy.max_buffered_bytes
     }
 
     /// PING in RESP2 subscribed mode, answered by the Pub/Sub connection as Redis does.
@@ -284,8 +331,14 @@ impl Session {
             progressed |=
                 write_all_ready(stream, cx, &mut link.wbuf, usize::MAX).map_err(End::Pubsub)? > 0;
         }
+        // Bounded even while streaming: forwarding stops at a confirmation that is not due
+        // yet, and messages behind it must then wait on the endpoint (backpressure). Past the
+        // bound, only a frame larger than it is read on, to be forwarded whole.
+        let limit = self.shared.config.proxy.max_buffered_bytes;
         let may_read = room
-            && (pubsub.streaming || link.rbuf.len() < self.shared.config.proxy.max_buffered_bytes);
+            && (link.rbuf.len() < limit
+                || (pubsub.streaming
+                    && matches!(crate::resp::reply::complete_len(&link.rbuf), Ok(None))));
         if may_read {
             if link.rbuf.capacity() - link.rbuf.len() < super::READ_CHUNK / 4 {
                 link.rbuf.reserve(super::READ_CHUNK);
