@@ -989,6 +989,12 @@ fn sentinel_credentials(
     }
 }
 
+/// Longest duration any setting accepts (timeouts, intervals, grace periods, tolerances).
+/// Far beyond any useful value, and small enough that adding it to an instant can never
+/// overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(3600);
+
+/// Parses a duration setting: above zero and at most [`MAX_DURATION`].
 fn parse_duration(
     path: &str,
     value: Option<&str>,
@@ -998,11 +1004,22 @@ fn parse_duration(
     match value {
         None => default,
         Some(text) => match humantime::parse_duration(text) {
-            Ok(d) if !d.is_zero() => d,
-            Ok(_) => {
+            Ok(d) if d.is_zero() => {
                 problem(problems, path, "must be greater than 0");
                 default
             }
+            Ok(d) if d > MAX_DURATION => {
+                problem(
+                    problems,
+                    path,
+                    format!(
+                        "must be at most {}",
+                        humantime::format_duration(MAX_DURATION)
+                    ),
+                );
+                default
+            }
+            Ok(d) => d,
             Err(e) => {
                 problem(
                     problems,

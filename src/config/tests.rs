@@ -618,3 +618,44 @@ fn sentinel_settings_are_checked() {
         ]
     );
 }
+
+#[test]
+fn configured_durations_are_capped_at_an_hour() {
+    let huge = "\"100000000000y\"";
+    let text = GOOD
+        .replace(
+            "listen = \"127.0.0.1:6380\"",
+            &format!(
+                "listen = \"127.0.0.1:6380\"\nconnect_timeout = {huge}\nshutdown_grace = \"61m\""
+            ),
+        )
+        .replace(
+            "address = \"127.0.0.1:6390\"",
+            &format!(
+                "sentinels = [\"127.0.0.1:26379\"]\nmaster_name = \"m\"\nsentinel_recheck = {huge}"
+            ),
+        );
+    let text = format!(
+        "{text}\n[health]\ninterval = {huge}\ntimeout = \"2h\"\n[shadow]\ncompare_timeout = {huge}\nttl_tolerance = \"1h 1s\"\n"
+    );
+    let lines = problems(&text);
+    for key in [
+        "proxy.connect_timeout",
+        "proxy.shutdown_grace",
+        "endpoints.new.sentinel_recheck",
+        "health.interval",
+        "health.timeout",
+        "shadow.compare_timeout",
+        "shadow.ttl_tolerance",
+    ] {
+        let line = format!("{key}: must be at most 1h");
+        assert!(lines.contains(&line), "{line} missing from {lines:?}");
+    }
+    // Exactly the maximum is accepted.
+    let text = GOOD.replace(
+        "listen = \"127.0.0.1:6380\"",
+        "listen = \"127.0.0.1:6380\"\nconnect_timeout = \"1h\"",
+    );
+    let config = Config::from_toml(&text, &no_env).expect("1h is allowed");
+    assert_eq!(config.proxy.connect_timeout, MAX_DURATION);
+}

@@ -171,7 +171,7 @@ impl Lane {
 
     /// Drops every job that arrives for `delay`; true if the queue closed.
     async fn back_off(&mut self, rx: &mut mpsc::Receiver<Vec<Job>>, delay: Duration) -> bool {
-        let until = Instant::now() + delay;
+        let until = later(delay);
         self.settle_waiting(true);
         loop {
             tokio::select! {
@@ -507,7 +507,7 @@ impl Lane {
                         how,
                         shadow: Bytes::copy_from_slice(shadow),
                         primary,
-                        deadline: Instant::now() + self.config.shadow.compare_timeout,
+                        deadline: later(self.config.shadow.compare_timeout),
                     }),
                 }
             }
@@ -616,6 +616,13 @@ async fn write_flushed<W: tokio::io::AsyncWrite + Unpin>(
         writer.flush().await?;
     }
     Ok(n)
+}
+
+/// `delay` from now; an instant that would overflow (a delay no config allows) is taken as
+/// now rather than panicking.
+fn later(delay: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(delay).unwrap_or(now)
 }
 
 #[cfg(test)]

@@ -109,7 +109,9 @@ pub fn generation(endpoint: &EndpointConfig) -> Option<Arc<AtomicU64>> {
 /// when the named server is a replica, or what [`super::open_node`] returns.
 pub async fn open(endpoint: &EndpointConfig, timeout: Duration) -> Result<Stream, UpstreamError> {
     let watch = watch(&endpoint.name);
-    let deadline = Instant::now() + timeout;
+    // Config caps timeouts, but an instant must never overflow whatever the caller passes.
+    let now = Instant::now();
+    let deadline = now.checked_add(timeout).unwrap_or(now);
     let mut address = match watch.primary() {
         Some(address) => address,
         None => refresh(endpoint, &watch, timeout).await?,
@@ -121,7 +123,9 @@ pub async fn open(endpoint: &EndpointConfig, timeout: Duration) -> Result<Stream
             Ok(stream) => return Ok(stream),
             Err(cause) => cause,
         };
-        if attempt >= MAX_OPEN_ATTEMPTS || Instant::now() + OPEN_RETRY_PAUSE >= deadline {
+        if attempt >= MAX_OPEN_ATTEMPTS
+            || deadline.saturating_duration_since(Instant::now()) <= OPEN_RETRY_PAUSE
+        {
             return Err(cause);
         }
         attempt += 1;
