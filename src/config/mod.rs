@@ -452,7 +452,11 @@ fn validate(
                 problem(problems, &kpath, "must not be empty");
             }
             let ep = resolve(kpath, endpoint, problems);
-            key_prefixes.push((ep, prefix.clone()));
+            // An unknown endpoint is reported above; standing in for it would only add
+            // problems about an endpoint the line never named.
+            if ids.contains_key(endpoint.as_str()) {
+                key_prefixes.push((ep, prefix.clone()));
+            }
         }
         let target = resolve(format!("{path}.target"), &ns.target, problems);
         namespaces.push(NamespaceConfig {
@@ -463,6 +467,7 @@ fn validate(
             target,
         });
     }
+    namespace::check_key_prefixes(&endpoints, &namespaces, problems);
     let default_target = resolve("default.target".to_string(), &file.default.target, problems);
     let extra_commands = validate_commands(&file.commands, problems);
     let pubsub_endpoint = file
