@@ -529,3 +529,35 @@ fn a_lost_sentinel_is_replaced_by_the_next_one() {
         turnout.log()
     );
 }
+
+/// An ACL user without `ROLE`: connections trust the sentinels, and so must the health
+/// checker, or the endpoint would never be ready.
+#[test]
+fn an_acl_user_without_role_is_served_and_ready() {
+    let set = SentinelSet::start();
+    let primary = set.master_addr().expect("a primary");
+    for addr in [primary.clone(), set.other(&primary).addr()] {
+        assert_eq!(
+            set.server(&addr)
+                .command(&["ACL", "SETUSER", "app", "on", ">app-pw", "~*", "&*", "+@all", "-role"]),
+            Reply::Simple("OK".to_string())
+        );
+    }
+    let body = format!(
+        r#"[endpoints.main]
+sentinels = {}
+master_name = "{MASTER_NAME}"
+username = "app"
+password_env = "APP_PW"
+
+[default]
+target = "main"
+"#,
+        set.sentinels_toml()
+    );
+    let turnout = Turnout::builder(&body).env("APP_PW", "app-pw").start();
+    let mut c = turnout.raw();
+    c.expect_cmd(&["SET", "k", "v"], b"+OK\r\n");
+    let readyz = turnout.admin_get("/readyz");
+    assert_eq!(readyz.status, 200, "/readyz: {}", readyz.text());
+}

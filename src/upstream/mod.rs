@@ -250,25 +250,47 @@ pub async fn open_node(
         }
         return Ok(stream);
     };
+    match auth(&mut stream, credentials, timeout).await {
+        Ok(()) => {
+            clear_back_off(&endpoint.name, address);
+            Ok(stream)
+        }
+        Err(UpstreamError::Auth(text)) => {
+            health::record(&endpoint.name, health::Event::AuthFailure);
+            tracing::warn!(endpoint = %endpoint.name, reply = %text, "endpoint refused turnout's credentials; backing off");
+            back_off(&endpoint.name, address, Refused::Auth, &text);
+            Err(UpstreamError::Auth(text))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Sends `AUTH [username] password` on a new connection and reads the answer within
+/// `timeout`.
+///
+/// # Errors
+/// [`UpstreamError::Auth`] with the server's refusal (which never holds the password),
+/// [`UpstreamError::ConnectTimeout`], or the connection's failure.
+pub async fn auth(
+    stream: &mut Stream,
+    credentials: &crate::config::Credentials,
+    timeout: Duration,
+) -> Result<(), UpstreamError> {
     let mut args: Vec<&[u8]> = vec![b"AUTH"];
     if let Some(user) = &credentials.username {
         args.push(user.as_bytes());
     }
     args.push(credentials.password.expose().as_bytes());
     let request = crate::resp::command(&args);
-    let reply = tokio::time::timeout(timeout, exchange(&mut stream, &request))
+    let reply = tokio::time::timeout(timeout, exchange(stream, &request))
         .await
         .map_err(|_| UpstreamError::ConnectTimeout(timeout))??;
     if reply == b"+OK\r\n" {
-        clear_back_off(&endpoint.name, address);
-        return Ok(stream);
+        return Ok(());
     }
     let text = String::from_utf8_lossy(reply.strip_prefix(b"-").unwrap_or(&reply))
         .trim_end()
         .to_string();
-    health::record(&endpoint.name, health::Event::AuthFailure);
-    tracing::warn!(endpoint = %endpoint.name, reply = %text, "endpoint refused turnout's credentials; backing off");
-    back_off(&endpoint.name, address, Refused::Auth, &text);
     Err(UpstreamError::Auth(text))
 }
 

@@ -157,17 +157,21 @@ async fn connect_primary(
     }
 }
 
-/// What a `ROLE` reply says.
+/// What a `ROLE` reply says. One rule for every caller (opening a connection, the health
+/// checker): only `master` is a primary, and a `-NOPERM` refusal (an ACL user without `ROLE`)
+/// leaves the sentinels' word standing.
 #[derive(Debug, PartialEq, Eq)]
-enum Role {
+pub enum Role {
+    /// `master`.
     Primary,
-    /// `slave`, `sentinel`, or something unexpected.
+    /// `slave`, `sentinel`, or something unexpected (the reply, for messages).
     Other(String),
     /// `ROLE` was refused (`-NOPERM`: an ACL user without it): the sentinels are trusted.
     Unknown,
 }
 
-fn role(reply: &[u8]) -> Role {
+/// Reads a `ROLE` reply.
+pub fn role(reply: &[u8]) -> Role {
     if reply.starts_with(b"-NOPERM") {
         return Role::Unknown;
     }
@@ -267,28 +271,14 @@ pub async fn connect_sentinel(
         None => Stream::Tcp(tcp),
         Some(settings) => super::tls::wrap(endpoint, settings, sentinel, tcp, timeout).await?,
     };
-    let EndpointKind::Sentinel {
+    if let EndpointKind::Sentinel {
         sentinel_credentials: Some(credentials),
         ..
     } = &endpoint.kind
-    else {
-        return Ok(stream);
-    };
-    let mut args: Vec<&[u8]> = vec![b"AUTH"];
-    if let Some(user) = &credentials.username {
-        args.push(user.as_bytes());
+    {
+        super::auth(&mut stream, credentials, timeout).await?;
     }
-    args.push(credentials.password.expose().as_bytes());
-    let reply = tokio::time::timeout(timeout, exchange(&mut stream, &crate::resp::command(&args)))
-        .await
-        .map_err(|_| UpstreamError::ConnectTimeout(timeout))??;
-    if reply == b"+OK\r\n" {
-        return Ok(stream);
-    }
-    let text = String::from_utf8_lossy(reply.strip_prefix(b"-").unwrap_or(&reply))
-        .trim_end()
-        .to_string();
-    Err(UpstreamError::Auth(text))
+    Ok(stream)
 }
 
 /// The `host:port` in a `GET-MASTER-ADDR-BY-NAME` reply.

@@ -192,7 +192,9 @@ async fn listen(
     }
 }
 
-/// Reads one complete frame.
+/// Reads one complete frame, leaving whatever follows it in `buf`. Not
+/// [`crate::upstream::exchange_limited`]: that drops the bytes after the reply, and on a
+/// subscription a `+switch-master` message may arrive in the same read as the confirmation.
 async fn read_frame(stream: &mut Stream, buf: &mut BytesMut) -> Result<BytesMut, UpstreamError> {
     loop {
         if let Some(len) = reply::complete_len(buf).map_err(UpstreamError::Protocol)? {
@@ -201,7 +203,7 @@ async fn read_frame(stream: &mut Stream, buf: &mut BytesMut) -> Result<BytesMut,
         if buf.len() > MAX_FRAME {
             return Err(UpstreamError::Io(std::io::Error::other("oversized reply")));
         }
-        if stream.read_buf(buf).await.map_err(UpstreamError::Io)? == 0 {
+        if stream.read_buf(buf).await.map_err(UpstreamError::io)? == 0 {
             return Err(UpstreamError::Closed);
         }
     }
