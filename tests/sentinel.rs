@@ -561,3 +561,71 @@ target = "main"
     let readyz = turnout.admin_get("/readyz");
     assert_eq!(readyz.status, 200, "/readyz: {}", readyz.text());
 }
+
+/// After a failover, a sentinel that still names the old primary (first in turnout's list,
+/// so asked first on every discovery and recheck) must not send turnout back to it: the old
+/// primary answers ROLE as a replica, so the next sentinel's answer is taken. No flip, no
+/// failed command.
+#[test]
+fn a_sentinel_lagging_behind_a_failover_does_not_flip_the_primary_back() {
+    let set = SentinelSet::start();
+    let (old, new) = set.failover();
+    let stale = set.stale_sentinel(&old);
+    let names = |s: &support::sentinel::Sentinel| match s.command(&[
+        "SENTINEL",
+        "GET-MASTER-ADDR-BY-NAME",
+        MASTER_NAME,
+    ]) {
+        Ok(Reply::Array(Some(items))) if items.len() == 2 => format!(
+            "{}:{}",
+            items[0].bulk_text().unwrap_or_default(),
+            items[1].bulk_text().unwrap_or_default()
+        ),
+        other => panic!("GET-MASTER-ADDR-BY-NAME: {other:?}"),
+    };
+    assert_eq!(
+        names(&stale),
+        old,
+        "the stale sentinel names the old primary"
+    );
+    let sentinels: Vec<String> = std::iter::once(stale.addr())
+        .chain(set.sentinels().iter().map(|s| s.addr()))
+        .map(|a| format!("\"{a}\""))
+        .collect();
+    let body = format!(
+        r#"[endpoints.main]
+sentinels = [{}]
+master_name = "{MASTER_NAME}"
+sentinel_recheck = "50ms"
+
+[default]
+target = "main"
+"#,
+        sentinels.join(", ")
+    );
+    let turnout = Turnout::start(&body);
+    let mut c = turnout.raw();
+    // Spread over many rechecks: each asks the stale sentinel first.
+    for i in 0..40 {
+        c.expect_cmd(&["SET", &format!("k{i}"), "v"], b"+OK\r\n");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    let server = set.server(&new);
+    for i in 0..40 {
+        assert!(server.exists(&format!("k{i}")), "k{i} is not on {new}");
+    }
+    assert_eq!(names(&stale), old, "the stale sentinel stayed stale");
+    let text = metrics(&turnout);
+    assert_eq!(
+        metric(
+            &text,
+            "turnout_endpoint_events_total{endpoint=\"main\",event=\"failover\"}"
+        )
+        .unwrap_or(0.0),
+        0.0,
+        "{text}"
+    );
+    let log = turnout.log();
+    assert!(!log.contains("primary changed"), "{log}");
+    assert_eq!(metric(&text, &primary_gauge(&new)), Some(1.0), "{text}");
+}

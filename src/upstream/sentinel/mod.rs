@@ -112,26 +112,33 @@ pub async fn open(endpoint: &EndpointConfig, timeout: Duration) -> Result<Stream
     // Config caps timeouts, but an instant must never overflow whatever the caller passes.
     let now = Instant::now();
     let deadline = now.checked_add(timeout).unwrap_or(now);
-    let mut address = match watch.primary() {
-        Some(address) => address,
-        None => refresh(endpoint, &watch, timeout).await?,
-    };
+    let left = || deadline.saturating_duration_since(Instant::now());
     let mut attempt = 1;
+    let mut cause = match watch.primary() {
+        Some(address) => match connect_primary(endpoint, &address, timeout).await {
+            Ok(stream) => return Ok(stream),
+            Err(cause) => {
+                tracing::debug!(endpoint = %endpoint.name, primary = %address, cause = %cause, "primary unusable; asking the sentinels again");
+                cause
+            }
+        },
+        None => {
+            attempt = 0;
+            UpstreamError::Sentinel("not asked yet".to_string())
+        }
+    };
     loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let cause = match connect_primary(endpoint, &address, left.max(OPEN_RETRY_PAUSE)).await {
+        if attempt > 0 {
+            if attempt >= MAX_OPEN_ATTEMPTS || left() <= OPEN_RETRY_PAUSE {
+                return Err(cause);
+            }
+            tokio::time::sleep(OPEN_RETRY_PAUSE).await;
+        }
+        attempt += 1;
+        cause = match refresh(endpoint, &watch, left().max(OPEN_RETRY_PAUSE)).await {
             Ok(stream) => return Ok(stream),
             Err(cause) => cause,
         };
-        if attempt >= MAX_OPEN_ATTEMPTS
-            || deadline.saturating_duration_since(Instant::now()) <= OPEN_RETRY_PAUSE
-        {
-            return Err(cause);
-        }
-        attempt += 1;
-        tracing::debug!(endpoint = %endpoint.name, primary = %address, cause = %cause, "primary unusable; asking the sentinels again");
-        tokio::time::sleep(OPEN_RETRY_PAUSE).await;
-        address = refresh(endpoint, &watch, timeout).await?;
     }
 }
 
@@ -185,30 +192,42 @@ pub fn role(reply: &[u8]) -> Role {
     }
 }
 
-/// Asks the sentinels for the primary and records it.
+/// Asks the sentinels for the primary, checks it with `ROLE`, records it and returns a
+/// connection to it.
 ///
 /// # Errors
-/// As [`discover`].
-pub async fn refresh(
+/// As [`find_primary`].
+async fn refresh(
     endpoint: &EndpointConfig,
     watch: &Watch,
     timeout: Duration,
-) -> Result<String, UpstreamError> {
-    let address = discover(endpoint, timeout).await?;
+) -> Result<Stream, UpstreamError> {
+    let (address, stream) = find_primary(endpoint, None, timeout).await?;
+    let stream = match stream {
+        Some(stream) => stream,
+        None => connect_primary(endpoint, &address, timeout).await?,
+    };
     watch.set(&endpoint.name, &address, "sentinel query");
-    Ok(address)
+    Ok(stream)
 }
 
-/// Asks the endpoint's sentinels in order for the primary's address; each attempt is bounded
-/// by `timeout`.
+/// Asks the endpoint's sentinels in order for the primary's address and returns the first
+/// one named that is `known` (the primary already followed: nothing to check) or that
+/// answers `ROLE` as a primary, with the connection opened to check it. A sentinel that
+/// lags behind a failover names the old primary, now a replica: its answer is passed over
+/// for the next sentinel's, so turnout never flips back to a replica. Each request is
+/// bounded by `timeout`.
 ///
 /// # Errors
-/// [`UpstreamError::Sentinel`] with every sentinel's answer when none names a primary;
+/// What connecting to the last server named returned (such as
+/// [`UpstreamError::NotPrimary`]) when sentinels named servers but none is a primary;
+/// [`UpstreamError::Sentinel`] with every sentinel's answer when none names one;
 /// [`UpstreamError::Unsupported`] for an endpoint that is not a Sentinel one.
-pub async fn discover(
+pub async fn find_primary(
     endpoint: &EndpointConfig,
+    known: Option<&str>,
     timeout: Duration,
-) -> Result<String, UpstreamError> {
+) -> Result<(String, Option<Stream>), UpstreamError> {
     let EndpointKind::Sentinel {
         sentinels,
         master_name,
@@ -221,16 +240,37 @@ pub async fn discover(
         )));
     };
     let mut causes = Vec::with_capacity(sentinels.len());
+    let mut checked: Vec<String> = Vec::new();
+    let mut unusable = None;
     for sentinel in sentinels {
-        match ask(endpoint, sentinel, master_name, timeout).await {
-            Ok(address) => return Ok(address),
-            Err(cause) => causes.push(format!("{sentinel}: {cause}")),
+        let address = match ask(endpoint, sentinel, master_name, timeout).await {
+            Ok(address) => address,
+            Err(cause) => {
+                causes.push(format!("{sentinel}: {cause}"));
+                continue;
+            }
+        };
+        if known == Some(address.as_str()) {
+            return Ok((address, None));
+        }
+        if checked.contains(&address) {
+            continue;
+        }
+        match connect_primary(endpoint, &address, timeout).await {
+            Ok(stream) => return Ok((address, Some(stream))),
+            Err(cause) => {
+                tracing::debug!(endpoint = %endpoint.name, sentinel = %sentinel, named = %address, cause = %cause, "a sentinel names a server that is not a usable primary");
+                checked.push(address);
+                unusable = Some(cause);
+            }
         }
     }
-    Err(UpstreamError::Sentinel(format!(
-        "no sentinel knows master '{master_name}' ({})",
-        causes.join("; ")
-    )))
+    Err(unusable.unwrap_or_else(|| {
+        UpstreamError::Sentinel(format!(
+            "no sentinel knows master '{master_name}' ({})",
+            causes.join("; ")
+        ))
+    }))
 }
 
 /// Asks one sentinel for the primary's address.

@@ -3,7 +3,7 @@
 //! again every `sentinel_recheck` interval, in case a message was missed. Changes go to the endpoint's
 //! [`Watch`](super::Watch).
 
-use super::{connect_sentinel, discover, watch, Watch};
+use super::{connect_sentinel, find_primary, watch, Watch};
 use crate::config::{Config, EndpointConfig, EndpointKind};
 use crate::resp::reply;
 use crate::stream::Stream;
@@ -102,8 +102,11 @@ struct Checker {
 
 impl Checker {
     async fn check(&mut self, endpoint: &EndpointConfig, watch: &Watch, timeout: Duration) {
-        match discover(endpoint, timeout).await {
-            Ok(address) => {
+        // A new primary is taken only once it answers ROLE as one: a sentinel that lags
+        // behind a failover must not flip the endpoint back to the old primary.
+        let known = watch.primary();
+        match find_primary(endpoint, known.as_deref(), timeout).await {
+            Ok((address, _)) => {
                 watch.set(&endpoint.name, &address, "recheck");
                 if std::mem::take(&mut self.failing) {
                     tracing::info!(endpoint = %endpoint.name, "sentinels answer again");
