@@ -629,3 +629,64 @@ target = "main"
     assert!(!log.contains("primary changed"), "{log}");
     assert_eq!(metric(&text, &primary_gauge(&new)), Some(1.0), "{text}");
 }
+
+/// Dual-write copies follow a failover: a shadow lane whose connection leads to the old
+/// primary (stopped here, so the connection stays open and unanswered, as behind a
+/// partition, with a compare timeout far too long to notice) reconnects to the new primary
+/// at its next batch, because the endpoint's generation moved.
+#[test]
+fn dual_write_copies_follow_a_failover() {
+    let set = SentinelSet::start();
+    let legacy = support::RedisServer::start();
+    let body = format!(
+        r#"[endpoints.legacy]
+address = "{}"
+
+[endpoints.main]
+sentinels = {}
+master_name = "{MASTER_NAME}"
+
+[[namespaces]]
+name = "dw"
+prefixes = ["dw:"]
+target = "legacy"
+
+[default]
+target = "legacy"
+
+[shadow]
+compare_timeout = "1h"
+"#,
+        legacy.addr(),
+        set.sentinels_toml()
+    );
+    let turnout = Turnout::start(&body);
+    let r = turnout.admin_put(
+        "/v1/routes/dw",
+        r#"{"target": "legacy", "mode": "dual-write", "secondary": "main", "reason": "t"}"#,
+        &[],
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let old = set.master_addr().expect("a primary");
+    let mut c = turnout.raw();
+    c.expect_cmd(&["SET", "dw:a", "1"], b"+OK\r\n");
+    assert!(
+        wait_until(Duration::from_secs(10), Duration::from_millis(20), || set
+            .server(&old)
+            .exists("dw:a")),
+        "the first copy never reached {old}"
+    );
+    set.server(&old).signal("STOP");
+    let new = set.wait_new_master(&old, Duration::from_secs(30));
+    let known = wait_until(Duration::from_secs(10), Duration::from_millis(20), || {
+        metric(&metrics(&turnout), &primary_gauge(&new)) == Some(1.0)
+    });
+    assert!(known, "turnout never followed the failover to {new}");
+    c.expect_cmd(&["SET", "dw:b", "2"], b"+OK\r\n");
+    let copied = wait_until(Duration::from_secs(10), Duration::from_millis(20), || {
+        set.server(&new).exists("dw:b")
+    });
+    set.server(&old).signal("CONT");
+    assert!(copied, "the copy after the failover never reached {new}");
+    assert_eq!(legacy.get("dw:b").as_deref(), Some("2"));
+}
