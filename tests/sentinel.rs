@@ -690,3 +690,74 @@ compare_timeout = "1h"
     assert!(copied, "the copy after the failover never reached {new}");
     assert_eq!(legacy.get("dw:b").as_deref(), Some("2"));
 }
+
+/// How many connections sentinel `s` has accepted (a sentinel's INFO has no commandstats).
+/// turnout opens one per question; the other sentinels keep theirs open.
+fn connections(s: &support::sentinel::Sentinel) -> u64 {
+    let info = s
+        .command(&["INFO", "stats"])
+        .ok()
+        .and_then(|r| r.bulk_text())
+        .unwrap_or_default();
+    info.lines()
+        .find_map(|l| l.strip_prefix("total_connections_received:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// While the primary is down, clients retrying commands share discoveries: the sentinels are
+/// asked at most once per 100 ms gap (plus one), not several times per command and client.
+#[test]
+fn clients_share_discoveries_while_the_primary_is_down() {
+    const CLIENTS: usize = 8;
+    const COMMANDS: usize = 10;
+    let mut set = SentinelSet::start();
+    let body = format!(
+        r#"[endpoints.main]
+sentinels = {}
+master_name = "{MASTER_NAME}"
+sentinel_recheck = "1h"
+
+[default]
+target = "main"
+"#,
+        set.sentinels_toml()
+    );
+    let turnout = Turnout::start(&body);
+    turnout.raw().expect_cmd(&["SET", "k", "v"], b"+OK\r\n");
+    let primary = set.master_addr().expect("a primary");
+    let replica = set.other(&primary).addr();
+    // Nothing left to fail over to: the sentinels keep naming the dead primary.
+    set.kill_server(&replica);
+    set.kill_server(&primary);
+    let started = Instant::now();
+    let before = connections(&set.sentinels()[0]);
+    let addr = turnout.proxy_addr();
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let addr = addr.clone();
+            std::thread::spawn(move || {
+                let mut c = RawClient::connect(&addr);
+                for i in 0..COMMANDS {
+                    let reply = c.roundtrip(&["GET", &format!("k{i}")]);
+                    assert!(
+                        reply.starts_with(b"-ERR turnout: endpoint 'main' unavailable: "),
+                        "{}",
+                        String::from_utf8_lossy(&reply)
+                    );
+                }
+            })
+        })
+        .collect();
+    for client in clients {
+        client.join().expect("client");
+    }
+    // Less the test's own second INFO connection.
+    let asked = connections(&set.sentinels()[0]) - before - 1;
+    let gaps = (started.elapsed().as_millis() / 100) as u64 + 1;
+    assert!(asked >= 1, "the sentinels were never asked");
+    assert!(
+        asked <= gaps,
+        "{asked} discoveries in {gaps} gaps of 100 ms for {CLIENTS} clients x {COMMANDS} commands"
+    );
+}

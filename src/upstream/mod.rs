@@ -65,6 +65,10 @@ pub enum UpstreamError {
     /// have run on the old primary.
     #[error("the primary changed (failover) while the command was in flight")]
     Failover,
+    /// The failure of a Sentinel discovery that another connection ran moments before and
+    /// this one shares (see [`sentinel::DISCOVERY_MIN_GAP`]): its words, unchanged.
+    #[error("{0}")]
+    Repeated(String),
     /// The endpoint's configuration asks for something turnout cannot do.
     #[error("{0}")]
     Unsupported(String),

@@ -29,6 +29,10 @@ use std::time::{Duration, Instant};
 pub const MAX_OPEN_ATTEMPTS: usize = 3;
 /// Pause between [`open`]'s attempts, so a failover in progress can settle.
 const OPEN_RETRY_PAUSE: Duration = Duration::from_millis(100);
+/// A discovery's outcome is shared with every connection that asks within this time after
+/// it ended: while the primary is down, N clients cost the sentinels one discovery per
+/// gap, not N per command.
+pub const DISCOVERY_MIN_GAP: Duration = Duration::from_millis(100);
 
 /// What turnout knows about one Sentinel endpoint's primary.
 #[derive(Debug, Default)]
@@ -37,6 +41,9 @@ pub struct Watch {
     primary: Mutex<Option<String>>,
     /// Bumped on every change of primary after the first.
     generation: Arc<AtomicU64>,
+    /// The last discovery for a connection: when it ended and the address it found (or why
+    /// it failed). Held while one runs, so that concurrent connections share it.
+    discovery: tokio::sync::Mutex<Option<(Instant, Result<String, String>)>>,
 }
 
 impl Watch {
@@ -202,7 +209,27 @@ async fn refresh(
     watch: &Watch,
     timeout: Duration,
 ) -> Result<Stream, UpstreamError> {
-    let (address, stream) = find_primary(endpoint, None, timeout).await?;
+    // Single flight: whoever waited here while another connection's discovery ran takes its
+    // outcome instead of asking the sentinels again.
+    let mut last = watch.discovery.lock().await;
+    if let Some((ended, outcome)) = last.as_ref() {
+        if ended.elapsed() < DISCOVERY_MIN_GAP {
+            return match outcome {
+                Ok(address) => connect_primary(endpoint, address, timeout).await,
+                Err(cause) => Err(UpstreamError::Repeated(cause.clone())),
+            };
+        }
+    }
+    let found = find_primary(endpoint, None, timeout).await;
+    *last = Some((
+        Instant::now(),
+        match &found {
+            Ok((address, _)) => Ok(address.clone()),
+            Err(cause) => Err(cause.to_string()),
+        },
+    ));
+    drop(last);
+    let (address, stream) = found?;
     let stream = match stream {
         Some(stream) => stream,
         None => connect_primary(endpoint, &address, timeout).await?,
