@@ -761,3 +761,29 @@ target = "main"
         "{asked} discoveries in {gaps} gaps of 100 ms for {CLIENTS} clients x {COMMANDS} commands"
     );
 }
+
+/// When every sentinel names a server that answers ROLE as a replica, commands are refused
+/// with the server's role after the bounded retries, and nothing runs there.
+#[test]
+fn a_replica_named_as_primary_is_refused() {
+    let set = SentinelSet::start();
+    let (old, _new) = set.failover();
+    let stale = set.stale_sentinel(&old);
+    let body = format!(
+        r#"[endpoints.main]
+sentinels = ["{}"]
+master_name = "{MASTER_NAME}"
+
+[default]
+target = "main"
+"#,
+        stale.addr()
+    );
+    let turnout = Turnout::start(&body);
+    let mut c = turnout.raw();
+    c.expect_cmd(
+        &["SET", "k", "v"],
+        format!("-ERR turnout: endpoint 'main' unavailable: {old} is not the primary (ROLE: slave); failover in progress?\r\n").as_bytes(),
+    );
+    assert!(!set.server(&old).exists("k"));
+}

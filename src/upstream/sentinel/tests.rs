@@ -1,3 +1,9 @@
+//! Unit tests of the Sentinel module's pure parts: reading `GET-MASTER-ADDR-BY-NAME` and
+//! `ROLE` replies, the watch's generation, and the error when no sentinel can be reached (a
+//! closed port, no server). Everything that needs a sentinel or a server to answer runs
+//! against real `redis-server --sentinel` processes in `tests/sentinel.rs`: Redis behaviour
+//! is never imitated here.
+
 use super::*;
 
 fn sentinel_endpoint(name: &str, sentinel: &str) -> EndpointConfig {
