@@ -18,6 +18,7 @@
 
 use crate::config::{Config, EndpointConfig, EndpointKind};
 use crate::stream::Stream;
+use crate::upstream::sentinel::Role;
 use crate::upstream::{self, health};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -213,10 +214,12 @@ async fn probe(kind: &EndpointKind, stream: &mut Stream) -> Result<(), Fault> {
         EndpointKind::Standalone { .. } => Ok(()),
         EndpointKind::Sentinel { .. } => {
             let reply = ask(stream, &[b"ROLE"]).await?;
-            match role(&reply) {
-                Some(b"master") => Ok(()),
+            // The rule connections are opened by: an ACL user without ROLE trusts the
+            // sentinels rather than never being ready.
+            match upstream::sentinel::role(&reply) {
+                Role::Primary | Role::Unknown => Ok(()),
                 // The sentinels may name another primary now: ask them again.
-                _ => Err(Fault::broken(format!(
+                Role::Other(_) => Err(Fault::broken(format!(
                     "ROLE answered {} instead of master",
                     quote(&reply)
                 ))),
@@ -240,12 +243,6 @@ async fn ask(stream: &mut Stream, args: &[&[u8]]) -> Result<Vec<u8>, Fault> {
     upstream::exchange(stream, &crate::resp::command(args))
         .await
         .map_err(|e| Fault::broken(e.to_string()))
-}
-
-/// The first element of a `ROLE` reply (`master`, `slave`, `sentinel`).
-fn role(reply: &[u8]) -> Option<&[u8]> {
-    let elements = crate::resp::reply::elements(reply)?;
-    crate::resp::reply::bulk(elements.first()?)
 }
 
 /// The `cluster_state` field of a `CLUSTER INFO` reply.
@@ -275,20 +272,6 @@ fn quote(reply: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn role_reads_the_first_element() {
-        assert_eq!(
-            role(b"*3\r\n$6\r\nmaster\r\n:0\r\n*0\r\n"),
-            Some(&b"master"[..])
-        );
-        assert_eq!(
-            role(b"*5\r\n$5\r\nslave\r\n$9\r\n127.0.0.1\r\n:6379\r\n$9\r\nconnected\r\n:1\r\n"),
-            Some(&b"slave"[..])
-        );
-        assert_eq!(role(b"-ERR unknown command\r\n"), None);
-        assert_eq!(role(b"*0\r\n"), None);
-    }
 
     #[test]
     fn cluster_state_is_found_in_the_info_text() {

@@ -357,7 +357,7 @@ address = "{}"
 [[namespaces]]
 name = "x"
 db = 3
-target = "new"
+target = "legacy"
 
 [[namespaces]]
 name = "y"
@@ -377,6 +377,8 @@ target = "legacy"
         new.addr()
     );
     let turnout = Turnout::start(&body);
+    // Config refuses it as a target; a route change can still send it there.
+    turnout.flip("x", "new", "no prefix there");
     let mut c = turnout.raw();
     c.expect_cmd(&["SET", "web:a", "0"], b"+OK\r\n");
     c.expect_cmd(&["SELECT", "3"], b"+OK\r\n");

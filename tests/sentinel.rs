@@ -529,3 +529,261 @@ fn a_lost_sentinel_is_replaced_by_the_next_one() {
         turnout.log()
     );
 }
+
+/// An ACL user without `ROLE`: connections trust the sentinels, and so must the health
+/// checker, or the endpoint would never be ready.
+#[test]
+fn an_acl_user_without_role_is_served_and_ready() {
+    let set = SentinelSet::start();
+    let primary = set.master_addr().expect("a primary");
+    for addr in [primary.clone(), set.other(&primary).addr()] {
+        assert_eq!(
+            set.server(&addr)
+                .command(&["ACL", "SETUSER", "app", "on", ">app-pw", "~*", "&*", "+@all", "-role"]),
+            Reply::Simple("OK".to_string())
+        );
+    }
+    let body = format!(
+        r#"[endpoints.main]
+sentinels = {}
+master_name = "{MASTER_NAME}"
+username = "app"
+password_env = "APP_PW"
+
+[default]
+target = "main"
+"#,
+        set.sentinels_toml()
+    );
+    let turnout = Turnout::builder(&body).env("APP_PW", "app-pw").start();
+    let mut c = turnout.raw();
+    c.expect_cmd(&["SET", "k", "v"], b"+OK\r\n");
+    let readyz = turnout.admin_get("/readyz");
+    assert_eq!(readyz.status, 200, "/readyz: {}", readyz.text());
+}
+
+/// After a failover, a sentinel that still names the old primary (first in turnout's list,
+/// so asked first on every discovery and recheck) must not send turnout back to it: the old
+/// primary answers ROLE as a replica, so the next sentinel's answer is taken. No flip, no
+/// failed command.
+#[test]
+fn a_sentinel_lagging_behind_a_failover_does_not_flip_the_primary_back() {
+    let set = SentinelSet::start();
+    let (old, new) = set.failover();
+    let stale = set.stale_sentinel(&old);
+    let names = |s: &support::sentinel::Sentinel| match s.command(&[
+        "SENTINEL",
+        "GET-MASTER-ADDR-BY-NAME",
+        MASTER_NAME,
+    ]) {
+        Ok(Reply::Array(Some(items))) if items.len() == 2 => format!(
+            "{}:{}",
+            items[0].bulk_text().unwrap_or_default(),
+            items[1].bulk_text().unwrap_or_default()
+        ),
+        other => panic!("GET-MASTER-ADDR-BY-NAME: {other:?}"),
+    };
+    assert_eq!(
+        names(&stale),
+        old,
+        "the stale sentinel names the old primary"
+    );
+    let sentinels: Vec<String> = std::iter::once(stale.addr())
+        .chain(set.sentinels().iter().map(|s| s.addr()))
+        .map(|a| format!("\"{a}\""))
+        .collect();
+    let body = format!(
+        r#"[endpoints.main]
+sentinels = [{}]
+master_name = "{MASTER_NAME}"
+sentinel_recheck = "50ms"
+
+[default]
+target = "main"
+"#,
+        sentinels.join(", ")
+    );
+    let turnout = Turnout::start(&body);
+    let mut c = turnout.raw();
+    // Spread over many rechecks: each asks the stale sentinel first.
+    for i in 0..40 {
+        c.expect_cmd(&["SET", &format!("k{i}"), "v"], b"+OK\r\n");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    let server = set.server(&new);
+    for i in 0..40 {
+        assert!(server.exists(&format!("k{i}")), "k{i} is not on {new}");
+    }
+    assert_eq!(names(&stale), old, "the stale sentinel stayed stale");
+    let text = metrics(&turnout);
+    assert_eq!(
+        metric(
+            &text,
+            "turnout_endpoint_events_total{endpoint=\"main\",event=\"failover\"}"
+        )
+        .unwrap_or(0.0),
+        0.0,
+        "{text}"
+    );
+    let log = turnout.log();
+    assert!(!log.contains("primary changed"), "{log}");
+    assert_eq!(metric(&text, &primary_gauge(&new)), Some(1.0), "{text}");
+}
+
+/// Dual-write copies follow a failover: a shadow lane whose connection leads to the old
+/// primary (stopped here, so the connection stays open and unanswered, as behind a
+/// partition, with a compare timeout far too long to notice) reconnects to the new primary
+/// at its next batch, because the endpoint's generation moved.
+#[test]
+fn dual_write_copies_follow_a_failover() {
+    let set = SentinelSet::start();
+    let legacy = support::RedisServer::start();
+    let body = format!(
+        r#"[endpoints.legacy]
+address = "{}"
+
+[endpoints.main]
+sentinels = {}
+master_name = "{MASTER_NAME}"
+
+[[namespaces]]
+name = "dw"
+prefixes = ["dw:"]
+target = "legacy"
+
+[default]
+target = "legacy"
+
+[shadow]
+compare_timeout = "1h"
+"#,
+        legacy.addr(),
+        set.sentinels_toml()
+    );
+    let turnout = Turnout::start(&body);
+    let r = turnout.admin_put(
+        "/v1/routes/dw",
+        r#"{"target": "legacy", "mode": "dual-write", "secondary": "main", "reason": "t"}"#,
+        &[],
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let old = set.master_addr().expect("a primary");
+    let mut c = turnout.raw();
+    c.expect_cmd(&["SET", "dw:a", "1"], b"+OK\r\n");
+    assert!(
+        wait_until(Duration::from_secs(10), Duration::from_millis(20), || set
+            .server(&old)
+            .exists("dw:a")),
+        "the first copy never reached {old}"
+    );
+    set.server(&old).signal("STOP");
+    let new = set.wait_new_master(&old, Duration::from_secs(30));
+    let known = wait_until(Duration::from_secs(10), Duration::from_millis(20), || {
+        metric(&metrics(&turnout), &primary_gauge(&new)) == Some(1.0)
+    });
+    assert!(known, "turnout never followed the failover to {new}");
+    c.expect_cmd(&["SET", "dw:b", "2"], b"+OK\r\n");
+    let copied = wait_until(Duration::from_secs(10), Duration::from_millis(20), || {
+        set.server(&new).exists("dw:b")
+    });
+    set.server(&old).signal("CONT");
+    assert!(copied, "the copy after the failover never reached {new}");
+    assert_eq!(legacy.get("dw:b").as_deref(), Some("2"));
+}
+
+/// How many connections sentinel `s` has accepted (a sentinel's INFO has no commandstats).
+/// turnout opens one per question; the other sentinels keep theirs open.
+fn connections(s: &support::sentinel::Sentinel) -> u64 {
+    let info = s
+        .command(&["INFO", "stats"])
+        .ok()
+        .and_then(|r| r.bulk_text())
+        .unwrap_or_default();
+    info.lines()
+        .find_map(|l| l.strip_prefix("total_connections_received:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// While the primary is down, clients retrying commands share discoveries: the sentinels are
+/// asked at most once per 100 ms gap (plus one), not several times per command and client.
+#[test]
+fn clients_share_discoveries_while_the_primary_is_down() {
+    const CLIENTS: usize = 8;
+    const COMMANDS: usize = 10;
+    let mut set = SentinelSet::start();
+    let body = format!(
+        r#"[endpoints.main]
+sentinels = {}
+master_name = "{MASTER_NAME}"
+sentinel_recheck = "1h"
+
+[default]
+target = "main"
+"#,
+        set.sentinels_toml()
+    );
+    let turnout = Turnout::start(&body);
+    turnout.raw().expect_cmd(&["SET", "k", "v"], b"+OK\r\n");
+    let primary = set.master_addr().expect("a primary");
+    let replica = set.other(&primary).addr();
+    // Nothing left to fail over to: the sentinels keep naming the dead primary.
+    set.kill_server(&replica);
+    set.kill_server(&primary);
+    let started = Instant::now();
+    let before = connections(&set.sentinels()[0]);
+    let addr = turnout.proxy_addr();
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let addr = addr.clone();
+            std::thread::spawn(move || {
+                let mut c = RawClient::connect(&addr);
+                for i in 0..COMMANDS {
+                    let reply = c.roundtrip(&["GET", &format!("k{i}")]);
+                    assert!(
+                        reply.starts_with(b"-ERR turnout: endpoint 'main' unavailable: "),
+                        "{}",
+                        String::from_utf8_lossy(&reply)
+                    );
+                }
+            })
+        })
+        .collect();
+    for client in clients {
+        client.join().expect("client");
+    }
+    // Less the test's own second INFO connection.
+    let asked = connections(&set.sentinels()[0]) - before - 1;
+    let gaps = (started.elapsed().as_millis() / 100) as u64 + 1;
+    assert!(asked >= 1, "the sentinels were never asked");
+    assert!(
+        asked <= gaps,
+        "{asked} discoveries in {gaps} gaps of 100 ms for {CLIENTS} clients x {COMMANDS} commands"
+    );
+}
+
+/// When every sentinel names a server that answers ROLE as a replica, commands are refused
+/// with the server's role after the bounded retries, and nothing runs there.
+#[test]
+fn a_replica_named_as_primary_is_refused() {
+    let set = SentinelSet::start();
+    let (old, _new) = set.failover();
+    let stale = set.stale_sentinel(&old);
+    let body = format!(
+        r#"[endpoints.main]
+sentinels = ["{}"]
+master_name = "{MASTER_NAME}"
+
+[default]
+target = "main"
+"#,
+        stale.addr()
+    );
+    let turnout = Turnout::start(&body);
+    let mut c = turnout.raw();
+    c.expect_cmd(
+        &["SET", "k", "v"],
+        format!("-ERR turnout: endpoint 'main' unavailable: {old} is not the primary (ROLE: slave); failover in progress?\r\n").as_bytes(),
+    );
+    assert!(!set.server(&old).exists("k"));
+}

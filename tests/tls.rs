@@ -5,7 +5,7 @@
 
 mod support;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use support::tls::{Pki, TlsClient, TlsRedis, SERVER_NAME};
 use support::{cmd, run_cli, show, RedisServer, Reply, Turnout};
 
@@ -445,10 +445,14 @@ fn tls_failures_back_off_instead_of_a_handshake_per_command() {
             &[format!("ca_file = {}", pki.toml("other-ca.pem"))],
         )
     );
+    let started = Instant::now();
     let turnout = Turnout::builder(&with_namespaces(&endpoints)).start();
     let mut c = turnout.raw();
-    let mut retry_hints = 0;
+    // When a reply says the next attempt is due in X, the back-off ends no earlier than X
+    // after the request was sent: a request sent before then must be backed off too.
+    let mut backed_off_until: Option<Instant> = None;
     for i in 0..30 {
+        let sent = Instant::now();
         let reply = error_text(&c.roundtrip(&["SET", &format!("tok:{i}"), "v"]));
         assert!(
             reply.starts_with(
@@ -456,20 +460,27 @@ fn tls_failures_back_off_instead_of_a_handshake_per_command() {
             ),
             "{reply}"
         );
-        retry_hints += usize::from(reply.contains("next attempt in"));
+        let retry_in = reply
+            .split_once("(next attempt in ")
+            .and_then(|(_, rest)| rest.strip_suffix(')'))
+            .map(|text| humantime::parse_duration(text).expect("a duration"));
+        if backed_off_until.is_some_and(|until| sent < until) {
+            assert!(retry_in.is_some(), "sent within the back-off: {reply}");
+        }
+        backed_off_until = retry_in.map(|retry_in| sent + retry_in);
     }
-    assert!(
-        retry_hints >= 25,
-        "{retry_hints} of 30 replies name the back-off"
-    );
-    // The commands ran within the first back-off (1 s): one handshake failed, plus at most
-    // one from the health checker, not one per command.
     let log = turnout.log();
+    // Every back-off window lasts at least 1 s; one handshake may fail per window, plus the
+    // first one.
+    let windows = started.elapsed().as_secs() as usize;
     let failures = log
         .lines()
         .filter(|l| l.contains("TLS to the endpoint failed") && l.contains("endpoint=new"))
         .count();
-    assert!((1..=2).contains(&failures), "{failures} handshakes:\n{log}");
+    assert!(
+        (1..=windows + 1).contains(&failures),
+        "{failures} handshakes in {windows} back-off windows:\n{log}"
+    );
     c.expect_cmd(&["SET", "web:ok", "1"], b"+OK\r\n");
 }
 
@@ -514,4 +525,33 @@ fn proxy_tls_quit_delivers_the_last_replies_and_closes_cleanly() {
         .read_frame(Duration::from_secs(10))
         .expect_err("no reply after QUIT");
     assert!(end.starts_with("closed"), "not a clean TLS close: {end}");
+}
+
+#[test]
+fn a_handshake_timeout_is_not_backed_off() {
+    let pki = Pki::generate();
+    let secure = TlsRedis::start(&pki, false);
+    let legacy = RedisServer::start();
+    let endpoints = format!(
+        "[endpoints.legacy]\naddress = \"{}\"\n\n{}",
+        legacy.addr(),
+        tls_endpoint(
+            "new",
+            &secure.addr(),
+            &[format!("ca_file = {}", pki.toml("ca.pem"))],
+        )
+    );
+    let turnout = Turnout::builder(&with_namespaces(&endpoints))
+        .proxy_option("connect_timeout = \"300ms\"")
+        .start();
+    let mut c = turnout.raw();
+    secure.signal("STOP");
+    let reply = error_text(&c.roundtrip(&["SET", "tok:a", "1"]));
+    secure.signal("CONT");
+    assert_eq!(
+        reply,
+        "-ERR turnout: endpoint 'new' TLS: handshake timed out after 300ms (does the endpoint speak TLS on this port?)"
+    );
+    // A slow server is not a refusal: the next command tries again at once.
+    c.expect_cmd(&["SET", "tok:b", "1"], b"+OK\r\n");
 }

@@ -455,7 +455,11 @@ fn validate(
                 check_cluster_prefix(&kpath, found, prefix, problems);
             }
             let ep = resolve(kpath, endpoint, problems);
-            key_prefixes.push((ep, prefix.clone()));
+            // An unknown endpoint is reported above; standing in for it would only add
+            // problems about an endpoint the line never named.
+            if ids.contains_key(endpoint.as_str()) {
+                key_prefixes.push((ep, prefix.clone()));
+            }
         }
         let target = resolve(format!("{path}.target"), &ns.target, problems);
         namespaces.push(NamespaceConfig {
@@ -466,6 +470,7 @@ fn validate(
             target,
         });
     }
+    namespace::check_key_prefixes(&endpoints, &namespaces, problems);
     let default_target = resolve("default.target".to_string(), &file.default.target, problems);
     let extra_commands = validate_commands(&file.commands, problems);
     let pubsub_endpoint = file
@@ -1017,6 +1022,12 @@ fn sentinel_credentials(
     }
 }
 
+/// Longest duration any setting accepts (timeouts, intervals, grace periods, tolerances).
+/// Far beyond any useful value, and small enough that adding it to an instant can never
+/// overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(3600);
+
+/// Parses a duration setting: above zero and at most [`MAX_DURATION`].
 fn parse_duration(
     path: &str,
     value: Option<&str>,
@@ -1026,11 +1037,22 @@ fn parse_duration(
     match value {
         None => default,
         Some(text) => match humantime::parse_duration(text) {
-            Ok(d) if !d.is_zero() => d,
-            Ok(_) => {
+            Ok(d) if d.is_zero() => {
                 problem(problems, path, "must be greater than 0");
                 default
             }
+            Ok(d) if d > MAX_DURATION => {
+                problem(
+                    problems,
+                    path,
+                    format!(
+                        "must be at most {}",
+                        humantime::format_duration(MAX_DURATION)
+                    ),
+                );
+                default
+            }
+            Ok(d) => d,
             Err(e) => {
                 problem(
                     problems,

@@ -669,3 +669,109 @@ target = "legacy"
     ];
     assert_eq!(lines, expected, "{lines:#?}");
 }
+
+#[test]
+fn configured_durations_are_capped_at_an_hour() {
+    let huge = "\"100000000000y\"";
+    let text = GOOD
+        .replace(
+            "listen = \"127.0.0.1:6380\"",
+            &format!(
+                "listen = \"127.0.0.1:6380\"\nconnect_timeout = {huge}\nshutdown_grace = \"61m\""
+            ),
+        )
+        .replace(
+            "address = \"127.0.0.1:6390\"",
+            &format!(
+                "sentinels = [\"127.0.0.1:26379\"]\nmaster_name = \"m\"\nsentinel_recheck = {huge}"
+            ),
+        );
+    let text = format!(
+        "{text}\n[health]\ninterval = {huge}\ntimeout = \"2h\"\n[shadow]\ncompare_timeout = {huge}\nttl_tolerance = \"1h 1s\"\n"
+    );
+    let lines = problems(&text);
+    for key in [
+        "proxy.connect_timeout",
+        "proxy.shutdown_grace",
+        "endpoints.new.sentinel_recheck",
+        "health.interval",
+        "health.timeout",
+        "shadow.compare_timeout",
+        "shadow.ttl_tolerance",
+    ] {
+        let line = format!("{key}: must be at most 1h");
+        assert!(lines.contains(&line), "{line} missing from {lines:?}");
+    }
+    // Exactly the maximum is accepted.
+    let text = GOOD.replace(
+        "listen = \"127.0.0.1:6380\"",
+        "listen = \"127.0.0.1:6380\"\nconnect_timeout = \"1h\"",
+    );
+    let config = Config::from_toml(&text, &no_env).expect("1h is allowed");
+    assert_eq!(config.proxy.connect_timeout, MAX_DURATION);
+}
+
+/// [`GOOD`] with `key_prefix = "app:"` on `new` and these namespaces added.
+fn with_prefixed_new(namespaces: &str) -> String {
+    GOOD.replace(
+        "address = \"127.0.0.1:6390\"",
+        "address = \"127.0.0.1:6390\"\nkey_prefix = \"app:\"",
+    )
+    .replace("[default]", &format!("{namespaces}\n[default]"))
+}
+
+#[test]
+fn a_database_namespace_needs_its_own_prefix_on_a_single_database_target() {
+    let text = with_prefixed_new(
+        "[[namespaces]]\nname = \"three\"\ndb = 3\ntarget = \"new\"\n[[namespaces]]\nname = \"zero\"\ndb = 0\nprefixes = [\"z:\"]\ntarget = \"new\"\n[[namespaces]]\nname = \"four\"\ndb = 4\ntarget = \"legacy\"",
+    );
+    assert_eq!(
+        problems(&text),
+        vec!["namespaces[2].key_prefix: database 3 goes to single-database endpoint \"new\", which needs a key_prefix of its own for it (the endpoint's prefix, if any, is database 0's)".to_string()]
+    );
+    let text = with_prefixed_new(
+        "[[namespaces]]\nname = \"three\"\ndb = 3\nkey_prefix = { new = \"db3:\" }\ntarget = \"new\"",
+    );
+    assert_eq!(problems(&text), Vec::<String>::new());
+}
+
+#[test]
+fn key_prefixes_of_different_databases_must_not_be_identical_or_nested() {
+    let text = with_prefixed_new(
+        r#"[[namespaces]]
+name = "one"
+db = 1
+key_prefix = { new = "x:" }
+target = "new"
+[[namespaces]]
+name = "two"
+db = 2
+key_prefix = { new = "x:" }
+target = "new"
+[[namespaces]]
+name = "three"
+db = 3
+key_prefix = { new = "app:3:" }
+target = "legacy"
+[[namespaces]]
+name = "one-web"
+db = 1
+prefixes = ["web:"]
+key_prefix = { new = "x:" }
+target = "new""#,
+    );
+    assert_eq!(
+        problems(&text),
+        vec![
+            "namespaces[4].key_prefix.new: \"app:3:\" (database 3) starts with \"app:\", the prefix of database 0 (endpoint \"new\") on endpoint \"new\": their keys would collide".to_string(),
+            "namespaces[3].key_prefix.new: \"x:\" (database 2) is also the prefix of database 1 (namespaces[2] \"one\") on endpoint \"new\": their keys would collide".to_string(),
+            "namespaces[5].key_prefix.new: \"x:\" (database 1) is also the prefix of database 2 (namespaces[3] \"two\") on endpoint \"new\": their keys would collide".to_string(),
+        ]
+    );
+    // Distinct, non-nested prefixes of different databases, and one shared within a
+    // database, are fine.
+    let text = with_prefixed_new(
+        "[[namespaces]]\nname = \"one\"\ndb = 1\nkey_prefix = { new = \"db1:\" }\ntarget = \"new\"\n[[namespaces]]\nname = \"one-web\"\ndb = 1\nprefixes = [\"web:\"]\nkey_prefix = { new = \"db1:\" }\ntarget = \"new\"\n[[namespaces]]\nname = \"two\"\ndb = 2\nkey_prefix = { new = \"db2:\" }\ntarget = \"new\"",
+    );
+    assert_eq!(problems(&text), Vec::<String>::new());
+}

@@ -90,6 +90,9 @@ impl Keyspace {
                 (0..config.endpoints.len())
                     .map(|ep| match n.key_prefixes.iter().find(|(e, _)| *e == ep) {
                         Some((_, p)) => p.as_bytes().into(),
+                        // The endpoint's prefix is database 0's: a namespace of another
+                        // database has none there (and is refused, see `prefix_for`).
+                        None if n.db.is_some_and(|db| db != 0) => Box::default(),
                         None => endpoint_prefix(ep),
                     })
                     .collect()

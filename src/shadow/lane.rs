@@ -18,7 +18,10 @@ use crate::route::NsId;
 use bytes::{Buf, Bytes, BytesMut};
 use std::collections::VecDeque;
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicU64, AtomicUsize,
+    Ordering::{Acquire, Relaxed},
+};
 use std::sync::Arc;
 
 use crate::stream::Stream;
@@ -101,6 +104,12 @@ pub(super) struct Lane {
     /// so a refused one never lets a copy run in the wrong database or protocol.
     unsettled_state: usize,
     held: VecDeque<Job>,
+    /// A Sentinel endpoint's primary generation (`None` for other endpoints), and the one the
+    /// connection was opened under: copies must follow a failover as client commands do.
+    generation: Option<Arc<AtomicU64>>,
+    opened_under: u64,
+    /// A batch taken off the queue after the primary changed, for the next connection.
+    carried: Option<Vec<Job>>,
 }
 
 impl Lane {
@@ -130,7 +139,24 @@ impl Lane {
             part_error: None,
             unsettled_state: 0,
             held: VecDeque::new(),
+            generation: None,
+            opened_under: 0,
+            carried: None,
         }
+    }
+
+    /// Follows a Sentinel endpoint's primary generation (see [`Self::stale_primary`]).
+    pub(super) fn following(mut self, generation: Option<Arc<AtomicU64>>) -> Self {
+        self.generation = generation;
+        self
+    }
+
+    /// Whether the endpoint's primary changed since the connection was opened (a Sentinel
+    /// failover): the connection then leads to a demoted server.
+    fn stale_primary(&self) -> bool {
+        self.generation
+            .as_ref()
+            .is_some_and(|g| g.load(Acquire) != self.opened_under)
     }
 
     /// Serves jobs until every sender is gone.
@@ -138,10 +164,21 @@ impl Lane {
         let timeout = self.config.proxy.connect_timeout;
         let mut backoff = BACKOFF_MIN;
         loop {
-            let Some(batch) = rx.recv().await else {
-                return;
+            let batch = match self.carried.take() {
+                Some(batch) => batch,
+                None => {
+                    let Some(batch) = rx.recv().await else {
+                        return;
+                    };
+                    self.queued_jobs.fetch_sub(batch.len(), Relaxed);
+                    batch
+                }
             };
-            self.queued_jobs.fetch_sub(batch.len(), Relaxed);
+            // Loaded before connecting: a failover during the connect is seen at the next
+            // batch, at worst one reconnection too many.
+            if let Some(generation) = &self.generation {
+                self.opened_under = generation.load(Acquire);
+            }
             let stream = match crate::upstream::open(&self.config.endpoints[self.endpoint], timeout)
                 .await
             {
@@ -171,7 +208,7 @@ impl Lane {
 
     /// Drops every job that arrives for `delay`; true if the queue closed.
     async fn back_off(&mut self, rx: &mut mpsc::Receiver<Vec<Job>>, delay: Duration) -> bool {
-        let until = Instant::now() + delay;
+        let until = later(delay);
         self.settle_waiting(true);
         loop {
             tokio::select! {
@@ -382,6 +419,12 @@ impl Lane {
             unflushed |= flushes && !wbuf.is_empty();
             tokio::select! {
                 batch = rx.recv(), if room => match batch {
+                    Some(batch) if self.stale_primary() => {
+                        // Between batches: the next one goes to the new primary.
+                        self.queued_jobs.fetch_sub(batch.len(), Relaxed);
+                        self.carried = Some(batch);
+                        return Err("the primary changed (failover)".to_string());
+                    }
                     Some(batch) => {
                         self.take(batch);
                         while self.has_room() {
@@ -507,7 +550,7 @@ impl Lane {
                         how,
                         shadow: Bytes::copy_from_slice(shadow),
                         primary,
-                        deadline: Instant::now() + self.config.shadow.compare_timeout,
+                        deadline: later(self.config.shadow.compare_timeout),
                     }),
                 }
             }
@@ -616,6 +659,13 @@ async fn write_flushed<W: tokio::io::AsyncWrite + Unpin>(
         writer.flush().await?;
     }
     Ok(n)
+}
+
+/// `delay` from now; an instant that would overflow (a delay no config allows) is taken as
+/// now rather than panicking.
+fn later(delay: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(delay).unwrap_or(now)
 }
 
 #[cfg(test)]

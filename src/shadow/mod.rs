@@ -127,7 +127,8 @@ impl Shadow {
                             queued_bytes.clone(),
                             queued.clone(),
                             outstanding.clone(),
-                        );
+                        )
+                        .following(crate::upstream::sentinel::generation(&config.endpoints[ep]));
                         tokio::spawn(lane.run(rx));
                         LaneHandle { tx, queued }
                     })

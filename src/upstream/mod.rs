@@ -46,6 +46,10 @@ pub enum UpstreamError {
     /// plain text. Clients read `-ERR turnout: endpoint 'NAME' TLS: <cause>`.
     #[error("TLS: {0}")]
     Tls(String),
+    /// The TLS handshake did not finish within the connect timeout (a slow server, or one
+    /// that does not speak TLS and waits for more): not backed off, unlike [`Self::Tls`].
+    #[error("TLS: handshake timed out after {} (does the endpoint speak TLS on this port?)", humantime::format_duration(*.0))]
+    TlsTimeout(Duration),
     /// No sentinel of a Sentinel endpoint named its primary (every sentinel's answer).
     #[error("sentinels: {0}")]
     Sentinel(String),
@@ -61,6 +65,10 @@ pub enum UpstreamError {
     /// have run on the old primary.
     #[error("the primary changed (failover) while the command was in flight")]
     Failover,
+    /// The failure of a Sentinel discovery that another connection ran moments before and
+    /// this one shares (see [`sentinel::DISCOVERY_MIN_GAP`]): its words, unchanged.
+    #[error("{0}")]
+    Repeated(String),
     /// The endpoint's configuration asks for something turnout cannot do.
     #[error("{0}")]
     Unsupported(String),
@@ -97,7 +105,9 @@ impl UpstreamError {
     /// TLS right after the endpoint, everything else reads `unavailable: <cause>`.
     pub fn client_reply(&self, endpoint: &str) -> String {
         match self {
-            UpstreamError::Tls(_) | UpstreamError::TlsBackoff { .. } => {
+            UpstreamError::Tls(_)
+            | UpstreamError::TlsTimeout(_)
+            | UpstreamError::TlsBackoff { .. } => {
                 format!("-ERR turnout: endpoint '{endpoint}' {self}\r\n")
             }
             _ => format!("-ERR turnout: endpoint '{endpoint}' unavailable: {self}\r\n"),
@@ -120,19 +130,27 @@ enum Refused {
     Tls,
 }
 
-/// An endpoint's back-off after a refusal that retrying at once would only repeat: until
-/// when no new connection is attempted, the next wait, why, and the endpoint's words.
+/// A server's back-off after a refusal that retrying at once would only repeat: until
+/// when no new connection is attempted, the next wait, why, and the server's words.
 type Backoff = (std::time::Instant, Duration, Refused, String);
 
-/// Per endpoint name.
-static BACKOFF: std::sync::Mutex<Option<std::collections::HashMap<String, Backoff>>> =
+/// Per (endpoint name, server address): a cluster's nodes and a Sentinel endpoint's
+/// successive primaries share the endpoint's name, and one refusing must not hold back the
+/// others.
+type BackoffKey = (String, String);
+
+static BACKOFF: std::sync::Mutex<Option<std::collections::HashMap<BackoffKey, Backoff>>> =
     std::sync::Mutex::new(None);
 
-/// The error for an endpoint still backed off, if it is.
-fn backed_off(endpoint: &str) -> Option<UpstreamError> {
+fn backoff_key(endpoint: &str, address: &str) -> BackoffKey {
+    (endpoint.to_string(), address.to_string())
+}
+
+/// The error for a server still backed off, if it is.
+fn backed_off(endpoint: &str, address: &str) -> Option<UpstreamError> {
     let now = std::time::Instant::now();
     let guard = BACKOFF.lock().ok()?;
-    let (until, _, why, reason) = guard.as_ref()?.get(endpoint)?;
+    let (until, _, why, reason) = guard.as_ref()?.get(&backoff_key(endpoint, address))?;
     // Whole milliseconds read better in a reply than nanoseconds.
     let retry_in = Duration::from_millis(until.checked_duration_since(now)?.as_millis() as u64);
     Some(match why {
@@ -147,15 +165,16 @@ fn backed_off(endpoint: &str) -> Option<UpstreamError> {
     })
 }
 
-/// Starts or lengthens an endpoint's back-off.
-fn back_off(endpoint: &str, why: Refused, reason: &str) {
+/// Starts or lengthens a server's back-off.
+fn back_off(endpoint: &str, address: &str, why: Refused, reason: &str) {
     if let Ok(mut guard) = BACKOFF.lock() {
         let m = guard.get_or_insert_with(Default::default);
+        let key = backoff_key(endpoint, address);
         let wait = m
-            .get(endpoint)
+            .get(&key)
             .map_or(AUTH_BACKOFF_MIN, |(_, next, _, _)| *next);
         m.insert(
-            endpoint.to_string(),
+            key,
             (
                 std::time::Instant::now() + wait,
                 (wait * 2).min(AUTH_BACKOFF_MAX),
@@ -166,11 +185,11 @@ fn back_off(endpoint: &str, why: Refused, reason: &str) {
     }
 }
 
-/// Ends an endpoint's back-off: a connection got through.
-fn clear_back_off(endpoint: &str) {
+/// Ends a server's back-off: a connection got through.
+fn clear_back_off(endpoint: &str, address: &str) {
     if let Ok(mut guard) = BACKOFF.lock() {
         if let Some(m) = guard.as_mut() {
-            m.remove(endpoint);
+            m.remove(&backoff_key(endpoint, address));
         }
     }
 }
@@ -206,7 +225,7 @@ pub async fn open_node(
     timeout: Duration,
 ) -> Result<Stream, UpstreamError> {
     if endpoint.credentials.is_some() || endpoint.tls.is_some() {
-        if let Some(e) = backed_off(&endpoint.name) {
+        if let Some(e) = backed_off(&endpoint.name, address) {
             return Err(e);
         }
     }
@@ -223,7 +242,7 @@ pub async fn open_node(
             Ok(stream) => stream,
             Err(e) => {
                 if let UpstreamError::Tls(cause) = &e {
-                    back_off(&endpoint.name, Refused::Tls, cause);
+                    back_off(&endpoint.name, address, Refused::Tls, cause);
                 }
                 return Err(e);
             }
@@ -231,29 +250,51 @@ pub async fn open_node(
     };
     let Some(credentials) = &endpoint.credentials else {
         if endpoint.tls.is_some() {
-            clear_back_off(&endpoint.name);
+            clear_back_off(&endpoint.name, address);
         }
         return Ok(stream);
     };
+    match auth(&mut stream, credentials, timeout).await {
+        Ok(()) => {
+            clear_back_off(&endpoint.name, address);
+            Ok(stream)
+        }
+        Err(UpstreamError::Auth(text)) => {
+            health::record(&endpoint.name, health::Event::AuthFailure);
+            tracing::warn!(endpoint = %endpoint.name, reply = %text, "endpoint refused turnout's credentials; backing off");
+            back_off(&endpoint.name, address, Refused::Auth, &text);
+            Err(UpstreamError::Auth(text))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Sends `AUTH [username] password` on a new connection and reads the answer within
+/// `timeout`.
+///
+/// # Errors
+/// [`UpstreamError::Auth`] with the server's refusal (which never holds the password),
+/// [`UpstreamError::ConnectTimeout`], or the connection's failure.
+pub async fn auth(
+    stream: &mut Stream,
+    credentials: &crate::config::Credentials,
+    timeout: Duration,
+) -> Result<(), UpstreamError> {
     let mut args: Vec<&[u8]> = vec![b"AUTH"];
     if let Some(user) = &credentials.username {
         args.push(user.as_bytes());
     }
     args.push(credentials.password.expose().as_bytes());
     let request = crate::resp::command(&args);
-    let reply = tokio::time::timeout(timeout, exchange(&mut stream, &request))
+    let reply = tokio::time::timeout(timeout, exchange(stream, &request))
         .await
         .map_err(|_| UpstreamError::ConnectTimeout(timeout))??;
     if reply == b"+OK\r\n" {
-        clear_back_off(&endpoint.name);
-        return Ok(stream);
+        return Ok(());
     }
     let text = String::from_utf8_lossy(reply.strip_prefix(b"-").unwrap_or(&reply))
         .trim_end()
         .to_string();
-    health::record(&endpoint.name, health::Event::AuthFailure);
-    tracing::warn!(endpoint = %endpoint.name, reply = %text, "endpoint refused turnout's credentials; backing off");
-    back_off(&endpoint.name, Refused::Auth, &text);
     Err(UpstreamError::Auth(text))
 }
 
@@ -377,6 +418,19 @@ mod tests {
             KEEPALIVE_RETRIES
         );
         assert!(stream.nodelay().expect("TCP_NODELAY"));
+    }
+
+    #[test]
+    fn a_back_off_holds_back_one_server_of_an_endpoint_only() {
+        back_off("backoff-test", "127.0.0.1:1", Refused::Auth, "WRONGPASS");
+        assert!(matches!(
+            backed_off("backoff-test", "127.0.0.1:1"),
+            Some(UpstreamError::AuthBackoff { .. })
+        ));
+        assert!(backed_off("backoff-test", "127.0.0.1:2").is_none());
+        assert!(backed_off("other-endpoint", "127.0.0.1:1").is_none());
+        clear_back_off("backoff-test", "127.0.0.1:1");
+        assert!(backed_off("backoff-test", "127.0.0.1:1").is_none());
     }
 
     #[test]

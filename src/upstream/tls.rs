@@ -3,8 +3,8 @@
 //! The rustls client config comes from [`crate::tls::client_config`] (built at config
 //! validation, cached). The name presented (SNI) and verified is `server_name`, or else the
 //! host of the address, which may be an IP address. Every failure is an
-//! [`UpstreamError::Tls`], a `tls_error` health event and a warning; nothing ever falls back
-//! to plain TCP.
+//! [`UpstreamError::Tls`] (or [`UpstreamError::TlsTimeout`]), a `tls_error` health event and
+//! a warning; nothing ever falls back to plain TCP.
 
 use super::{health, UpstreamError};
 use crate::config::{EndpointConfig, TlsSettings};
@@ -18,7 +18,8 @@ use tokio_rustls::rustls;
 ///
 /// # Errors
 /// [`UpstreamError::Tls`] naming the cause: unusable files, a certificate the settings do not
-/// trust or that does not match the name, a peer that does not speak TLS, a timeout.
+/// trust or that does not match the name, a peer that does not speak TLS;
+/// [`UpstreamError::TlsTimeout`] when the handshake did not finish in time.
 pub async fn wrap(
     endpoint: &EndpointConfig,
     settings: &TlsSettings,
@@ -26,14 +27,23 @@ pub async fn wrap(
     tcp: TcpStream,
     timeout: Duration,
 ) -> Result<Stream, UpstreamError> {
-    match handshake(settings, address, tcp, timeout).await {
-        Ok(stream) => Ok(stream),
-        Err(cause) => {
-            health::record(&endpoint.name, health::Event::TlsError);
-            tracing::warn!(endpoint = %endpoint.name, address = %address, cause = %cause, "TLS to the endpoint failed");
-            Err(UpstreamError::Tls(cause))
-        }
-    }
+    let failed = match handshake(settings, address, tcp, timeout).await {
+        Ok(stream) => return Ok(stream),
+        Err(Failed::Refused(cause)) => UpstreamError::Tls(cause),
+        Err(Failed::TimedOut) => UpstreamError::TlsTimeout(timeout),
+    };
+    health::record(&endpoint.name, health::Event::TlsError);
+    tracing::warn!(endpoint = %endpoint.name, address = %address, cause = %failed, "TLS to the endpoint failed");
+    Err(failed)
+}
+
+/// Why a handshake failed: a timeout may be a slow or busy server, so it is not backed off
+/// like a refusal.
+enum Failed {
+    /// Files, name, certificate or protocol.
+    Refused(String),
+    /// No handshake within the timeout.
+    TimedOut,
 }
 
 async fn handshake(
@@ -41,16 +51,13 @@ async fn handshake(
     address: &str,
     tcp: TcpStream,
     timeout: Duration,
-) -> Result<Stream, String> {
-    let config = crate::tls::client_config(settings).map_err(|e| e.to_string())?;
-    let name = server_name(settings, address)?;
+) -> Result<Stream, Failed> {
+    let config = crate::tls::client_config(settings).map_err(|e| Failed::Refused(e.to_string()))?;
+    let name = server_name(settings, address).map_err(Failed::Refused)?;
     let connector = tokio_rustls::TlsConnector::from(config);
     match tokio::time::timeout(timeout, connector.connect(name, tcp)).await {
-        Err(_) => Err(format!(
-            "handshake timed out after {} (does the endpoint speak TLS on this port?)",
-            humantime::format_duration(timeout)
-        )),
-        Ok(Err(e)) => Err(describe(&e)),
+        Err(_) => Err(Failed::TimedOut),
+        Ok(Err(e)) => Err(Failed::Refused(describe(&e))),
         Ok(Ok(stream)) => Ok(Stream::TlsClient(Box::new(stream))),
     }
 }

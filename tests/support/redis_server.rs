@@ -164,6 +164,18 @@ impl RedisServer {
         let _ = child.wait();
     }
 
+    /// Sends `signal` (`STOP`, `CONT`) to the server: a stopped server keeps its connections
+    /// open but answers nothing, as behind a network partition.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("running").id();
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} {pid}");
+    }
+
     /// Kills the server abruptly (SIGKILL), like a crash.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -33,6 +33,11 @@ impl Sentinel {
     /// Starts a sentinel monitoring `primary` as [`MASTER_NAME`] on a free port; with
     /// `password`, it requires it from clients (and presents it to the other sentinels).
     fn start(primary: &RedisServer, password: Option<&str>) -> Sentinel {
+        Sentinel::start_with(primary, password, "")
+    }
+
+    /// [`Sentinel::start`] with `extra` config lines appended.
+    fn start_with(primary: &RedisServer, password: Option<&str>, extra: &str) -> Sentinel {
         let dir = tempfile::Builder::new()
             .prefix("turnout-sentinel-")
             .tempdir()
@@ -46,7 +51,7 @@ impl Sentinel {
         let mut last_error = String::new();
         for _ in 0..5 {
             sentinel.port = free_port();
-            match sentinel.spawn(primary, password) {
+            match sentinel.spawn(primary, password, extra) {
                 Ok(()) => return sentinel,
                 Err(e) => last_error = e,
             }
@@ -58,7 +63,12 @@ impl Sentinel {
         self.dir.path().join("sentinel.log")
     }
 
-    fn spawn(&mut self, primary: &RedisServer, password: Option<&str>) -> Result<(), String> {
+    fn spawn(
+        &mut self,
+        primary: &RedisServer,
+        password: Option<&str>,
+        extra: &str,
+    ) -> Result<(), String> {
         let conf = self.dir.path().join("sentinel.conf");
         let mut text = format!(
             "port {port}\nbind 127.0.0.1\ndaemonize no\ndir {dir}\nlogfile {log}\n\
@@ -76,6 +86,7 @@ impl Sentinel {
                 "requirepass {password}\nsentinel sentinel-pass {password}\n"
             ));
         }
+        text.push_str(extra);
         self.password = password.map(str::to_string);
         std::fs::write(&conf, text).map_err(|e| format!("writing {}: {e}", conf.display()))?;
         let mut child = Command::new("redis-server")
@@ -273,6 +284,65 @@ impl SentinelSet {
             self.logs()
         );
         found.unwrap_or_default()
+    }
+
+    /// Asks the sentinels for a failover (`SENTINEL FAILOVER`, no server killed) and waits
+    /// (bounded) until they name the new primary and the old one reports itself a replica;
+    /// returns (old, new).
+    pub fn failover(&self) -> (String, String) {
+        let old = self.master_addr().expect("a primary before the failover");
+        let reply = self.sentinels[0]
+            .command(&["SENTINEL", "FAILOVER", MASTER_NAME])
+            .expect("SENTINEL FAILOVER");
+        assert_eq!(reply, Reply::Simple("OK".to_string()), "SENTINEL FAILOVER");
+        let new = self.wait_new_master(&old, DISCOVERY_TIMEOUT);
+        let demoted = wait_until(DISCOVERY_TIMEOUT, Duration::from_millis(50), || {
+            matches!(self.server(&old).command(&["ROLE"]), Reply::Array(Some(items))
+                if items.first().and_then(Reply::bulk_text).as_deref() == Some("slave"))
+        });
+        assert!(demoted, "{old} still is no replica: {}", self.logs());
+        (old, new)
+    }
+
+    /// A sentinel that keeps naming `stale` (a server that is no longer the primary) as
+    /// [`MASTER_NAME`]'s primary: it monitors `stale` as a user that may not subscribe, so it
+    /// never hears the other sentinels' hello messages (the only way it would learn of the
+    /// failover), and knowing no other sentinel (quorum 2) and with a long down-after it never
+    /// fails over itself. Creates that user on every data server.
+    pub fn stale_sentinel(&self, stale: &str) -> Sentinel {
+        for server in &self.servers {
+            let reply = server.command(&[
+                "ACL",
+                "SETUSER",
+                "blind",
+                "on",
+                ">blind-pw",
+                "~*",
+                "&*",
+                "+@all",
+                "-subscribe",
+                "-psubscribe",
+                "-ssubscribe",
+            ]);
+            assert_eq!(reply, Reply::Simple("OK".to_string()), "ACL SETUSER");
+        }
+        // Knowing no other sentinel, it can never reach its quorum of 2 either.
+        let extra = [
+            format!("sentinel down-after-milliseconds {MASTER_NAME} 600000"),
+            format!("sentinel auth-user {MASTER_NAME} blind"),
+            format!("sentinel auth-pass {MASTER_NAME} blind-pw"),
+        ]
+        .join("\n")
+            + "\n";
+        let sentinel = Sentinel::start_with(self.server(stale), None, &extra);
+        let named = wait_until(DISCOVERY_TIMEOUT, Duration::from_millis(50), || {
+            matches!(
+                sentinel.command(&["SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER_NAME]),
+                Ok(Reply::Array(Some(items))) if items.len() == 2
+            )
+        });
+        assert!(named, "the stale sentinel names no primary");
+        sentinel
     }
 
     /// Every sentinel's log, for failure messages.

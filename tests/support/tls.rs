@@ -179,6 +179,18 @@ impl TlsRedis {
         self.port
     }
 
+    /// Sends `signal` (`STOP`, `CONT`) to the server: a stopped server still completes TCP
+    /// connections (the kernel queues them) but never answers a handshake.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("running").id();
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} {pid}");
+    }
+
     /// The server's own log.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default()

@@ -29,6 +29,10 @@ use std::time::{Duration, Instant};
 pub const MAX_OPEN_ATTEMPTS: usize = 3;
 /// Pause between [`open`]'s attempts, so a failover in progress can settle.
 const OPEN_RETRY_PAUSE: Duration = Duration::from_millis(100);
+/// A discovery's outcome is shared with every connection that asks within this time after
+/// it ended: while the primary is down, N clients cost the sentinels one discovery per
+/// gap, not N per command.
+pub const DISCOVERY_MIN_GAP: Duration = Duration::from_millis(100);
 
 /// What turnout knows about one Sentinel endpoint's primary.
 #[derive(Debug, Default)]
@@ -37,6 +41,9 @@ pub struct Watch {
     primary: Mutex<Option<String>>,
     /// Bumped on every change of primary after the first.
     generation: Arc<AtomicU64>,
+    /// The last discovery for a connection: when it ended and the address it found (or why
+    /// it failed). Held while one runs, so that concurrent connections share it.
+    discovery: tokio::sync::Mutex<Option<(Instant, Result<String, String>)>>,
 }
 
 impl Watch {
@@ -109,25 +116,36 @@ pub fn generation(endpoint: &EndpointConfig) -> Option<Arc<AtomicU64>> {
 /// when the named server is a replica, or what [`super::open_node`] returns.
 pub async fn open(endpoint: &EndpointConfig, timeout: Duration) -> Result<Stream, UpstreamError> {
     let watch = watch(&endpoint.name);
-    let deadline = Instant::now() + timeout;
-    let mut address = match watch.primary() {
-        Some(address) => address,
-        None => refresh(endpoint, &watch, timeout).await?,
-    };
+    // Config caps timeouts, but an instant must never overflow whatever the caller passes.
+    let now = Instant::now();
+    let deadline = now.checked_add(timeout).unwrap_or(now);
+    let left = || deadline.saturating_duration_since(Instant::now());
     let mut attempt = 1;
+    let mut cause = match watch.primary() {
+        Some(address) => match connect_primary(endpoint, &address, timeout).await {
+            Ok(stream) => return Ok(stream),
+            Err(cause) => {
+                tracing::debug!(endpoint = %endpoint.name, primary = %address, cause = %cause, "primary unusable; asking the sentinels again");
+                cause
+            }
+        },
+        None => {
+            attempt = 0;
+            UpstreamError::Sentinel("not asked yet".to_string())
+        }
+    };
     loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let cause = match connect_primary(endpoint, &address, left.max(OPEN_RETRY_PAUSE)).await {
+        if attempt > 0 {
+            if attempt >= MAX_OPEN_ATTEMPTS || left() <= OPEN_RETRY_PAUSE {
+                return Err(cause);
+            }
+            tokio::time::sleep(OPEN_RETRY_PAUSE).await;
+        }
+        attempt += 1;
+        cause = match refresh(endpoint, &watch, left().max(OPEN_RETRY_PAUSE)).await {
             Ok(stream) => return Ok(stream),
             Err(cause) => cause,
         };
-        if attempt >= MAX_OPEN_ATTEMPTS || Instant::now() + OPEN_RETRY_PAUSE >= deadline {
-            return Err(cause);
-        }
-        attempt += 1;
-        tracing::debug!(endpoint = %endpoint.name, primary = %address, cause = %cause, "primary unusable; asking the sentinels again");
-        tokio::time::sleep(OPEN_RETRY_PAUSE).await;
-        address = refresh(endpoint, &watch, timeout).await?;
     }
 }
 
@@ -153,17 +171,21 @@ async fn connect_primary(
     }
 }
 
-/// What a `ROLE` reply says.
+/// What a `ROLE` reply says. One rule for every caller (opening a connection, the health
+/// checker): only `master` is a primary, and a `-NOPERM` refusal (an ACL user without `ROLE`)
+/// leaves the sentinels' word standing.
 #[derive(Debug, PartialEq, Eq)]
-enum Role {
+pub enum Role {
+    /// `master`.
     Primary,
-    /// `slave`, `sentinel`, or something unexpected.
+    /// `slave`, `sentinel`, or something unexpected (the reply, for messages).
     Other(String),
     /// `ROLE` was refused (`-NOPERM`: an ACL user without it): the sentinels are trusted.
     Unknown,
 }
 
-fn role(reply: &[u8]) -> Role {
+/// Reads a `ROLE` reply.
+pub fn role(reply: &[u8]) -> Role {
     if reply.starts_with(b"-NOPERM") {
         return Role::Unknown;
     }
@@ -177,30 +199,62 @@ fn role(reply: &[u8]) -> Role {
     }
 }
 
-/// Asks the sentinels for the primary and records it.
+/// Asks the sentinels for the primary, checks it with `ROLE`, records it and returns a
+/// connection to it.
 ///
 /// # Errors
-/// As [`discover`].
-pub async fn refresh(
+/// As [`find_primary`].
+async fn refresh(
     endpoint: &EndpointConfig,
     watch: &Watch,
     timeout: Duration,
-) -> Result<String, UpstreamError> {
-    let address = discover(endpoint, timeout).await?;
+) -> Result<Stream, UpstreamError> {
+    // Single flight: whoever waited here while another connection's discovery ran takes its
+    // outcome instead of asking the sentinels again.
+    let mut last = watch.discovery.lock().await;
+    if let Some((ended, outcome)) = last.as_ref() {
+        if ended.elapsed() < DISCOVERY_MIN_GAP {
+            return match outcome {
+                Ok(address) => connect_primary(endpoint, address, timeout).await,
+                Err(cause) => Err(UpstreamError::Repeated(cause.clone())),
+            };
+        }
+    }
+    let found = find_primary(endpoint, None, timeout).await;
+    *last = Some((
+        Instant::now(),
+        match &found {
+            Ok((address, _)) => Ok(address.clone()),
+            Err(cause) => Err(cause.to_string()),
+        },
+    ));
+    drop(last);
+    let (address, stream) = found?;
+    let stream = match stream {
+        Some(stream) => stream,
+        None => connect_primary(endpoint, &address, timeout).await?,
+    };
     watch.set(&endpoint.name, &address, "sentinel query");
-    Ok(address)
+    Ok(stream)
 }
 
-/// Asks the endpoint's sentinels in order for the primary's address; each attempt is bounded
-/// by `timeout`.
+/// Asks the endpoint's sentinels in order for the primary's address and returns the first
+/// one named that is `known` (the primary already followed: nothing to check) or that
+/// answers `ROLE` as a primary, with the connection opened to check it. A sentinel that
+/// lags behind a failover names the old primary, now a replica: its answer is passed over
+/// for the next sentinel's, so turnout never flips back to a replica. Each request is
+/// bounded by `timeout`.
 ///
 /// # Errors
-/// [`UpstreamError::Sentinel`] with every sentinel's answer when none names a primary;
+/// What connecting to the last server named returned (such as
+/// [`UpstreamError::NotPrimary`]) when sentinels named servers but none is a primary;
+/// [`UpstreamError::Sentinel`] with every sentinel's answer when none names one;
 /// [`UpstreamError::Unsupported`] for an endpoint that is not a Sentinel one.
-pub async fn discover(
+pub async fn find_primary(
     endpoint: &EndpointConfig,
+    known: Option<&str>,
     timeout: Duration,
-) -> Result<String, UpstreamError> {
+) -> Result<(String, Option<Stream>), UpstreamError> {
     let EndpointKind::Sentinel {
         sentinels,
         master_name,
@@ -213,16 +267,37 @@ pub async fn discover(
         )));
     };
     let mut causes = Vec::with_capacity(sentinels.len());
+    let mut checked: Vec<String> = Vec::new();
+    let mut unusable = None;
     for sentinel in sentinels {
-        match ask(endpoint, sentinel, master_name, timeout).await {
-            Ok(address) => return Ok(address),
-            Err(cause) => causes.push(format!("{sentinel}: {cause}")),
+        let address = match ask(endpoint, sentinel, master_name, timeout).await {
+            Ok(address) => address,
+            Err(cause) => {
+                causes.push(format!("{sentinel}: {cause}"));
+                continue;
+            }
+        };
+        if known == Some(address.as_str()) {
+            return Ok((address, None));
+        }
+        if checked.contains(&address) {
+            continue;
+        }
+        match connect_primary(endpoint, &address, timeout).await {
+            Ok(stream) => return Ok((address, Some(stream))),
+            Err(cause) => {
+                tracing::debug!(endpoint = %endpoint.name, sentinel = %sentinel, named = %address, cause = %cause, "a sentinel names a server that is not a usable primary");
+                checked.push(address);
+                unusable = Some(cause);
+            }
         }
     }
-    Err(UpstreamError::Sentinel(format!(
-        "no sentinel knows master '{master_name}' ({})",
-        causes.join("; ")
-    )))
+    Err(unusable.unwrap_or_else(|| {
+        UpstreamError::Sentinel(format!(
+            "no sentinel knows master '{master_name}' ({})",
+            causes.join("; ")
+        ))
+    }))
 }
 
 /// Asks one sentinel for the primary's address.
@@ -263,28 +338,14 @@ pub async fn connect_sentinel(
         None => Stream::Tcp(tcp),
         Some(settings) => super::tls::wrap(endpoint, settings, sentinel, tcp, timeout).await?,
     };
-    let EndpointKind::Sentinel {
+    if let EndpointKind::Sentinel {
         sentinel_credentials: Some(credentials),
         ..
     } = &endpoint.kind
-    else {
-        return Ok(stream);
-    };
-    let mut args: Vec<&[u8]> = vec![b"AUTH"];
-    if let Some(user) = &credentials.username {
-        args.push(user.as_bytes());
+    {
+        super::auth(&mut stream, credentials, timeout).await?;
     }
-    args.push(credentials.password.expose().as_bytes());
-    let reply = tokio::time::timeout(timeout, exchange(&mut stream, &crate::resp::command(&args)))
-        .await
-        .map_err(|_| UpstreamError::ConnectTimeout(timeout))??;
-    if reply == b"+OK\r\n" {
-        return Ok(stream);
-    }
-    let text = String::from_utf8_lossy(reply.strip_prefix(b"-").unwrap_or(&reply))
-        .trim_end()
-        .to_string();
-    Err(UpstreamError::Auth(text))
+    Ok(stream)
 }
 
 /// The `host:port` in a `GET-MASTER-ADDR-BY-NAME` reply.

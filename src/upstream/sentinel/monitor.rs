@@ -3,7 +3,7 @@
 //! again every `sentinel_recheck` interval, in case a message was missed. Changes go to the endpoint's
 //! [`Watch`](super::Watch).
 
-use super::{connect_sentinel, discover, watch, Watch};
+use super::{connect_sentinel, find_primary, watch, Watch};
 use crate::config::{Config, EndpointConfig, EndpointKind};
 use crate::resp::reply;
 use crate::stream::Stream;
@@ -102,8 +102,11 @@ struct Checker {
 
 impl Checker {
     async fn check(&mut self, endpoint: &EndpointConfig, watch: &Watch, timeout: Duration) {
-        match discover(endpoint, timeout).await {
-            Ok(address) => {
+        // A new primary is taken only once it answers ROLE as one: a sentinel that lags
+        // behind a failover must not flip the endpoint back to the old primary.
+        let known = watch.primary();
+        match find_primary(endpoint, known.as_deref(), timeout).await {
+            Ok((address, _)) => {
                 watch.set(&endpoint.name, &address, "recheck");
                 if std::mem::take(&mut self.failing) {
                     tracing::info!(endpoint = %endpoint.name, "sentinels answer again");
@@ -192,7 +195,9 @@ async fn listen(
     }
 }
 
-/// Reads one complete frame.
+/// Reads one complete frame, leaving whatever follows it in `buf`. Not
+/// [`crate::upstream::exchange_limited`]: that drops the bytes after the reply, and on a
+/// subscription a `+switch-master` message may arrive in the same read as the confirmation.
 async fn read_frame(stream: &mut Stream, buf: &mut BytesMut) -> Result<BytesMut, UpstreamError> {
     loop {
         if let Some(len) = reply::complete_len(buf).map_err(UpstreamError::Protocol)? {
@@ -201,7 +206,7 @@ async fn read_frame(stream: &mut Stream, buf: &mut BytesMut) -> Result<BytesMut,
         if buf.len() > MAX_FRAME {
             return Err(UpstreamError::Io(std::io::Error::other("oversized reply")));
         }
-        if stream.read_buf(buf).await.map_err(UpstreamError::Io)? == 0 {
+        if stream.read_buf(buf).await.map_err(UpstreamError::io)? == 0 {
             return Err(UpstreamError::Closed);
         }
     }

@@ -1,3 +1,9 @@
+//! Unit tests of the Sentinel module's pure parts: reading `GET-MASTER-ADDR-BY-NAME` and
+//! `ROLE` replies, the watch's generation, and the error when no sentinel can be reached (a
+//! closed port, no server). Everything that needs a sentinel or a server to answer runs
+//! against real `redis-server --sentinel` processes in `tests/sentinel.rs`: Redis behaviour
+//! is never imitated here.
+
 use super::*;
 
 fn sentinel_endpoint(name: &str, sentinel: &str) -> EndpointConfig {
@@ -92,82 +98,4 @@ async fn no_reachable_sentinel_is_a_clear_error() {
         )),
         "{text}"
     );
-}
-
-/// A fake server on a loopback port that answers each connection's first request with the
-/// next of `replies` (the last one repeats), for at most `replies.len() + 4` connections.
-/// Returns its address and how many connections it served.
-async fn fake(replies: Vec<Vec<u8>>) -> (String, Arc<AtomicU64>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr").to_string();
-    let served = Arc::new(AtomicU64::new(0));
-    let count = served.clone();
-    tokio::spawn(async move {
-        for i in 0..replies.len() + 4 {
-            let Ok((mut socket, _)) = listener.accept().await else {
-                return;
-            };
-            count.fetch_add(1, Ordering::AcqRel);
-            let reply = replies[i.min(replies.len() - 1)].clone();
-            tokio::spawn(async move {
-                let mut buf = [0u8; 512];
-                if socket.read(&mut buf).await.unwrap_or(0) > 0 {
-                    let _ = socket.write_all(&reply).await;
-                }
-                // Keep the connection open briefly, as a server would.
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            });
-        }
-    });
-    (addr, served)
-}
-
-fn master_reply(addr: &str) -> Vec<u8> {
-    let (host, port) = addr.rsplit_once(':').expect("host:port");
-    format!(
-        "*2\r\n${}\r\n{host}\r\n${}\r\n{port}\r\n",
-        host.len(),
-        port.len()
-    )
-    .into_bytes()
-}
-
-const REPLICA_ROLE: &[u8] =
-    b"*5\r\n$5\r\nslave\r\n$9\r\n127.0.0.1\r\n:1\r\n$9\r\nconnected\r\n:1\r\n";
-const MASTER_ROLE: &[u8] = b"*3\r\n$6\r\nmaster\r\n:0\r\n*0\r\n";
-
-#[tokio::test]
-async fn a_replica_named_as_primary_is_refused_after_bounded_retries() {
-    let (replica, _) = fake(vec![REPLICA_ROLE.to_vec()]).await;
-    let (sentinel, asked) = fake(vec![master_reply(&replica)]).await;
-    let endpoint = sentinel_endpoint("sentinel-unit-replica", &sentinel);
-    let Err(err) = open(&endpoint, Duration::from_secs(2)).await else {
-        panic!("a replica was accepted as the primary");
-    };
-    assert_eq!(
-        err.to_string(),
-        format!("{replica} is not the primary (ROLE: slave); failover in progress?")
-    );
-    assert_eq!(asked.load(Ordering::Acquire), MAX_OPEN_ATTEMPTS as u64);
-}
-
-#[tokio::test]
-async fn a_stale_primary_sends_open_back_to_the_sentinels() {
-    let (replica, _) = fake(vec![REPLICA_ROLE.to_vec()]).await;
-    let (primary, _) = fake(vec![MASTER_ROLE.to_vec()]).await;
-    let (sentinel, asked) = fake(vec![master_reply(&replica), master_reply(&primary)]).await;
-    let endpoint = sentinel_endpoint("sentinel-unit-stale", &sentinel);
-    let generation = generation(&endpoint).expect("a Sentinel endpoint");
-    let Ok(_stream) = open(&endpoint, Duration::from_secs(2)).await else {
-        panic!("the second answer names a primary");
-    };
-    assert_eq!(asked.load(Ordering::Acquire), 2);
-    assert_eq!(
-        watch("sentinel-unit-stale").primary().as_deref(),
-        Some(primary.as_str())
-    );
-    assert_eq!(generation.load(Ordering::Acquire), 1, "the change counts");
 }
