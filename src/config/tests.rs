@@ -648,13 +648,13 @@ target = "legacy"
 [[namespaces]]
 name = "db2"
 db = 2
-key_prefix = { new = "db2}:" }
+key_prefix = { new = "db2}:", legacy = "db2:" }
 target = "legacy"
 
 [[namespaces]]
 name = "db3"
 db = 3
-key_prefix = { new = "db3:" }
+key_prefix = { new = "db3:", legacy = "db3:" }
 target = "legacy"
 
 [default]
