@@ -184,7 +184,9 @@ async fn accept_loop(
                 let _connected = metrics::client_connected();
                 let stream = match acceptor {
                     None => Stream::Tcp(stream),
-                    Some(acceptor) => match accept_tls(&acceptor, stream, peer).await {
+                    // Boxed: the handshake's state is large, and held inline it would
+                    // weigh on every plain connection's task for its whole life.
+                    Some(acceptor) => match Box::pin(accept_tls(&acceptor, stream, peer)).await {
                         Some(stream) => stream,
                         None => return,
                     },

@@ -99,7 +99,15 @@ pub fn poll_flush_tls(stream: &mut Stream, cx: &mut Context<'_>) -> Poll<io::Res
     }
 }
 
+/// Bytes read onto the stack when a TCP read buffer holds no memory at all.
+const PROBE: usize = 512;
+
 /// Reads what a stream has into `buf`, registering for wake-up when it has nothing.
+///
+/// `buf` grows by `chunk` when less than a quarter of that is free. On plain TCP, a buffer
+/// that holds no memory (sessions release theirs when idle) is not given any until there
+/// are bytes to keep: the first read goes to a small stack array. An idle connection thus
+/// costs no read buffer, and one that wakes spuriously allocates nothing.
 ///
 /// On plain TCP, a read that returns less than the room offered means the socket was drained
 /// at that moment, so its readiness is cleared right away (`try_io` only clears it if no newer
@@ -110,10 +118,16 @@ pub fn poll_read_some(
     stream: &mut Stream,
     cx: &mut Context<'_>,
     buf: &mut BytesMut,
+    chunk: usize,
 ) -> Poll<io::Result<usize>> {
     let stream = match stream {
         Stream::Tcp(s) => s,
-        other => return tokio_util::io::poll_read_buf(Pin::new(other), cx, buf),
+        other => {
+            if buf.capacity() - buf.len() < chunk / 4 {
+                buf.reserve(chunk);
+            }
+            return tokio_util::io::poll_read_buf(Pin::new(other), cx, buf);
+        }
     };
     loop {
         match stream.poll_read_ready(cx) {
@@ -121,24 +135,93 @@ pub fn poll_read_some(
             Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
             Poll::Pending => return Poll::Pending,
         }
-        let offered = buf.capacity() - buf.len();
+        let mut probe = [0u8; PROBE];
+        let probing = buf.capacity() == 0;
+        if !probing && buf.capacity() - buf.len() < chunk / 4 {
+            buf.reserve(chunk);
+        }
+        let offered = if probing {
+            PROBE
+        } else {
+            buf.capacity() - buf.len()
+        };
         let mut short = 0;
         let result = stream.try_io(tokio::io::Interest::READABLE, || {
-            let n = stream.try_read_buf(buf)?;
+            let n = if probing {
+                stream.try_read(&mut probe)?
+            } else {
+                stream.try_read_buf(buf)?
+            };
             if n > 0 && n < offered {
                 short = n;
                 return Err(io::ErrorKind::WouldBlock.into());
             }
             Ok(n)
         });
-        match result {
-            Ok(n) => return Poll::Ready(Ok(n)),
+        let n = match result {
+            Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                if short > 0 {
-                    return Poll::Ready(Ok(short));
+                if short == 0 {
+                    continue;
                 }
+                short
             }
             Err(e) => return Poll::Ready(Err(e)),
+        };
+        if probing && n > 0 {
+            buf.reserve(chunk.max(n));
+            buf.extend_from_slice(&probe[..n]);
         }
+        return Poll::Ready(Ok(n));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::future::poll_fn;
+    use tokio::io::AsyncWriteExt;
+
+    async fn pair() -> (Stream, TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        (Stream::Tcp(accepted.unwrap().0), client.unwrap())
+    }
+
+    /// One poll of `poll_read_some`, `None` when it would wait.
+    async fn poll_once(stream: &mut Stream, buf: &mut BytesMut) -> Option<usize> {
+        poll_fn(|cx| {
+            Poll::Ready(match poll_read_some(stream, cx, buf, 16 * 1024) {
+                Poll::Ready(result) => Some(result.unwrap()),
+                Poll::Pending => None,
+            })
+        })
+        .await
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_gets_no_read_buffer() {
+        let (mut stream, mut peer) = pair().await;
+        let mut buf = BytesMut::new();
+        assert_eq!(poll_once(&mut stream, &mut buf).await, None);
+        assert_eq!(buf.capacity(), 0, "nothing to read, nothing allocated");
+
+        // Small and large arrivals both come through whole, in order.
+        let big: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        peer.write_all(b"*1\r\n$4\r\nPING\r\n").await.unwrap();
+        peer.write_all(&big).await.unwrap();
+        drop(peer);
+        let mut got = 0;
+        loop {
+            match poll_once(&mut stream, &mut buf).await {
+                Some(0) => break,
+                Some(n) => got += n,
+                None => tokio::task::yield_now().await,
+            }
+        }
+        assert_eq!(got, 14 + big.len());
+        assert_eq!(&buf[..14], b"*1\r\n$4\r\nPING\r\n");
+        assert_eq!(&buf[14..], &big[..]);
     }
 }

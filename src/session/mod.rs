@@ -505,10 +505,7 @@ impl Session {
         let cin_room =
             !self.holding || self.cin.len() < self.shared.config.proxy.max_buffered_bytes;
         if self.wants_requests() && !self.client_eof && cin_room {
-            if self.cin.capacity() - self.cin.len() < READ_CHUNK / 4 {
-                self.cin.reserve(READ_CHUNK);
-            }
-            match poll_read_some(&mut self.client, cx, &mut self.cin) {
+            match poll_read_some(&mut self.client, cx, &mut self.cin, READ_CHUNK) {
                 Poll::Ready(Ok(0)) => {
                     self.client_eof = true;
                     progressed = true;
@@ -585,10 +582,7 @@ impl Session {
         let Conn::Ready(stream, _) = &mut link.conn else {
             return Ok(false);
         };
-        if link.rbuf.capacity() - link.rbuf.len() < READ_CHUNK / 4 {
-            link.rbuf.reserve(READ_CHUNK);
-        }
-        match poll_read_some(stream, cx, &mut link.rbuf) {
+        match poll_read_some(stream, cx, &mut link.rbuf, READ_CHUNK) {
             Poll::Ready(Ok(0)) => {
                 self.fail_link(ep, UpstreamError::Closed)?;
                 Ok(true)
@@ -701,13 +695,22 @@ impl Session {
         }
     }
 
-    /// Drops large empty buffers so an idle connection holds little memory.
+    /// Releases empty buffers so that an idle connection holds almost no memory.
+    ///
+    /// With no reply owed, every empty buffer goes: the next read allocates anew, a small
+    /// thread-local allocation, as HAProxy's buffers come and go with the data. While replies
+    /// are owed, only buffers a burst grew past [`SHRINK_ABOVE`] are released once empty.
     fn release_idle_buffers(&mut self) {
-        fn shrink(buf: &mut BytesMut) {
-            if buf.is_empty() && buf.capacity() > SHRINK_ABOVE {
+        let keep = if self.pending.is_empty() {
+            0
+        } else {
+            SHRINK_ABOVE
+        };
+        let shrink = |buf: &mut BytesMut| {
+            if buf.is_empty() && buf.capacity() > keep {
                 *buf = BytesMut::new();
             }
-        }
+        };
         shrink(&mut self.cin);
         shrink(&mut self.cout);
         if self.pending.is_empty() && self.reissue.capacity() > SHRINK_ABOVE {

@@ -340,10 +340,7 @@ impl Session {
                 || (pubsub.streaming
                     && matches!(crate::resp::reply::complete_len(&link.rbuf), Ok(None))));
         if may_read {
-            if link.rbuf.capacity() - link.rbuf.len() < super::READ_CHUNK / 4 {
-                link.rbuf.reserve(super::READ_CHUNK);
-            }
-            match crate::stream::poll_read_some(stream, cx, &mut link.rbuf) {
+            match crate::stream::poll_read_some(stream, cx, &mut link.rbuf, super::READ_CHUNK) {
                 Poll::Ready(Ok(0)) => return Err(End::Pubsub(UpstreamError::Closed)),
                 Poll::Ready(Ok(_)) => progressed = true,
                 Poll::Ready(Err(e)) => return Err(End::Pubsub(UpstreamError::io(e))),
