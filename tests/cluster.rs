@@ -712,3 +712,67 @@ fn a_blocking_command_on_a_cluster_endpoint_asks_no_client_id() {
         );
     }
 }
+
+/// A redirect with an empty host (`-MOVED slot :PORT`, what Redis sends with
+/// `cluster-preferred-endpoint-type unknown-endpoint`) goes to that port on the host turnout
+/// reached the answering node by: here 127.0.0.2, which the nodes listen on besides
+/// 127.0.0.1. The node's `CLIENT LIST` shows which address turnout's `SET` came in on.
+#[test]
+fn an_empty_host_redirect_goes_to_the_host_of_the_node_that_answered() {
+    let cluster = RedisCluster::start_with_args(3, 0, &["--bind", "127.0.0.1", "127.0.0.2"]);
+    for node in &cluster.nodes {
+        let _: () = redis::cmd("CONFIG")
+            .arg(&["SET", "cluster-preferred-endpoint-type", "unknown-endpoint"])
+            .query(&mut node.conn())
+            .expect("CONFIG SET cluster-preferred-endpoint-type");
+    }
+    let seeds: Vec<String> = cluster
+        .nodes
+        .iter()
+        .map(|n| format!("\"127.0.0.2:{}\"", n.port()))
+        .collect();
+    let t = Turnout::start(&format!(
+        "[endpoints.cl]\ncluster_seeds = [{}]\n\n[default]\ntarget = \"cl\"\n",
+        seeds.join(", ")
+    ));
+    let key = "c:empty-host";
+    let slot = cluster.keyslot(key);
+    let from = cluster.primary_of_slot(slot);
+    let to = cluster
+        .primaries()
+        .into_iter()
+        .find(|&p| p != from)
+        .expect("another primary");
+    let mut c = t.raw();
+    // The connection loads the map (through 127.0.0.2) and knows `from` as the owner.
+    c.expect_cmd(&["GET", key], b"$-1\r\n");
+
+    // The empty slot changes owner; `from` now answers with an empty host.
+    let to_id = cluster.node_id(to);
+    for index in 0..cluster.nodes.len() {
+        setslot(&cluster, index, slot, &["NODE", &to_id]);
+    }
+    let to_port = cluster.nodes[to].port();
+    assert_eq!(
+        show(&RawClient::connect(&cluster.nodes[from].addr()).roundtrip(&["GET", key])),
+        show(format!("-MOVED {slot} :{to_port}\r\n").as_bytes())
+    );
+    let moved_before = event_count(&t, "moved");
+    c.expect_cmd(&["SET", key, "here"], b"+OK\r\n");
+    assert!(
+        event_count(&t, "moved") > moved_before,
+        "the SET was redirected"
+    );
+
+    let clients =
+        RawClient::connect(&format!("127.0.0.2:{to_port}")).read_reply_after(&["CLIENT", "LIST"]);
+    let sets_on = |host: &str| {
+        clients
+            .lines()
+            .filter(|l| l.contains(&format!("laddr={host}:{to_port} ")) && l.contains("cmd=set "))
+            .count()
+    };
+    assert_eq!(sets_on("127.0.0.2"), 1, "CLIENT LIST:\n{clients}");
+    assert_eq!(sets_on("127.0.0.1"), 0, "CLIENT LIST:\n{clients}");
+    assert_eq!(cluster.nodes[to].get(key).as_deref(), Some("here"));
+}
