@@ -190,8 +190,7 @@ impl Router {
                 }
                 left = !self.has_room();
             }
-            // Never both disabled: an empty FIFO always reads.
-            let reading = self.queue.is_empty() || self.has_room();
+            let reading = self.has_room();
             let waiting = !self.queue.is_empty();
             tokio::select! {
                 got = head(&mut self.queue), if waiting => {
@@ -212,9 +211,12 @@ impl Router {
     }
 
     /// Whether the router may take more requests: the FIFO and the reply bytes waiting in
-    /// it are under their bounds.
+    /// it are under their bounds. An empty FIFO always has room (so the loop always waits
+    /// on something, and no count can keep it from reading).
     fn has_room(&self) -> bool {
-        self.queue.len() < MAX_PENDING && self.buffered.load(Ordering::Relaxed) < self.max_buffered
+        self.queue.is_empty()
+            || (self.queue.len() < MAX_PENDING
+                && self.buffered.load(Ordering::Relaxed) < self.max_buffered)
     }
 
     /// Takes the complete requests in `inbuf`; true when the connection is done with (handed
