@@ -2,12 +2,12 @@
 //!
 //! It reads complete requests from the pipe, picks a node for each (the primary of its keys'
 //! slot; a fixed node for keyless commands, so their order holds), and keeps a bounded FIFO
-//! of pending entries, each waiting for one reply per part. Only the FIFO's head is awaited:
-//! its `-MOVED` or `-ASK` is followed there (at most [`MAX_REDIRECTS`] times, then a turnout
-//! error naming the loop), so a resent command never overtakes an earlier one, and newer
-//! requests for a slot whose owner changed are held back until the older ones are answered
-//! ([`order`]). Finished entries are merged ([`super::merge`]) and written back in request
-//! order.
+//! of pending entries, each waiting for one reply per part. Only the FIFO's head is awaited
+//! ([`reply`]): its `-MOVED` or `-ASK` is followed there (at most [`MAX_REDIRECTS`] times,
+//! then a turnout error naming the loop), so a resent command never overtakes an earlier
+//! one, and newer requests for a slot whose owner changed are held back until the older
+//! ones are answered ([`order`]). Finished entries are merged ([`super::merge`]) and written
+//! back in request order.
 //!
 //! Memory is bounded twice: at most [`MAX_PENDING`] entries, and at most `max_buffered`
 //! bytes (the connection's `[proxy] max_buffered_bytes`) of replies received for entries
@@ -24,6 +24,7 @@
 mod order;
 mod pubsub;
 mod redirect;
+mod reply;
 mod state;
 mod transaction;
 
@@ -34,7 +35,7 @@ use crate::command::policy::{Policy, StateKind};
 use crate::config::EndpointConfig;
 use crate::resp::request::{self, Parsed};
 use bytes::{Bytes, BytesMut};
-use redirect::{parse_redirect, redirect_loop};
+use reply::head;
 use std::collections::{HashMap, VecDeque};
 use std::ops::{ControlFlow, Range};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -486,130 +487,5 @@ impl Router {
             move || cluster.node_failed(),
         );
         self.nodes.insert(address.to_string(), spawned);
-    }
-
-    /// Takes the head's next reply: stores it, or follows its redirect.
-    async fn settle(&mut self, got: (usize, Answer)) {
-        let (index, Answer { from, reply }) = got;
-        let reply = match reply {
-            Ok(bytes) => {
-                // Taken from the node tasks' count (which added it before handing it over).
-                let len = bytes.len();
-                let _ = self
-                    .buffered
-                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                        Some(n.saturating_sub(len))
-                    });
-                bytes
-            }
-            Err(text) => {
-                let mut out = BytesMut::new();
-                crate::resp::write_error(&mut out, &text);
-                out.freeze()
-            }
-        };
-        let Some(entry) = self.queue.front_mut() else {
-            return;
-        };
-        let follow = entry.follow;
-        let Some(pending) = entry.parts.get_mut(index) else {
-            return;
-        };
-        pending.rx = None;
-        let tracked = pending.slot;
-        let redirect = if follow {
-            parse_redirect(&reply, &from)
-        } else {
-            None
-        };
-        let Some((ask, slot, address)) = redirect else {
-            pending.reply = Some(reply);
-            return self.answered(tracked).await;
-        };
-        if pending.redirects >= MAX_REDIRECTS {
-            pending.reply = Some(redirect_loop(&self.endpoint.name, slot, &reply));
-            return self.answered(tracked).await;
-        }
-        pending.redirects += 1;
-        let request = pending.part.request.clone();
-        if let Some(tracked) = tracked {
-            self.redirected(tracked);
-        }
-        let rx = if ask {
-            crate::upstream::health::record(
-                &self.endpoint.name,
-                crate::upstream::health::Event::Ask,
-            );
-            let mut both = BytesMut::from(crate::resp::command(&[b"ASKING"]).as_ref());
-            both.extend_from_slice(&request);
-            self.send_now(&address, both.freeze(), 1).await
-        } else {
-            self.cluster.moved(slot, &address);
-            self.send_now(&address, request, 0).await
-        };
-        if let Some(pending) = self.queue.front_mut().and_then(|e| e.parts.get_mut(index)) {
-            pending.rx = Some(rx);
-        }
-    }
-
-    /// Waits for every pending entry and writes its reply.
-    async fn drain(&mut self, writer: &mut WriteHalf<DuplexStream>) -> std::io::Result<()> {
-        while !self.queue.is_empty() {
-            let got = head(&mut self.queue).await;
-            self.settle(got).await;
-            self.flush(writer).await?;
-        }
-        Ok(())
-    }
-
-    /// Writes every finished entry at the queue's front to the pipe.
-    async fn flush(&mut self, writer: &mut WriteHalf<DuplexStream>) -> std::io::Result<()> {
-        let mut out = BytesMut::new();
-        while self.queue.front().is_some_and(Entry::done) {
-            let Some(entry) = self.queue.pop_front() else {
-                break;
-            };
-            let parts: Vec<Part> = entry.parts.iter().map(|p| p.part.clone()).collect();
-            let replies: Vec<Bytes> = entry.parts.into_iter().filter_map(|p| p.reply).collect();
-            let merged = merge::merge(entry.how, &parts, &replies, entry.keys);
-            if crate::resp::is_error(&merged) {
-                if let Some(undo) = entry.state_undo {
-                    self.state = undo;
-                }
-            }
-            out.extend_from_slice(&merged);
-        }
-        if !out.is_empty() {
-            writer.write_all(&out).await?;
-            writer.flush().await?;
-        }
-        Ok(())
-    }
-}
-
-/// Waits for the next reply of the queue's head entry: `(part index, answer)`.
-async fn head(queue: &mut VecDeque<Entry>) -> (usize, Answer) {
-    let Some(entry) = queue.front_mut() else {
-        return std::future::pending().await;
-    };
-    let Some((index, pending)) = entry
-        .parts
-        .iter_mut()
-        .enumerate()
-        .find(|(_, p)| p.reply.is_none())
-    else {
-        return std::future::pending().await;
-    };
-    match pending.rx.as_mut() {
-        Some(rx) => {
-            let answer = rx.await.unwrap_or_else(|_| Answer {
-                from: Arc::from(""),
-                reply: Err(Arc::from(
-                    "ERR turnout: cluster node connection ended without a reply",
-                )),
-            });
-            (index, answer)
-        }
-        None => std::future::pending().await,
     }
 }
