@@ -1,8 +1,8 @@
-//! Reply buffering on a cluster endpoint is bounded by `[proxy] max_buffered_bytes`: behind a
-//! reply that is not due yet (a `BLPOP` blocked on one node), the slot router takes in only
-//! about that many bytes of other replies, then stops reading requests, which pushes back on
-//! the client. Once the blocked reply comes, every reply arrives, exact and in order:
-//! nothing is dropped, and every command ran exactly once.
+//! Reply buffering on a cluster endpoint is bounded by `[proxy] max_buffered_bytes`: once
+//! the replies received behind one that is not due yet (a `BLPOP` blocked on one node) reach
+//! that many bytes, the slot router stops reading requests, which pushes back on the client.
+//! Once the blocked reply comes, every reply arrives, exact and in order: nothing is dropped,
+//! and every command ran exactly once.
 
 mod support;
 
@@ -12,8 +12,12 @@ use std::time::Duration;
 use support::cluster::RedisCluster;
 use support::{cmd, show, Turnout};
 
-/// GETs pipelined behind the blocked BLPOP.
-const GETS: usize = 4000;
+/// GETs pipelined behind the blocked BLPOP first: their replies exceed the bound.
+const FIRST: usize = 256;
+/// GETs sent once the bound is reached.
+const MORE: usize = 2000;
+/// Every GET.
+const GETS: usize = FIRST + MORE;
 /// Size of the value each GET returns.
 const VALUE: usize = 16 * 1024;
 /// The bound under test.
@@ -78,26 +82,40 @@ target = "cl"
         .query(&mut cluster.nodes[big_node].conn())
         .expect("CONFIG RESETSTAT");
 
-    // BLPOP first (blocks), then the GETs, written from another thread: turnout may stop
-    // reading them.
+    // BLPOP first (blocks), then a first batch of GETs whose replies alone exceed the bound.
     let mut client = t.raw();
-    let mut out = client.stream_clone();
-    let writer = std::thread::spawn(move || {
-        let mut pipeline = cmd(&["BLPOP", queue, "0"]);
-        for _ in 0..GETS {
-            pipeline.extend(cmd(&["GET", &big]));
-        }
-        out.write_all(&pipeline).expect("write the pipeline");
+    let mut pipeline = cmd(&["BLPOP", queue, "0"]);
+    for _ in 0..FIRST {
+        pipeline.extend(cmd(&["GET", &big]));
+    }
+    client.send(&pipeline);
+    let all_ran = support::wait_until(Duration::from_secs(30), Duration::from_millis(20), || {
+        get_calls(&cluster, big_node) == FIRST as u64
     });
-
-    // Behind the blocked BLPOP, only about max_buffered_bytes of replies are taken in: far
-    // fewer GETs run than were sent (without the bound, every one of them would).
-    let ran = settled_get_calls(&cluster, big_node);
-    let all = GETS as u64;
     assert!(
-        ran > 0 && ran < all / 2,
-        "{ran} of {all} GETs ran behind the blocked BLPOP (bound {MAX_BUFFERED} bytes, {} bytes each)",
-        VALUE
+        all_ran,
+        "the first batch ran: {}",
+        get_calls(&cluster, big_node)
+    );
+    // Let turnout take in their replies (about FIRST × VALUE bytes, past the bound).
+    std::thread::sleep(Duration::from_millis(300));
+
+    // More GETs, written from another thread: turnout must not read them now.
+    let mut out = client.stream_clone();
+    let writer = {
+        let big = big.clone();
+        std::thread::spawn(move || {
+            let mut pipeline = Vec::new();
+            for _ in 0..MORE {
+                pipeline.extend(cmd(&["GET", &big]));
+            }
+            out.write_all(&pipeline).expect("write the pipeline");
+        })
+    };
+    let ran = settled_get_calls(&cluster, big_node);
+    assert_eq!(
+        ran, FIRST as u64,
+        "past the bound ({MAX_BUFFERED} bytes of replies behind the blocked BLPOP), no more GETs are read"
     );
 
     // The blocked reply comes: everything follows, exact and in order.
@@ -123,7 +141,7 @@ target = "cl"
     writer.join().expect("writer thread");
     assert_eq!(
         get_calls(&cluster, big_node),
-        all,
+        GETS as u64,
         "every GET ran exactly once"
     );
     client.expect_cmd(&["PING"], b"+PONG\r\n");
