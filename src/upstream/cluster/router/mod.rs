@@ -137,7 +137,7 @@ struct Router {
     /// Per slot, where its unanswered requests went ([`order`]).
     flights: HashMap<u16, order::Flight>,
     /// Requests held back, in request order ([`order`]).
-    held: VecDeque<order::Held>,
+    held: order::HeldQueue,
     /// Bytes of replies the node tasks handed over and not yet taken.
     buffered: Arc<AtomicUsize>,
     /// Bound on `buffered` before the router stops reading requests.
@@ -163,7 +163,7 @@ pub async fn run(
         keyless: None,
         tx: Tx::default(),
         flights: HashMap::new(),
-        held: VecDeque::new(),
+        held: order::HeldQueue::default(),
         buffered: Arc::new(AtomicUsize::new(0)),
         max_buffered,
     };

@@ -29,7 +29,7 @@
 
 use super::{Answer, Router};
 use bytes::Bytes;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use tokio::sync::oneshot;
 
 /// A slot's unanswered requests: where they went, how many there are, and whether one of
@@ -56,6 +56,42 @@ pub(super) struct Held {
     reply: oneshot::Sender<Answer>,
 }
 
+/// The requests held back, in request order, with counts that answer "must a new request
+/// wait behind them?" without a scan.
+#[derive(Default)]
+pub(super) struct HeldQueue {
+    items: VecDeque<Held>,
+    /// Held requests per slot.
+    slots: HashMap<u16, usize>,
+    /// Held requests without a slot.
+    barriers: usize,
+}
+
+impl HeldQueue {
+    fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    fn push(&mut self, held: Held) {
+        match held.target {
+            Target::Slot(slot) => *self.slots.entry(slot).or_default() += 1,
+            Target::Node(_) => self.barriers += 1,
+        }
+        self.items.push_back(held);
+    }
+
+    /// Whether a new request for `slot` must wait behind a held one.
+    fn blocks(&self, slot: u16) -> bool {
+        self.barriers > 0 || self.slots.contains_key(&slot)
+    }
+
+    fn take_all(&mut self) -> VecDeque<Held> {
+        self.slots.clear();
+        self.barriers = 0;
+        std::mem::take(&mut self.items)
+    }
+}
+
 impl Router {
     /// Sends `request` to the node at `address`, after every request held back before it.
     pub(super) async fn send(
@@ -68,7 +104,7 @@ impl Router {
         if self.held.is_empty() {
             self.deliver(address, request, swallow, reply).await;
         } else {
-            self.held.push_back(Held {
+            self.held.push(Held {
                 target: Target::Node(address.to_string()),
                 bytes: request,
                 swallow,
@@ -87,13 +123,9 @@ impl Router {
         request: Bytes,
     ) -> oneshot::Receiver<Answer> {
         let (reply, rx) = oneshot::channel();
-        let behind_held = self.held.iter().any(|h| match h.target {
-            Target::Node(_) => true,
-            Target::Slot(s) => s == slot,
-        });
         let address = self.owner(slot);
-        if behind_held || !self.may_send(slot, &address) {
-            self.held.push_back(Held {
+        if self.held.blocks(slot) || !self.may_send(slot, &address) {
+            self.held.push(Held {
                 target: Target::Slot(slot),
                 bytes: request,
                 swallow: 0,
@@ -154,32 +186,22 @@ impl Router {
         if self.held.is_empty() {
             return;
         }
-        let mut kept: VecDeque<Held> = VecDeque::new();
-        // Slots with a request still held: the slot's newer ones stay behind it.
-        let mut blocked: Vec<u16> = Vec::new();
-        // A keyless command is still held: everything after it stays behind it.
-        let mut barrier = false;
-        while let Some(held) = self.held.pop_front() {
+        // Each request is either sent or held again, in order, so the ones held again are
+        // what the ones after them must wait behind: a held keyless command holds back
+        // everything after it, a held request for a slot the slot's newer ones.
+        for held in self.held.take_all() {
             let go = match &held.target {
-                _ if barrier => None,
-                Target::Node(address) if kept.is_empty() => Some(address.clone()),
-                Target::Node(_) => {
-                    barrier = true;
-                    None
-                }
-                Target::Slot(slot) if blocked.contains(slot) => None,
+                _ if self.held.barriers > 0 => None,
+                Target::Node(address) if self.held.is_empty() => Some(address.clone()),
+                Target::Node(_) => None,
+                Target::Slot(slot) if self.held.blocks(*slot) => None,
                 Target::Slot(slot) => {
                     let address = self.owner(*slot);
-                    if self.may_send(*slot, &address) {
-                        Some(address)
-                    } else {
-                        blocked.push(*slot);
-                        None
-                    }
+                    self.may_send(*slot, &address).then_some(address)
                 }
             };
             let Some(address) = go else {
-                kept.push_back(held);
+                self.held.push(held);
                 continue;
             };
             self.deliver(&address, held.bytes, held.swallow, held.reply)
@@ -188,6 +210,5 @@ impl Router {
                 self.track(slot, address);
             }
         }
-        self.held = kept;
     }
 }
