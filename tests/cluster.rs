@@ -296,6 +296,62 @@ target = "cl"
     );
 }
 
+/// `total_connections_received` of `server` (this query's own connection included).
+fn connections_received(server: &support::RedisServer) -> u64 {
+    server
+        .command(&["INFO", "stats"])
+        .bulk_text()
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("total_connections_received:"))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("total_connections_received in INFO")
+}
+
+/// Connections that open while the endpoint has no slot map share one walk of the seeds:
+/// ten clients asking at once while the only seed (a server without cluster support) is
+/// paused cost it one connection, and all ten get that walk's error.
+#[test]
+fn concurrent_first_connections_share_one_seed_walk() {
+    let seed = support::RedisServer::start();
+    let t = Turnout::start(&format!(
+        "[endpoints.cl]\ncluster_seeds = [\"{}\"]\n\n[default]\ntarget = \"cl\"\n\n[health]\ninterval = \"1h\"\n",
+        seed.addr()
+    ));
+    // The start-up health check is done (it connected once).
+    let checked = support::wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+        t.admin_get("/v1/endpoints")
+            .text()
+            .contains("cluster support disabled")
+    });
+    assert!(checked, "{}", t.admin_get("/v1/endpoints").text());
+    let before = connections_received(&seed);
+    // Commands wait while the seed is paused; new connections are still accepted.
+    let _ = seed.command(&["CLIENT", "PAUSE", "500", "ALL"]);
+    let mut clients: Vec<RawClient> = (0..10).map(|_| t.raw()).collect();
+    for c in &mut clients {
+        c.send(&cmd(&["GET", "k"]));
+    }
+    let replies: Vec<String> = clients
+        .iter_mut()
+        .map(|c| {
+            show(
+                &c.read_frame_within(Duration::from_secs(10))
+                    .expect("a reply"),
+            )
+        })
+        .collect();
+    let expected = format!(
+        "-ERR turnout: endpoint 'cl' unavailable: {} answered CLUSTER SLOTS with no slots: -ERR This instance has cluster support disabled\r\n",
+        seed.addr()
+    );
+    for reply in &replies {
+        assert_eq!(reply, &show(expected.as_bytes()));
+    }
+    // CLIENT PAUSE's connection, one walk's, and this query's own.
+    assert_eq!(connections_received(&seed) - before, 3);
+}
+
 /// Moves `slot` from `from` to `to` in batches of 10 keys, with pauses so load sees ASK.
 fn migrate_slot(cluster: &RedisCluster, slot: u16, from: usize, to: usize) {
     let from_id = cluster.node_id(from);
