@@ -238,3 +238,24 @@ impl Task {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_failures_read_like_the_endpoints_own() {
+        assert_eq!(
+            &*failure_text(
+                "new",
+                &UpstreamError::Tls("invalid peer certificate: UnknownIssuer".into()),
+                "10.0.0.1:7000"
+            ),
+            "ERR turnout: endpoint 'new' TLS: invalid peer certificate: UnknownIssuer (node 10.0.0.1:7000)"
+        );
+        assert_eq!(
+            &*failure_text("new", &UpstreamError::Closed, "10.0.0.1:7000"),
+            "ERR turnout: endpoint 'new' unavailable: connection closed by the endpoint (node 10.0.0.1:7000)"
+        );
+    }
+}
