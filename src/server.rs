@@ -164,7 +164,7 @@ async fn accept_loop(
                 // Usually EMFILE: back off instead of spinning.
                 tracing::warn!(cause = %e, "accept failed");
                 tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
+                backoff = backoff.saturating_mul(2).min(Duration::from_secs(1));
                 continue;
             }
         };

@@ -296,6 +296,62 @@ target = "cl"
     );
 }
 
+/// `total_connections_received` of `server` (this query's own connection included).
+fn connections_received(server: &support::RedisServer) -> u64 {
+    server
+        .command(&["INFO", "stats"])
+        .bulk_text()
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("total_connections_received:"))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("total_connections_received in INFO")
+}
+
+/// Connections that open while the endpoint has no slot map share one walk of the seeds:
+/// ten clients asking at once while the only seed (a server without cluster support) is
+/// paused cost it one connection, and all ten get that walk's error.
+#[test]
+fn concurrent_first_connections_share_one_seed_walk() {
+    let seed = support::RedisServer::start();
+    let t = Turnout::start(&format!(
+        "[endpoints.cl]\ncluster_seeds = [\"{}\"]\n\n[default]\ntarget = \"cl\"\n\n[health]\ninterval = \"1h\"\n",
+        seed.addr()
+    ));
+    // The start-up health check is done (it connected once).
+    let checked = support::wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+        t.admin_get("/v1/endpoints")
+            .text()
+            .contains("cluster support disabled")
+    });
+    assert!(checked, "{}", t.admin_get("/v1/endpoints").text());
+    let before = connections_received(&seed);
+    // Commands wait while the seed is paused; new connections are still accepted.
+    let _ = seed.command(&["CLIENT", "PAUSE", "500", "ALL"]);
+    let mut clients: Vec<RawClient> = (0..10).map(|_| t.raw()).collect();
+    for c in &mut clients {
+        c.send(&cmd(&["GET", "k"]));
+    }
+    let replies: Vec<String> = clients
+        .iter_mut()
+        .map(|c| {
+            show(
+                &c.read_frame_within(Duration::from_secs(10))
+                    .expect("a reply"),
+            )
+        })
+        .collect();
+    let expected = format!(
+        "-ERR turnout: endpoint 'cl' unavailable: {} answered CLUSTER SLOTS with no slots: -ERR This instance has cluster support disabled\r\n",
+        seed.addr()
+    );
+    for reply in &replies {
+        assert_eq!(reply, &show(expected.as_bytes()));
+    }
+    // CLIENT PAUSE's connection, one walk's, and this query's own.
+    assert_eq!(connections_received(&seed) - before, 3);
+}
+
 /// Moves `slot` from `from` to `to` in batches of 10 keys, with pauses so load sees ASK.
 fn migrate_slot(cluster: &RedisCluster, slot: u16, from: usize, to: usize) {
     let from_id = cluster.node_id(from);
@@ -711,4 +767,68 @@ fn a_blocking_command_on_a_cluster_endpoint_asks_no_client_id() {
             "node {i} was asked CLIENT ID:\n{stats}"
         );
     }
+}
+
+/// A redirect with an empty host (`-MOVED slot :PORT`, what Redis sends with
+/// `cluster-preferred-endpoint-type unknown-endpoint`) goes to that port on the host turnout
+/// reached the answering node by: here 127.0.0.2, which the nodes listen on besides
+/// 127.0.0.1. The node's `CLIENT LIST` shows which address turnout's `SET` came in on.
+#[test]
+fn an_empty_host_redirect_goes_to_the_host_of_the_node_that_answered() {
+    let cluster = RedisCluster::start_with_args(3, 0, &["--bind", "127.0.0.1", "127.0.0.2"]);
+    for node in &cluster.nodes {
+        let _: () = redis::cmd("CONFIG")
+            .arg(&["SET", "cluster-preferred-endpoint-type", "unknown-endpoint"])
+            .query(&mut node.conn())
+            .expect("CONFIG SET cluster-preferred-endpoint-type");
+    }
+    let seeds: Vec<String> = cluster
+        .nodes
+        .iter()
+        .map(|n| format!("\"127.0.0.2:{}\"", n.port()))
+        .collect();
+    let t = Turnout::start(&format!(
+        "[endpoints.cl]\ncluster_seeds = [{}]\n\n[default]\ntarget = \"cl\"\n",
+        seeds.join(", ")
+    ));
+    let key = "c:empty-host";
+    let slot = cluster.keyslot(key);
+    let from = cluster.primary_of_slot(slot);
+    let to = cluster
+        .primaries()
+        .into_iter()
+        .find(|&p| p != from)
+        .expect("another primary");
+    let mut c = t.raw();
+    // The connection loads the map (through 127.0.0.2) and knows `from` as the owner.
+    c.expect_cmd(&["GET", key], b"$-1\r\n");
+
+    // The empty slot changes owner; `from` now answers with an empty host.
+    let to_id = cluster.node_id(to);
+    for index in 0..cluster.nodes.len() {
+        setslot(&cluster, index, slot, &["NODE", &to_id]);
+    }
+    let to_port = cluster.nodes[to].port();
+    assert_eq!(
+        show(&RawClient::connect(&cluster.nodes[from].addr()).roundtrip(&["GET", key])),
+        show(format!("-MOVED {slot} :{to_port}\r\n").as_bytes())
+    );
+    let moved_before = event_count(&t, "moved");
+    c.expect_cmd(&["SET", key, "here"], b"+OK\r\n");
+    assert!(
+        event_count(&t, "moved") > moved_before,
+        "the SET was redirected"
+    );
+
+    let clients =
+        RawClient::connect(&format!("127.0.0.2:{to_port}")).read_reply_after(&["CLIENT", "LIST"]);
+    let sets_on = |host: &str| {
+        clients
+            .lines()
+            .filter(|l| l.contains(&format!("laddr={host}:{to_port} ")) && l.contains("cmd=set "))
+            .count()
+    };
+    assert_eq!(sets_on("127.0.0.2"), 1, "CLIENT LIST:\n{clients}");
+    assert_eq!(sets_on("127.0.0.1"), 0, "CLIENT LIST:\n{clients}");
+    assert_eq!(cluster.nodes[to].get(key).as_deref(), Some("here"));
 }

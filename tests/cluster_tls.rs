@@ -145,3 +145,61 @@ fn a_wrong_cluster_password_is_an_authentication_error_and_never_shown() {
         "the cause is reported:\n{log}\n{endpoints}"
     );
 }
+
+/// Writes over TLS are flushed: a large first request on each new node connection (the
+/// bytes TLS holds back would otherwise wait for the next request, which never comes), and
+/// the subscribe command a Pub/Sub connection hands to its node.
+#[test]
+fn large_first_requests_and_subscriptions_cross_a_tls_cluster() {
+    let pki = Pki::generate();
+    let cluster = TlsCluster::start(&pki, 3);
+    let t = turnout_for(&cluster, &pki, APP_PASSWORD);
+
+    // One key per primary; each SET is its node connection's first request.
+    let mut keys: Vec<String> = Vec::new();
+    let mut owners = std::collections::BTreeSet::new();
+    for i in 0..100 {
+        let key = format!("c:big:{i}");
+        if owners.insert(cluster.primary_of(&key)) {
+            keys.push(key);
+        }
+        if owners.len() == 3 {
+            break;
+        }
+    }
+    assert_eq!(keys.len(), 3, "a key on every primary");
+    let value = "x".repeat(4 * 1024 * 1024 + 17);
+    for key in &keys {
+        let mut c = t.raw();
+        c.send(&support::cmd(&["SET", key, &value]));
+        let got = c
+            .read_frame_within(Duration::from_secs(30))
+            .unwrap_or_else(|e| panic!("SET {key}: {e:?}"));
+        assert_eq!(show(&got), show(b"+OK\r\n"), "SET {key}");
+    }
+    let mut c = t.raw();
+    for key in &keys {
+        let got = c.roundtrip(&["STRLEN", key]);
+        assert_eq!(show(&got), show(format!(":{}\r\n", value.len()).as_bytes()));
+    }
+
+    // Pub/Sub through a TLS node.
+    let mut sub = t.raw();
+    sub.send(&support::cmd(&["SUBSCRIBE", "c:news"]));
+    let confirmed = sub
+        .read_frame_within(Duration::from_secs(30))
+        .expect("SUBSCRIBE confirmation");
+    assert_eq!(
+        show(&confirmed),
+        show(b"*3\r\n$9\r\nsubscribe\r\n$6\r\nc:news\r\n:1\r\n")
+    );
+    let mut publisher = t.raw();
+    publisher.expect_cmd(&["PUBLISH", "c:news", "hello"], b":1\r\n");
+    let message = sub
+        .read_frame_within(Duration::from_secs(30))
+        .expect("the message");
+    assert_eq!(
+        show(&message),
+        show(b"*3\r\n$7\r\nmessage\r\n$6\r\nc:news\r\n$5\r\nhello\r\n")
+    );
+}

@@ -409,6 +409,42 @@ fn a_cluster_endpoint_is_up_once_its_slots_are_served() {
     assert_eq!(up["events"]["connect_error"], 0, "{up}");
 }
 
+/// Up or down is the health checker's to say: a cluster connection loading its slot map
+/// (which works) does not mark the endpoint up while its last check said down.
+#[test]
+fn a_slot_map_load_leaves_up_and_down_to_the_health_checks() {
+    let legacy = RedisServer::start();
+    let new = RedisServer::start();
+    let shards = RedisServer::start_with_args(&["--cluster-enabled", "yes"]);
+    let body = format!(
+        "{}\n[endpoints.shards]\ncluster_seeds = [\"{}\"]\n\n[[namespaces]]\nname = \"sharded\"\nprefixes = [\"sh:\"]\ntarget = \"shards\"\n",
+        standard_body(&legacy, &new, "legacy"),
+        shards.addr()
+    );
+    // One check at start-up, the next one an hour later.
+    let turnout = Turnout::start(&with_health(&body, "1h"));
+    let down = endpoint_becomes(&turnout, "shards", |e| e["up"] == false);
+    assert_eq!(down["last_error"], "cluster_state:fail", "{down}");
+
+    // The node serves every slot now: a client's connection loads the slot map and works.
+    let mut node = RawClient::connect(&shards.addr());
+    node.expect_cmd(&["CLUSTER", "ADDSLOTSRANGE", "0", "16383"], b"+OK\r\n");
+    let ok = wait_until(WITHIN, POLL, || {
+        node.read_reply_after(&["CLUSTER", "INFO"])
+            .contains("cluster_state:ok")
+    });
+    assert!(ok, "the node reports cluster_state:ok");
+    let mut c = turnout.raw();
+    c.expect_cmd(&["SET", "sh:k", "v"], b"+OK\r\n");
+    c.expect_cmd(&["GET", "sh:k"], b"$1\r\nv\r\n");
+
+    // The endpoint's state is still the last check's.
+    let still = endpoint(&turnout, "shards");
+    assert_eq!(still["up"], false, "{still}");
+    assert_eq!(still["last_error"], "cluster_state:fail", "{still}");
+    assert_eq!(still["checked_at"], down["checked_at"], "{still}");
+}
+
 /// Connections `server` has accepted so far (this query's own included).
 fn connections_received(server: &RedisServer) -> u64 {
     let info = server

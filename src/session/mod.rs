@@ -666,11 +666,15 @@ impl Session {
         let config = &self.shared.config;
         let endpoint = config.endpoints[ep].clone();
         let timeout = config.proxy.connect_timeout;
+        let max_buffered = config.proxy.max_buffered_bytes;
         // The generation is read before the primary is looked up: a connection is never
         // credited with a newer generation than the primary it reaches.
         self.links[ep].opening();
-        self.links[ep].conn =
-            Conn::Connecting(Box::pin(crate::upstream::open_owned(endpoint, timeout)));
+        self.links[ep].conn = Conn::Connecting(Box::pin(crate::upstream::open_owned(
+            endpoint,
+            timeout,
+            max_buffered,
+        )));
     }
 
     /// A Sentinel endpoint's primary changed since this link's connection was opened: the

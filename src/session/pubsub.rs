@@ -80,6 +80,7 @@ impl Session {
             link.conn = Conn::Connecting(Box::pin(crate::upstream::open_owned(
                 address,
                 self.shared.config.proxy.connect_timeout,
+                self.shared.config.proxy.max_buffered_bytes,
             )));
             self.pubsub = Some(Pubsub {
                 link,
@@ -224,6 +225,7 @@ impl Session {
         link.conn = Conn::Connecting(Box::pin(crate::upstream::open_owned(
             address,
             self.shared.config.proxy.connect_timeout,
+            self.shared.config.proxy.max_buffered_bytes,
         )));
         tracing::debug!(endpoint = %self.shared.config.endpoints[target].name, "subscriptions follow the default route");
         pubsub.link = link;

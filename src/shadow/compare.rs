@@ -116,8 +116,8 @@ fn normalise_into(how: Compare, buf: &[u8], out: &mut Vec<u8>, top: bool) -> Opt
         b'*' if top && how == Compare::UnorderedPairs => (count()?, 2),
         b'*' | b'>' => (count()?, 0),
         b'~' => (count()?, 1),
-        b'%' => (count()? * 2, 2),
-        b'|' => (count()? * 2 + 1, 0),
+        b'%' => (count()?.checked_mul(2)?, 2),
+        b'|' => (count()?.checked_mul(2)?.checked_add(1)?, 0),
         _ => {
             let len = complete_len(buf).ok()??;
             out.extend_from_slice(&buf[..len]);

@@ -179,8 +179,12 @@ impl Lane {
             if let Some(generation) = &self.generation {
                 self.opened_under = generation.load(Acquire);
             }
-            let stream = match crate::upstream::open(&self.config.endpoints[self.endpoint], timeout)
-                .await
+            let stream = match crate::upstream::open_bounded(
+                &self.config.endpoints[self.endpoint],
+                timeout,
+                self.config.proxy.max_buffered_bytes,
+            )
+            .await
             {
                 Ok(stream) => stream,
                 Err(e) => {
@@ -189,7 +193,7 @@ impl Lane {
                     if self.back_off(&mut rx, backoff).await {
                         return;
                     }
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    backoff = backoff.saturating_mul(2).min(BACKOFF_MAX);
                     continue;
                 }
             };

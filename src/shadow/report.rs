@@ -353,7 +353,7 @@ fn render_into(buf: &[u8], values: bool, out: &mut String, depth: usize) -> Opti
             }
             let n = usize::try_from(n).ok()?;
             let elements = if matches!(kind, b'%' | b'|') {
-                n * 2
+                n.checked_mul(2)?
             } else {
                 n
             };

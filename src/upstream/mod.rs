@@ -104,13 +104,18 @@ impl UpstreamError {
     /// The error reply clients get for commands `endpoint` could not serve: TLS failures name
     /// TLS right after the endpoint, everything else reads `unavailable: <cause>`.
     pub fn client_reply(&self, endpoint: &str) -> String {
+        format!("-{}\r\n", self.client_text(endpoint))
+    }
+
+    /// [`Self::client_reply`] without the leading `-` and the trailing CRLF.
+    pub fn client_text(&self, endpoint: &str) -> String {
         match self {
             UpstreamError::Tls(_)
             | UpstreamError::TlsTimeout(_)
             | UpstreamError::TlsBackoff { .. } => {
-                format!("-ERR turnout: endpoint '{endpoint}' {self}\r\n")
+                format!("ERR turnout: endpoint '{endpoint}' {self}")
             }
-            _ => format!("-ERR turnout: endpoint '{endpoint}' unavailable: {self}\r\n"),
+            _ => format!("ERR turnout: endpoint '{endpoint}' unavailable: {self}"),
         }
     }
 }
@@ -176,8 +181,10 @@ fn back_off(endpoint: &str, address: &str, why: Refused, reason: &str) {
         m.insert(
             key,
             (
-                std::time::Instant::now() + wait,
-                (wait * 2).min(AUTH_BACKOFF_MAX),
+                std::time::Instant::now()
+                    .checked_add(wait)
+                    .unwrap_or_else(std::time::Instant::now),
+                wait.saturating_mul(2).min(AUTH_BACKOFF_MAX),
                 why,
                 reason.to_string(),
             ),
@@ -205,10 +212,25 @@ pub async fn open(
     endpoint: &crate::config::EndpointConfig,
     timeout: Duration,
 ) -> Result<Stream, UpstreamError> {
+    open_bounded(endpoint, timeout, crate::config::DEFAULT_MAX_BUFFERED_BYTES).await
+}
+
+/// [`open`] for a connection that carries client traffic: `max_buffered` (the config's
+/// `[proxy] max_buffered_bytes`) bounds the replies a cluster's slot router lets pile up
+/// behind one not yet due before it stops reading requests. Other kinds of endpoint buffer
+/// nothing of their own.
+///
+/// # Errors
+/// As [`open`].
+pub async fn open_bounded(
+    endpoint: &crate::config::EndpointConfig,
+    timeout: Duration,
+    max_buffered: usize,
+) -> Result<Stream, UpstreamError> {
     match &endpoint.kind {
         EndpointKind::Standalone { address } => open_node(endpoint, address, timeout).await,
         EndpointKind::Sentinel { .. } => sentinel::open(endpoint, timeout).await,
-        EndpointKind::Cluster { .. } => cluster::open(endpoint, timeout).await,
+        EndpointKind::Cluster { .. } => cluster::open(endpoint, timeout, max_buffered).await,
     }
 }
 
@@ -298,15 +320,16 @@ pub async fn auth(
     Err(UpstreamError::Auth(text))
 }
 
-/// [`open`] with an owned endpoint, for futures that outlive the caller's borrow.
+/// [`open_bounded`] with an owned endpoint, for futures that outlive the caller's borrow.
 ///
 /// # Errors
 /// As [`open`].
 pub async fn open_owned(
     endpoint: crate::config::EndpointConfig,
     timeout: Duration,
+    max_buffered: usize,
 ) -> Result<Stream, UpstreamError> {
-    open(&endpoint, timeout).await
+    open_bounded(&endpoint, timeout, max_buffered).await
 }
 
 /// Writes `request` and reads one complete reply (turnout's own short commands: AUTH, the

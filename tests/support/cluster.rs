@@ -20,12 +20,17 @@ pub struct RedisCluster {
 impl RedisCluster {
     /// `primaries` primaries with `replicas` replicas each, every slot assigned, state ok.
     pub fn start(primaries: usize, replicas: usize) -> RedisCluster {
+        RedisCluster::start_with_args(primaries, replicas, &[])
+    }
+
+    /// [`RedisCluster::start`] with extra `redis-server` arguments for every node.
+    pub fn start_with_args(primaries: usize, replicas: usize, extra: &[&str]) -> RedisCluster {
         let total = primaries * (1 + replicas);
         let mut nodes = Vec::with_capacity(total);
         for _ in 0..total {
             // The bus port is chosen too: the default (port + 10000) may be taken or too high.
             let bus = super::ports::free_port().to_string();
-            nodes.push(RedisServer::start_with_args(&[
+            let mut args = vec![
                 "--cluster-port",
                 &bus,
                 "--cluster-enabled",
@@ -37,7 +42,9 @@ impl RedisCluster {
                 // Keys of healthy primaries stay served while another primary fails over.
                 "--cluster-require-full-coverage",
                 "no",
-            ]));
+            ];
+            args.extend_from_slice(extra);
+            nodes.push(RedisServer::start_with_args(&args));
         }
         let mut args: Vec<String> = vec!["--cluster".into(), "create".into()];
         args.extend(nodes.iter().map(|n| n.addr()));

@@ -8,9 +8,16 @@
 //! one server.
 //!
 //! The slot map is shared by every router of an endpoint ([`Cluster`]): readers load it
-//! through an `ArcSwap` without a lock; a refresh task reloads it from `CLUSTER SLOTS` every
-//! [`REFRESH_EVERY`] and on demand after a redirect or a node failure (coalesced, at most
-//! one per [`REFRESH_MIN_GAP`]). The task ends when no router of the endpoint is left.
+//! through an `ArcSwap` without a lock, and a `-MOVED` updates it with a read-copy-update, so
+//! two routers applying redirects at once both keep theirs. A refresh task reloads it from
+//! `CLUSTER SLOTS` every [`REFRESH_EVERY`] and on demand after a redirect or a node failure
+//! (coalesced, at most one per [`REFRESH_MIN_GAP`]). The task ends when no router of the
+//! endpoint is left. It never changes the endpoint's up/down state, which is the health
+//! checker's ([`crate::health`]): a failed refresh is logged and the map kept.
+//!
+//! Connections opened while the endpoint has no map yet share one walk of the seeds (single
+//! flight): the ones that waited for a walk that failed get its error rather than starting
+//! their own.
 
 pub mod merge;
 pub mod node;
@@ -25,7 +32,7 @@ use slots::SlotMap;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 /// Periodic map refresh.
@@ -47,6 +54,9 @@ pub struct Cluster {
     node_failed: AtomicBool,
     /// Connect timeout for refreshes.
     timeout: Duration,
+    /// Held while a connection loads the first map; the last failed load (when it ended,
+    /// its error), shared with the connections that waited for it.
+    loading: tokio::sync::Mutex<Option<(Instant, String)>>,
 }
 
 impl Cluster {
@@ -61,14 +71,43 @@ impl Cluster {
         self.request_refresh();
     }
 
-    /// Records a `-MOVED`: the slot is served by `address` now.
+    /// Records a `-MOVED`: the slot is served by `address` now. The map is updated with a
+    /// read-copy-update: a concurrent update (another router's redirect) is never lost.
     pub fn moved(&self, slot: u16, address: &str) {
         health::record(&self.endpoint.name, health::Event::Moved);
-        let map = self.map.load();
-        if map.owner(slot) != Some(address) {
-            self.map.store(Arc::new(map.with_owner(slot, address)));
-        }
+        self.map.rcu(|map| {
+            if map.owner(slot) == Some(address) {
+                Arc::clone(map)
+            } else {
+                Arc::new(map.with_owner(slot, address))
+            }
+        });
         self.request_refresh();
+    }
+
+    /// Loads the first map unless there is one; concurrent callers share one seed walk.
+    async fn load_first(&self) -> Result<(), UpstreamError> {
+        let asked = Instant::now();
+        let mut last_failure = self.loading.lock().await;
+        if !self.map.load().is_empty() {
+            return Ok(());
+        }
+        if let Some((ended, text)) = last_failure.as_ref() {
+            // It ended after this caller asked: this caller waited for it, so shares it.
+            if *ended >= asked {
+                return Err(UpstreamError::Repeated(text.clone()));
+            }
+        }
+        match self.refresh_now().await {
+            Ok(()) => {
+                *last_failure = None;
+                Ok(())
+            }
+            Err(e) => {
+                *last_failure = Some((Instant::now(), e.to_string()));
+                Err(e)
+            }
+        }
     }
 
     /// Loads the map from the known primaries, then the seeds: the first good answer wins.
@@ -92,7 +131,7 @@ impl Cluster {
                     crate::upstream::open_node(&self.endpoint, address, self.timeout).await?;
                 crate::upstream::exchange_limited(&mut stream, &request, node::MAX_REPLY).await
             };
-            match tokio::time::timeout(self.timeout * 2, attempt).await {
+            match tokio::time::timeout(self.timeout.saturating_mul(2), attempt).await {
                 Ok(Ok(reply)) => match SlotMap::from_cluster_slots(&reply, address) {
                     Some(map) if !map.is_empty() => return Ok(map),
                     _ => {
@@ -131,15 +170,20 @@ impl Cluster {
 /// Live clusters by endpoint name. Only [`open`] takes this lock, never a command.
 static CLUSTERS: Mutex<Option<HashMap<String, Weak<Cluster>>>> = Mutex::new(None);
 
-/// Opens a pipe to a new slot router for the cluster.
+/// Opens a pipe to a new slot router for the cluster. `max_buffered` bounds the reply bytes
+/// the router lets pile up behind a reply not yet due before it stops reading requests
+/// (the connection's `[proxy] max_buffered_bytes`).
 ///
 /// # Errors
 /// No seed or known node answered `CLUSTER SLOTS` with a usable map.
-pub async fn open(endpoint: &EndpointConfig, timeout: Duration) -> Result<Stream, UpstreamError> {
+pub async fn open(
+    endpoint: &EndpointConfig,
+    timeout: Duration,
+    max_buffered: usize,
+) -> Result<Stream, UpstreamError> {
     let cluster = shared(endpoint, timeout);
     if cluster.map.load().is_empty() {
-        cluster.refresh_now().await?;
-        health::set_up(&endpoint.name, Ok(()));
+        cluster.load_first().await?;
     }
     let (ours, theirs) = tokio::io::duplex(PIPE_BYTES);
     tokio::spawn(router::run(
@@ -147,6 +191,7 @@ pub async fn open(endpoint: &EndpointConfig, timeout: Duration) -> Result<Stream
         Arc::new(endpoint.clone()),
         theirs,
         timeout,
+        max_buffered,
     ));
     Ok(Stream::Pipe(ours))
 }
@@ -169,6 +214,7 @@ fn shared(endpoint: &EndpointConfig, timeout: Duration) -> Arc<Cluster> {
         refresh: Notify::new(),
         node_failed: AtomicBool::new(false),
         timeout,
+        loading: tokio::sync::Mutex::new(None),
     });
     clusters.insert(endpoint.name.clone(), Arc::downgrade(&cluster));
     tokio::spawn(refresh_loop(Arc::downgrade(&cluster)));
@@ -185,11 +231,10 @@ async fn refresh_loop(cluster: Weak<Cluster>) {
             let notified = live.refresh.notified();
             tokio::time::timeout(REFRESH_EVERY, notified).await.is_ok()
         };
+        // Up or down is the health checker's to say (`crate::health`): a refresh that fails
+        // leaves the map as it was and is only logged.
         if let Err(e) = live.refresh_now().await {
             tracing::warn!(endpoint = %live.endpoint.name, cause = %e, asked, "cluster slot map refresh failed");
-            health::set_up(&live.endpoint.name, Err(e.to_string()));
-        } else {
-            health::set_up(&live.endpoint.name, Ok(()));
         }
         drop(live);
         tokio::time::sleep(REFRESH_MIN_GAP).await;

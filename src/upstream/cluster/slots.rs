@@ -103,7 +103,8 @@ impl SlotMap {
     }
 
     /// Builds a map from a `CLUSTER SLOTS` reply received from `from` (whose host stands in
-    /// for an empty or `?` host in the reply).
+    /// for an empty, `?` or null host in the reply: Redis 7 answers null with
+    /// `cluster-preferred-endpoint-type unknown-endpoint`).
     ///
     /// Returns `None` when the reply is not a `CLUSTER SLOTS` reply.
     pub fn from_cluster_slots(reply: &[u8], from: &str) -> Option<SlotMap> {
@@ -114,10 +115,12 @@ impl SlotMap {
             let first = u16::try_from(int(fields.first()?)?).ok()?;
             let last = u16::try_from(int(fields.get(1)?)?).ok()?;
             let primary = reply::elements(fields.get(2)?)?;
-            let host = reply::bulk(primary.first()?)?;
-            let host = match std::str::from_utf8(host).ok()? {
-                "" | "?" => from_host,
-                h => h,
+            let host = match *primary.first()? {
+                b"$-1\r\n" | b"_\r\n" => from_host,
+                field => match std::str::from_utf8(reply::bulk(field)?).ok()? {
+                    "" | "?" => from_host,
+                    h => h,
+                },
             };
             let port = int(primary.get(1)?)?;
             if first > last || usize::from(last) >= SLOTS {
@@ -189,6 +192,11 @@ mod tests {
             vec![("127.0.0.1:7000", "127.0.0.1:7003")]
         );
         assert!(SlotMap::from_cluster_slots(b"-ERR no\r\n", "x:1").is_none());
+        // Redis 7 with cluster-preferred-endpoint-type unknown-endpoint: a null host, the
+        // one the reply came from.
+        let unknown = b"*1\r\n*3\r\n:0\r\n:16383\r\n*4\r\n$-1\r\n:7001\r\n$2\r\nid\r\n*2\r\n$2\r\nip\r\n$9\r\n127.0.0.1\r\n";
+        let map = SlotMap::from_cluster_slots(unknown, "127.0.0.2:7001").expect("parsed");
+        assert_eq!(map.owner(9), Some("127.0.0.2:7001"));
         assert!(SlotMap::from_cluster_slots(b"*0\r\n", "x:1").is_some_and(|m| m.is_empty()));
     }
 }

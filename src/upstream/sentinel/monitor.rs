@@ -83,8 +83,10 @@ pub async fn monitor(endpoint: EndpointConfig, timeout: Duration, recheck: Durat
                 tracing::debug!(endpoint = %endpoint.name, sentinel = %sentinel, cause = %cause, "cannot subscribe to sentinel")
             }
         }
-        let until = Instant::now() + backoff;
-        backoff = (backoff * 2).min(SUBSCRIBE_BACKOFF_MAX);
+        let until = Instant::now()
+            .checked_add(backoff)
+            .unwrap_or_else(Instant::now);
+        backoff = backoff.saturating_mul(2).min(SUBSCRIBE_BACKOFF_MAX);
         loop {
             tokio::select! {
                 () = tokio::time::sleep_until(until) => break,

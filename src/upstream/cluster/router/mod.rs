@@ -2,10 +2,18 @@
 //!
 //! It reads complete requests from the pipe, picks a node for each (the primary of its keys'
 //! slot; a fixed node for keyless commands, so their order holds), and keeps a bounded FIFO
-//! of pending entries, each waiting for one reply per part. Only the FIFO's head is awaited:
-//! its `-MOVED` or `-ASK` is followed there (at most [`MAX_REDIRECTS`] times, then a turnout
-//! error naming the loop), so a resent command never overtakes an earlier one. Finished
-//! entries are merged ([`super::merge`]) and written back in request order.
+//! of pending entries, each waiting for one reply per part. Only the FIFO's head is awaited
+//! ([`reply`]): its `-MOVED` or `-ASK` is followed there (at most [`MAX_REDIRECTS`] times,
+//! then a turnout error naming the loop), so a resent command never overtakes an earlier
+//! one, and newer requests for a slot whose owner changed are held back until the older
+//! ones are answered ([`order`]). Finished entries are merged ([`super::merge`]) and written
+//! back in request order.
+//!
+//! Memory is bounded twice: at most [`MAX_PENDING`] entries, and at most `max_buffered`
+//! bytes (the connection's `[proxy] max_buffered_bytes`) of replies received for entries
+//! not yet due. Past either bound the router stops reading requests, which pushes back on
+//! the session through the pipe; nothing is dropped, and requests already read resume as
+//! soon as there is room again.
 //!
 //! A transaction is pinned to one node: the node of WATCH's keys, else of the first keyed
 //! command after MULTI. MULTI is answered `+OK` at once, keyless commands before the first
@@ -13,21 +21,24 @@
 //! runs on the keyless node). Replies inside a transaction are never
 //! redirected: the node's own answer (and EXEC's `-EXECABORT`) reaches the client.
 
+mod order;
 mod pubsub;
 mod redirect;
+mod reply;
 mod state;
 mod transaction;
 
 use super::merge::{self, Merge, Part};
-use super::node::{self, Node, Reply};
+use super::node::{self, Answer, Node};
 use super::{slots, Cluster};
 use crate::command::policy::{Policy, StateKind};
 use crate::config::EndpointConfig;
 use crate::resp::request::{self, Parsed};
 use bytes::{Bytes, BytesMut};
-use redirect::{parse_redirect, redirect_loop};
+use reply::head;
 use std::collections::{HashMap, VecDeque};
 use std::ops::{ControlFlow, Range};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, ReadHalf, WriteHalf};
@@ -48,9 +59,23 @@ const CROSSSLOT: &[u8] = b"-CROSSSLOT Keys in request don't hash to the same slo
 /// One part of a pending entry.
 struct Pending {
     part: Part,
-    rx: Option<oneshot::Receiver<Reply>>,
+    rx: Option<oneshot::Receiver<Answer>>,
     reply: Option<Bytes>,
     redirects: u8,
+    /// The slot it was routed by and is counted in ([`order`]) until answered.
+    slot: Option<u16>,
+}
+
+impl Pending {
+    fn new(part: Part) -> Pending {
+        Pending {
+            part,
+            rx: None,
+            reply: None,
+            redirects: 0,
+            slot: None,
+        }
+    }
 }
 
 /// One request's pending reply.
@@ -75,12 +100,7 @@ impl Entry {
         Entry {
             how: Merge::Pass,
             keys: 0,
-            parts: vec![Pending {
-                part,
-                rx: None,
-                reply: None,
-                redirects: 0,
-            }],
+            parts: vec![Pending::new(part)],
             follow,
             state_undo: None,
         }
@@ -114,6 +134,14 @@ struct Router {
     queue: VecDeque<Entry>,
     keyless: Option<String>,
     tx: Tx,
+    /// Per slot, where its unanswered requests went ([`order`]).
+    flights: HashMap<u16, order::Flight>,
+    /// Requests held back, in request order ([`order`]).
+    held: order::HeldQueue,
+    /// Bytes of replies the node tasks handed over and not yet taken.
+    buffered: Arc<AtomicUsize>,
+    /// Bound on `buffered` before the router stops reading requests.
+    max_buffered: usize,
 }
 
 /// Runs a router until the session drops its end of the pipe.
@@ -122,6 +150,7 @@ pub async fn run(
     endpoint: Arc<EndpointConfig>,
     pipe: DuplexStream,
     timeout: Duration,
+    max_buffered: usize,
 ) {
     let (mut reader, mut writer) = tokio::io::split(pipe);
     let mut router = Router {
@@ -133,6 +162,10 @@ pub async fn run(
         queue: VecDeque::new(),
         keyless: None,
         tx: Tx::default(),
+        flights: HashMap::new(),
+        held: order::HeldQueue::default(),
+        buffered: Arc::new(AtomicUsize::new(0)),
+        max_buffered,
     };
     if let Err(e) = router.serve(&mut reader, &mut writer).await {
         tracing::debug!(endpoint = %router.endpoint.name, cause = %e, "cluster router closed");
@@ -147,8 +180,18 @@ impl Router {
     ) -> std::io::Result<()> {
         let mut inbuf = BytesMut::with_capacity(16 * 1024);
         let mut args: Vec<Range<usize>> = Vec::new();
+        // Complete requests may be left in `inbuf` when a bound stopped the last take: they
+        // are taken as soon as there is room, not when more bytes arrive (which may be never:
+        // a client waiting for their replies sends nothing more).
+        let mut left = false;
         loop {
-            let reading = self.queue.len() < MAX_PENDING;
+            if left && self.has_room() {
+                if self.take(&mut inbuf, &mut args, reader, writer).await? {
+                    return Ok(());
+                }
+                left = !self.has_room();
+            }
+            let reading = self.has_room();
             let waiting = !self.queue.is_empty();
             tokio::select! {
                 got = head(&mut self.queue), if waiting => {
@@ -158,32 +201,62 @@ impl Router {
                     if read? == 0 {
                         return Ok(());
                     }
-                    match self.take_requests(&mut inbuf, &mut args).await {
-                        Ok(None) => {}
-                        Ok(Some(address)) => {
-                            return self.pass_through(address, inbuf, reader, writer).await;
-                        }
-                        Err(e) => {
-                            let mut out = BytesMut::new();
-                            crate::resp::write_protocol_error(&mut out, e);
-                            writer.write_all(&out).await?;
-                            return Ok(());
-                        }
+                    if self.take(&mut inbuf, &mut args, reader, writer).await? {
+                        return Ok(());
                     }
+                    left = !self.has_room();
                 }
             }
             self.flush(writer).await?;
         }
     }
 
-    /// Dispatches every complete request in `inbuf`, up to a subscribe command: then the
-    /// node the connection is to be handed to (the request stays in `inbuf`).
+    /// Whether the router may take more requests: the FIFO and the reply bytes waiting in
+    /// it are under their bounds. An empty FIFO always has room (so the loop always waits
+    /// on something, and no count can keep it from reading).
+    fn has_room(&self) -> bool {
+        self.queue.is_empty()
+            || (self.queue.len() < MAX_PENDING
+                && self.buffered.load(Ordering::Relaxed) < self.max_buffered)
+    }
+
+    /// Takes the complete requests in `inbuf`; true when the connection is done with (handed
+    /// to a subscriber connection that ended, or a protocol error answered).
+    async fn take(
+        &mut self,
+        inbuf: &mut BytesMut,
+        args: &mut Vec<Range<usize>>,
+        reader: &mut ReadHalf<DuplexStream>,
+        writer: &mut WriteHalf<DuplexStream>,
+    ) -> std::io::Result<bool> {
+        match self.take_requests(inbuf, args).await {
+            Ok(None) => Ok(false),
+            Ok(Some(address)) => {
+                let inbuf = std::mem::take(inbuf);
+                self.pass_through(address, inbuf, reader, writer).await?;
+                Ok(true)
+            }
+            Err(e) => {
+                // The replies due before the error first.
+                self.drain(writer).await?;
+                let mut out = BytesMut::new();
+                crate::resp::write_protocol_error(&mut out, e);
+                writer.write_all(&out).await?;
+                writer.flush().await?;
+                Ok(true)
+            }
+        }
+    }
+
+    /// Dispatches every complete request in `inbuf` while there is room, up to a subscribe
+    /// command: then the node the connection is to be handed to (the request stays in
+    /// `inbuf`).
     async fn take_requests(
         &mut self,
         inbuf: &mut BytesMut,
         args: &mut Vec<Range<usize>>,
     ) -> Result<Option<String>, crate::resp::ProtocolError> {
-        while self.queue.len() < MAX_PENDING {
+        while self.has_room() {
             match request::parse(inbuf, args, MAX_REQUEST)? {
                 Parsed::Incomplete => return Ok(None),
                 Parsed::Empty { len } => {
@@ -258,10 +331,7 @@ impl Router {
         let Some(first) = keys.first() else {
             let address = self.keyless_node();
             let mut entry = Entry::single(Part::keyless(frame.clone()), true);
-            entry.parts[0].rx = Some(
-                self.send(&address, entry.parts[0].part.request.clone(), 0)
-                    .await,
-            );
+            entry.parts[0].rx = Some(self.send(&address, frame.clone(), 0).await);
             return self.push(entry);
         };
         let slot = slots::slot(first);
@@ -283,15 +353,7 @@ impl Router {
                 let entry = Entry {
                     how,
                     keys: (argv.len() - 1) / per_key,
-                    parts: parts
-                        .into_iter()
-                        .map(|part| Pending {
-                            part,
-                            rx: None,
-                            reply: None,
-                            redirects: 0,
-                        })
-                        .collect(),
+                    parts: parts.into_iter().map(Pending::new).collect(),
                     follow: true,
                     state_undo: None,
                 };
@@ -313,11 +375,13 @@ impl Router {
         }
     }
 
-    /// Sends every part of a keyed entry to its slot's primary and queues it.
+    /// Sends every part of a keyed entry to its slot's primary (or holds it back, see
+    /// [`order`]) and queues it.
     async fn keyed(&mut self, mut entry: Entry) {
         for pending in &mut entry.parts {
-            let address = self.owner(pending.part.slot);
-            pending.rx = Some(self.send(&address, pending.part.request.clone(), 0).await);
+            let slot = pending.part.slot;
+            pending.slot = Some(slot);
+            pending.rx = Some(self.send_slot(slot, pending.part.request.clone()).await);
         }
         self.push(entry);
     }
@@ -356,14 +420,15 @@ impl Router {
         chosen
     }
 
-    /// Sends `request` to the node at `address` (opening its connection task if needed).
-    async fn send(
+    /// Sends `request` to the node at `address` now (opening its connection task if
+    /// needed); `reply` gets the answer.
+    async fn deliver(
         &mut self,
         address: &str,
         request: Bytes,
         swallow: u8,
-    ) -> oneshot::Receiver<Reply> {
-        let (reply, rx) = oneshot::channel();
+        reply: oneshot::Sender<Answer>,
+    ) {
         let mut message = node::Request {
             bytes: request,
             swallow,
@@ -375,12 +440,31 @@ impl Router {
                 break;
             };
             match node.tx.send(message).await {
-                Ok(()) => return rx,
+                Ok(()) => return,
                 Err(returned) => message = returned.0,
             }
         }
-        let text = format!("ERR turnout: endpoint '{}' unavailable: connection closed by the endpoint (node {address})", self.endpoint.name);
-        let _ = message.reply.send(Err(Arc::from(text)));
+        let text = node::failure_text(
+            &self.endpoint.name,
+            &crate::upstream::UpstreamError::Closed,
+            address,
+        );
+        let _ = message.reply.send(Answer {
+            from: Arc::from(address),
+            reply: Err(text),
+        });
+    }
+
+    /// Sends `request` to the node at `address` now, whatever is held back: a redirect of
+    /// the FIFO's head, which everything held waits for.
+    async fn send_now(
+        &mut self,
+        address: &str,
+        request: Bytes,
+        swallow: u8,
+    ) -> oneshot::Receiver<Answer> {
+        let (reply, rx) = oneshot::channel();
+        self.deliver(address, request, swallow, reply).await;
         rx
     }
 
@@ -399,105 +483,9 @@ impl Router {
             address.to_string(),
             self.timeout,
             state,
+            self.buffered.clone(),
             move || cluster.node_failed(),
         );
         self.nodes.insert(address.to_string(), spawned);
-    }
-
-    /// Takes the head's next reply: stores it, or follows its redirect.
-    async fn settle(&mut self, got: (usize, Reply)) {
-        let (index, reply) = got;
-        let reply = match reply {
-            Ok(bytes) => bytes,
-            Err(text) => {
-                let mut out = BytesMut::new();
-                crate::resp::write_error(&mut out, &text);
-                out.freeze()
-            }
-        };
-        let Some(entry) = self.queue.front_mut() else {
-            return;
-        };
-        let follow = entry.follow;
-        let Some(pending) = entry.parts.get_mut(index) else {
-            return;
-        };
-        pending.rx = None;
-        let redirect = if follow { parse_redirect(&reply) } else { None };
-        let Some((ask, slot, address)) = redirect else {
-            pending.reply = Some(reply);
-            return;
-        };
-        if pending.redirects >= MAX_REDIRECTS {
-            pending.reply = Some(redirect_loop(&self.endpoint.name, slot, &reply));
-            return;
-        }
-        pending.redirects += 1;
-        let request = pending.part.request.clone();
-        let rx = if ask {
-            crate::upstream::health::record(
-                &self.endpoint.name,
-                crate::upstream::health::Event::Ask,
-            );
-            let mut both = BytesMut::from(crate::resp::command(&[b"ASKING"]).as_ref());
-            both.extend_from_slice(&request);
-            self.send(&address, both.freeze(), 1).await
-        } else {
-            self.cluster.moved(slot, &address);
-            self.send(&address, request, 0).await
-        };
-        if let Some(pending) = self.queue.front_mut().and_then(|e| e.parts.get_mut(index)) {
-            pending.rx = Some(rx);
-        }
-    }
-
-    /// Writes every finished entry at the queue's front to the pipe.
-    async fn flush(&mut self, writer: &mut WriteHalf<DuplexStream>) -> std::io::Result<()> {
-        let mut out = BytesMut::new();
-        while self.queue.front().is_some_and(Entry::done) {
-            let Some(entry) = self.queue.pop_front() else {
-                break;
-            };
-            let parts: Vec<Part> = entry.parts.iter().map(|p| p.part.clone()).collect();
-            let replies: Vec<Bytes> = entry.parts.into_iter().filter_map(|p| p.reply).collect();
-            let merged = merge::merge(entry.how, &parts, &replies, entry.keys);
-            if crate::resp::is_error(&merged) {
-                if let Some(undo) = entry.state_undo {
-                    self.state = undo;
-                }
-            }
-            out.extend_from_slice(&merged);
-        }
-        if !out.is_empty() {
-            writer.write_all(&out).await?;
-            writer.flush().await?;
-        }
-        Ok(())
-    }
-}
-
-/// Waits for the next reply of the queue's head entry: `(part index, reply)`.
-async fn head(queue: &mut VecDeque<Entry>) -> (usize, Reply) {
-    let Some(entry) = queue.front_mut() else {
-        return std::future::pending().await;
-    };
-    let Some((index, pending)) = entry
-        .parts
-        .iter_mut()
-        .enumerate()
-        .find(|(_, p)| p.reply.is_none())
-    else {
-        return std::future::pending().await;
-    };
-    match pending.rx.as_mut() {
-        Some(rx) => {
-            let reply = rx.await.unwrap_or_else(|_| {
-                Err(Arc::from(
-                    "ERR turnout: cluster node connection ended without a reply",
-                ))
-            });
-            (index, reply)
-        }
-        None => std::future::pending().await,
     }
 }

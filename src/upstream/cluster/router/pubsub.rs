@@ -7,9 +7,9 @@
 //! channel; shard channels live on their slot's node, so later SSUBSCRIBEs must name channels
 //! of the same slot (else the node answers `-MOVED`, passed to the client).
 
-use super::{head, Router};
+use super::Router;
 use crate::command::policy::Policy;
-use crate::upstream::cluster::slots;
+use crate::upstream::cluster::{node, slots};
 use bytes::BytesMut;
 use std::ops::Range;
 use tokio::io::{AsyncWriteExt, DuplexStream, ReadHalf, WriteHalf};
@@ -39,29 +39,24 @@ impl Router {
         reader: &mut ReadHalf<DuplexStream>,
         writer: &mut WriteHalf<DuplexStream>,
     ) -> std::io::Result<()> {
-        while !self.queue.is_empty() {
-            let got = head(&mut self.queue).await;
-            self.settle(got).await;
-            self.flush(writer).await?;
-        }
+        self.drain(writer).await?;
         // The node tasks are not needed any more: close their connections.
         self.nodes.clear();
         let mut node = match self.open_subscriber(&address).await {
             Ok(node) => node,
             Err(cause) => {
                 let mut out = BytesMut::new();
-                crate::resp::write_error(
-                    &mut out,
-                    &format!(
-                        "ERR turnout: endpoint '{}' unavailable: {cause} (node {address})",
-                        self.endpoint.name
-                    ),
-                );
+                let text = node::failure_text(&self.endpoint.name, &cause, &address);
+                crate::resp::write_error(&mut out, &text);
                 writer.write_all(&out).await?;
+                writer.flush().await?;
                 return Ok(());
             }
         };
         node.write_all(&inbuf).await?;
+        // TLS holds back what it encrypted until flushed; the copy below only flushes what
+        // it wrote itself.
+        node.flush().await?;
         let mut pipe = tokio::io::join(reader, writer);
         tokio::io::copy_bidirectional(&mut pipe, &mut node).await?;
         Ok(())

@@ -3,8 +3,13 @@
 use crate::upstream::cluster::slots;
 use bytes::{Bytes, BytesMut};
 
-/// `-MOVED slot host:port` or `-ASK slot host:port`: whether it is ASK, the slot, the address.
-pub fn parse_redirect(reply: &[u8]) -> Option<(bool, u16, String)> {
+/// `-MOVED slot host:port` or `-ASK slot host:port`, answered by the node at `from`: whether
+/// it is ASK, the slot, the address to go to.
+///
+/// An empty host (`-MOVED 3999 :6381`, what Redis 7 sends with
+/// `cluster-preferred-endpoint-type unknown-endpoint`) means the host the client used to
+/// reach the node that answered: `from`'s.
+pub fn parse_redirect(reply: &[u8], from: &str) -> Option<(bool, u16, String)> {
     let (ask, rest) = if let Some(rest) = reply.strip_prefix(b"-MOVED ") {
         (false, rest)
     } else {
@@ -16,10 +21,12 @@ pub fn parse_redirect(reply: &[u8]) -> Option<(bool, u16, String)> {
         .parse()
         .ok()
         .filter(|s| usize::from(*s) < slots::SLOTS)?;
+    if address.is_empty() {
+        return None;
+    }
     let address = if address.starts_with(':') {
-        // An empty host means the host the client used for this node (Redis 7 with
-        // cluster-preferred-endpoint-type unknown-endpoint).
-        format!("127.0.0.1{address}")
+        let host = from.rsplit_once(':').map_or(from, |(host, _)| host);
+        format!("{host}{address}")
     } else {
         address.to_string()
     };
@@ -45,19 +52,38 @@ pub fn redirect_loop(endpoint: &str, slot: u16, last: &[u8]) -> Bytes {
 mod tests {
     use super::*;
 
+    const FROM: &str = "10.1.2.3:7000";
+
     #[test]
     fn redirects_parse() {
         assert_eq!(
-            parse_redirect(b"-MOVED 3999 127.0.0.1:6381\r\n"),
+            parse_redirect(b"-MOVED 3999 127.0.0.1:6381\r\n", FROM),
             Some((false, 3999, "127.0.0.1:6381".to_string()))
         );
         assert_eq!(
-            parse_redirect(b"-ASK 1 10.0.0.2:7000\r\n"),
+            parse_redirect(b"-ASK 1 10.0.0.2:7000\r\n", FROM),
             Some((true, 1, "10.0.0.2:7000".to_string()))
         );
-        assert_eq!(parse_redirect(b"-MOVED 99999 h:1\r\n"), None);
-        assert_eq!(parse_redirect(b"-ERR MOVED\r\n"), None);
-        assert_eq!(parse_redirect(b"+OK\r\n"), None);
+        assert_eq!(parse_redirect(b"-MOVED 99999 h:1\r\n", FROM), None);
+        assert_eq!(parse_redirect(b"-MOVED 1 \r\n", FROM), None);
+        assert_eq!(parse_redirect(b"-ERR MOVED\r\n", FROM), None);
+        assert_eq!(parse_redirect(b"+OK\r\n", FROM), None);
+    }
+
+    #[test]
+    fn an_empty_host_is_the_host_of_the_node_that_answered() {
+        assert_eq!(
+            parse_redirect(b"-MOVED 3999 :6381\r\n", FROM),
+            Some((false, 3999, "10.1.2.3:6381".to_string()))
+        );
+        assert_eq!(
+            parse_redirect(b"-ASK 12 :7001\r\n", "redis-a.internal:7000"),
+            Some((true, 12, "redis-a.internal:7001".to_string()))
+        );
+        assert_eq!(
+            parse_redirect(b"-MOVED 5 :7002\r\n", "[::1]:7000"),
+            Some((false, 5, "[::1]:7002".to_string()))
+        );
     }
 
     #[test]

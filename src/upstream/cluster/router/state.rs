@@ -20,12 +20,9 @@ impl Router {
         };
         for address in primaries {
             let rx = self.send(&address, frame.clone(), 0).await;
-            entry.parts.push(Pending {
-                part: Part::keyless(frame.clone()),
-                rx: Some(rx),
-                reply: None,
-                redirects: 0,
-            });
+            let mut pending = Pending::new(Part::keyless(frame.clone()));
+            pending.rx = Some(rx);
+            entry.parts.push(pending);
         }
         if entry.parts.is_empty() {
             return self.push(Entry::ready(
@@ -93,12 +90,9 @@ impl Router {
         };
         for address in targets {
             let rx = self.send(&address, frame.clone(), 0).await;
-            entry.parts.push(Pending {
-                part: Part::keyless(frame.clone()),
-                rx: Some(rx),
-                reply: None,
-                redirects: 0,
-            });
+            let mut pending = Pending::new(Part::keyless(frame.clone()));
+            pending.rx = Some(rx);
+            entry.parts.push(pending);
         }
         self.push(entry);
     }
