@@ -275,7 +275,7 @@ def report(a, meta, phases):
     }
     md = ["## turnout idle-connection memory (scripts/bench-memory.sh)", ""]
     md.append("- date: %s; machine: %s, %s CPUs, kernel %s" % (meta["date"], meta["cpu_model"], meta["nproc"], meta["kernel"]))
-    md.append("- turnout %s; redis-server %s; allocator: mimalloc (turnout's global allocator)" % (meta["turnout_version"], meta["redis_version"]))
+    md.append("- turnout %s; redis-server %s; allocator: jemalloc with background purging, 1 s decay (turnout's global allocator)" % (meta["turnout_version"], meta["redis_version"]))
     md.append("- config: default plus three namespaces (as scripts/bench.sh), `max_clients = %s`" % meta["max_clients"])
     md.append("- %d idle client connections, opened one after another from one Python process, none sends anything; "
               "then SET + GET of %d-byte values on %d of them (every request of a step written before any reply "
