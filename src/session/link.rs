@@ -29,6 +29,9 @@ pub enum Conn {
     Connecting(ConnectFuture),
     /// Connected.
     Ready(Stream, GaugeGuard),
+    /// On a shared connection, with the requests of other sessions
+    /// ([`crate::upstream::mux`]): only while the session has no connection state.
+    Shared(crate::upstream::mux::Handle),
 }
 
 /// What the next reply of a link is, once skipped replies are consumed.
@@ -75,6 +78,9 @@ pub struct Link {
     pub awaiting_state: usize,
     /// Replayed state commands not yet answered; requests wait for them.
     pub replay_unanswered: u32,
+    /// Requests in `wbuf` (their replies are owed too): on a shared connection they are
+    /// handed over as one batch expecting this many replies.
+    pub wbuf_frames: u64,
     /// Bytes ever queued in `wbuf` on this connection.
     pub appended: u64,
     /// Bytes of `wbuf` written on this connection.
@@ -111,6 +117,7 @@ impl Link {
             prepared: false,
             awaiting_state: 0,
             replay_unanswered: 0,
+            wbuf_frames: 0,
             appended: 0,
             written: 0,
             holds: VecDeque::new(),
@@ -138,8 +145,10 @@ impl Link {
     /// atomic load for a Sentinel endpoint, nothing for the others.
     pub fn stale_primary(&self) -> bool {
         match &self.generation {
+            // A shared connection follows the primary on its own.
             Some(generation) => {
-                self.is_active() && generation.load(Ordering::Acquire) != self.opened_under
+                matches!(self.conn, Conn::Ready(..) | Conn::Connecting(_))
+                    && generation.load(Ordering::Acquire) != self.opened_under
             }
             None => false,
         }
@@ -150,6 +159,7 @@ impl Link {
         self.wbuf.extend_from_slice(frame);
         self.appended += frame.len() as u64;
         self.owed += 1;
+        self.wbuf_frames += 1;
     }
 
     /// Queues a connection-state command and holds what follows until it is settled.
@@ -252,6 +262,17 @@ impl Link {
         self.owed -= 1;
     }
 
+    /// Whether a shared connection owes nothing more: every reply handed over was delivered,
+    /// so a dedicated connection can take over with the requests still queued.
+    pub fn shared_drained(&self) -> bool {
+        matches!(self.conn, Conn::Shared(_))
+            && self.owed == self.wbuf_frames
+            && self.skip == 0
+            && self.stale == 0
+            && self.owed_errors == 0
+            && self.rbuf.is_empty()
+    }
+
     /// Whether a connection may be opened: a failed connection's replies must be delivered
     /// first, so that a new connection's replies (and replayed state) never interleave with them.
     pub fn may_connect(&self) -> bool {
@@ -265,13 +286,14 @@ impl Link {
     /// A connection is only opened once earlier failures are settled ([`Link::may_connect`]),
     /// so here `stale` and `owed_errors` are zero and swallowed replies lead `rbuf`.
     pub fn fail(&mut self, name: &str, cause: &UpstreamError) {
-        let had_connection = matches!(self.conn, Conn::Ready(..));
+        let had_connection = matches!(self.conn, Conn::Ready(..) | Conn::Shared(_));
         self.conn = Conn::Idle;
         self.client_id = None;
         self.id_asked = false;
         self.prepared = false;
         self.replay.clear();
         self.wbuf.clear();
+        self.wbuf_frames = 0;
         self.holds.clear();
         self.replay_unanswered = 0;
         self.appended = 0;

@@ -8,11 +8,13 @@
 
 pub mod cluster;
 pub mod health;
+pub mod mux;
 pub mod sentinel;
 pub mod tls;
 
 use crate::config::EndpointKind;
 use crate::stream::Stream;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
 
@@ -72,6 +74,9 @@ pub enum UpstreamError {
     /// The endpoint's configuration asks for something turnout cannot do.
     #[error("{0}")]
     Unsupported(String),
+    /// A shared (multiplexed) connection's failure, told to every session it served.
+    #[error(transparent)]
+    Shared(Arc<UpstreamError>),
     /// Credentials were refused recently: no new attempt before the back-off ends.
     #[error("authentication failed: {reply} (next attempt in {})", humantime::format_duration(*.retry_in))]
     AuthBackoff {
@@ -105,6 +110,7 @@ impl UpstreamError {
     /// TLS right after the endpoint, everything else reads `unavailable: <cause>`.
     pub fn client_reply(&self, endpoint: &str) -> String {
         match self {
+            UpstreamError::Shared(inner) => inner.client_reply(endpoint),
             UpstreamError::Tls(_)
             | UpstreamError::TlsTimeout(_)
             | UpstreamError::TlsBackoff { .. } => {
