@@ -261,3 +261,23 @@ fn client_kill_of_the_shared_connection_is_survived() {
         assert!(ok, "service resumes after CLIENT KILL");
     }
 }
+
+#[test]
+fn clients_authenticated_by_turnout_still_share_connections() {
+    // AUTH is turnout's own check: it never reaches Redis, so it needs no connection of its own.
+    let env = Env::custom(
+        |b| {
+            b.proxy_option("shared_connections = 1")
+                .proxy_option("auth = { users = [ { name = \"default\", password_env = \"MUX_TEST_PASSWORD\" } ] }")
+                .env("MUX_TEST_PASSWORD", "s3cret")
+        },
+        "legacy",
+    );
+    let mut clients: Vec<RawClient> = (0..4).map(|_| env.turnout.raw()).collect();
+    for (i, c) in clients.iter_mut().enumerate() {
+        c.expect_cmd(&["GET", "web:a"], b"-NOAUTH Authentication required.\r\n");
+        c.expect_cmd(&["AUTH", "s3cret"], b"+OK\r\n");
+        c.expect_cmd(&["SET", "web:a", &i.to_string()], b"+OK\r\n");
+    }
+    assert_eq!(data_connections(&env.legacy), 1);
+}

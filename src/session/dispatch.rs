@@ -105,14 +105,13 @@ pub(super) fn pattern_namespace(
 /// Whether a command needs the session's own upstream connection rather than a shared one:
 /// it sets connection state, starts a transaction or a subscription, may block (a blocked
 /// shared connection would stall every session on it), or asks about the connection itself
-/// (CLIENT …). Unknown commands are assumed to need it.
+/// (CLIENT …). Unknown commands are assumed to need it. AUTH does not: it is checked against
+/// turnout's own credentials and never reaches an endpoint, whose connections always
+/// authenticate as the endpoint's configured user.
 fn needs_own_connection(resolved: &command::Resolved) -> bool {
     match resolved.policy {
-        Policy::State(_)
-        | Policy::Transaction(_)
-        | Policy::Subscribe
-        | Policy::Reset
-        | Policy::Auth => true,
+        Policy::State(_) | Policy::Transaction(_) | Policy::Subscribe | Policy::Reset => true,
+        Policy::Auth => false,
         _ => match resolved.spec {
             None => true,
             Some(spec) => {

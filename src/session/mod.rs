@@ -552,7 +552,7 @@ impl Session {
         let link = &mut self.links[ep];
         if let Conn::Shared(handle) = &link.conn {
             // Requests queued after the session chose to leave wait for its own connection;
-            // none are handed over while the replies already owed fill the buffer.
+            // none are handed over while the link's replies fill its buffer.
             let limit = self.shared.config.proxy.max_buffered_bytes;
             if !self.mux_ok || link.wbuf.is_empty() || link.rbuf.len() >= limit {
                 return Ok(false);

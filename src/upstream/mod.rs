@@ -4,7 +4,8 @@
 //! or a cluster routed by hash slot ([`cluster`]), reached over TCP or TLS ([`tls`]).
 //! [`open`] authenticates every connection before anything else is sent on it, and after a
 //! refusal backs off (1 s, doubling to 30 s) instead of retrying on every command. Sessions
-//! only see [`open`], a [`Stream`] and [`UpstreamError`].
+//! see [`open`], a [`Stream`] and [`UpstreamError`], and the shared connections of [`mux`],
+//! which sessions without connection state use instead of their own.
 
 pub mod cluster;
 pub mod health;

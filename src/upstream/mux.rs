@@ -29,7 +29,7 @@ use bytes::{Buf, BytesMut};
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -134,6 +134,11 @@ impl Handle {
         Poll::Ready(())
     }
 
+    /// Reply bytes waiting in the inbox, not yet taken.
+    pub fn buffered(&self) -> usize {
+        self.inbox.buffered.load(Ordering::Relaxed)
+    }
+
     /// Moves the replies received so far into `rbuf`; returns whether any came, and the
     /// failure of the shared connection once its replies are all in. Registers for a wake-up
     /// when nothing came.
@@ -145,6 +150,7 @@ impl Handle {
         let mut state = lock(&self.inbox.state);
         let moved = !state.buf.is_empty();
         if moved {
+            self.inbox.buffered.store(0, Ordering::Relaxed);
             if rbuf.is_empty() {
                 std::mem::swap(rbuf, &mut state.buf);
             } else {
@@ -169,6 +175,8 @@ pub struct Inbox {
     state: Mutex<InboxState>,
     /// The connection failed with replies owed to this inbox: its queued batches are dropped.
     failed: AtomicBool,
+    /// Bytes in `state.buf`, readable without the lock.
+    buffered: AtomicUsize,
 }
 
 #[derive(Debug, Default)]
@@ -190,6 +198,7 @@ impl Inbox {
         let waker = {
             let mut state = lock(&self.state);
             state.buf.extend_from_slice(bytes);
+            self.buffered.store(state.buf.len(), Ordering::Relaxed);
             state.waker.take()
         };
         if let Some(waker) = waker {
