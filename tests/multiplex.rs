@@ -281,3 +281,54 @@ fn clients_authenticated_by_turnout_still_share_connections() {
     }
     assert_eq!(data_connections(&env.legacy), 1);
 }
+
+#[test]
+fn a_client_that_does_not_read_moves_to_its_own_connection_with_replies_in_order() {
+    // Past max_buffered_bytes of unread replies the client leaves the shared connection (which
+    // cannot stop reading for it): the replies it still owed come first, then its own
+    // connection's, which Redis buffers meanwhile.
+    let env = Env::custom(
+        |b| {
+            b.proxy_option("shared_connections = 1")
+                .proxy_option("max_buffered_bytes = 65536")
+        },
+        "legacy",
+    );
+    let value = "v".repeat(64 * 1024);
+    env.legacy.set("web:big", &value);
+    let mut other = env.turnout.raw();
+    let mut c = env.turnout.raw();
+    c.expect_cmd(&["GET", "web:none"], b"$-1\r\n");
+    let rounds = 300;
+    // In three parts: the later ones reach turnout while the replies to the first fill its
+    // buffers (the pauses make that likely; the replies must be right either way).
+    for part in 0..3 {
+        let mut pipeline = Vec::new();
+        for _ in 0..rounds / 3 {
+            pipeline.extend(cmd(&["GET", "web:big"]));
+            pipeline.extend(cmd(&["INCR", "web:count"]));
+        }
+        c.send(&pipeline);
+        if part < 2 {
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+    // Another client is served meanwhile.
+    other.expect_cmd(&["GET", "web:none"], b"$-1\r\n");
+    let replies = c.read_frames(2 * rounds, WITHIN);
+    let big = format!("${}\r\n{value}\r\n", value.len());
+    for (i, pair) in replies.chunks(2).enumerate() {
+        assert!(
+            pair[0] == big.as_bytes(),
+            "reply {} is not the value",
+            2 * i
+        );
+        assert_eq!(
+            show(&pair[1]),
+            show(format!(":{}\r\n", i + 1).as_bytes()),
+            "INCR {i}"
+        );
+    }
+    c.expect_cmd(&["GET", "web:count"], b"$3\r\n300\r\n");
+    other.expect_cmd(&["GET", "web:count"], b"$3\r\n300\r\n");
+}

@@ -98,6 +98,12 @@ pub struct Link {
     pub generation: Option<Arc<AtomicU64>>,
     /// The generation the connection was opened under.
     pub opened_under: u64,
+    /// The shared connection this link left while it still owed replies: they come first,
+    /// and the dedicated connection is not read until they are all delivered (its replies
+    /// wait in the endpoint's output buffer meanwhile, as for a direct client).
+    pub draining: Option<crate::upstream::mux::Handle>,
+    /// Replies still owed by `draining`, the oldest ones the link owes.
+    pub shared_left: u64,
 }
 
 impl Link {
@@ -125,6 +131,8 @@ impl Link {
             id_asked: false,
             generation: None,
             opened_under: 0,
+            draining: None,
+            shared_left: 0,
         }
     }
 
@@ -211,7 +219,8 @@ impl Link {
     /// A replayed command failed (the requests held behind it must not run), or the endpoint
     /// sent bytes that are not RESP.
     pub fn consume_replayed(&mut self) -> Result<(), UpstreamError> {
-        while self.skip > 0 && self.stale == 0 && self.owed_errors == 0 {
+        // Replies of a shared connection being left come before any replayed state's.
+        while self.skip > 0 && self.stale == 0 && self.owed_errors == 0 && self.shared_left == 0 {
             let Some(len) = reply::complete_len(&self.rbuf).map_err(UpstreamError::Protocol)?
             else {
                 return Ok(());
@@ -237,7 +246,7 @@ impl Link {
             return Ok(Next::Error);
         }
         self.consume_replayed()?;
-        if self.stale == 0 && self.skip > 0 {
+        if self.stale == 0 && self.skip > 0 && self.shared_left == 0 {
             return Ok(Next::Wait);
         }
         match reply::complete_len(&self.rbuf).map_err(UpstreamError::Protocol)? {
@@ -260,17 +269,25 @@ impl Link {
             Next::Wait => return,
         }
         self.owed -= 1;
+        if self.shared_left > 0 {
+            self.shared_left -= 1;
+            if self.shared_left == 0 {
+                // The dedicated connection's replies are next.
+                self.draining = None;
+            }
+        }
     }
 
-    /// Whether a shared connection owes nothing more: every reply handed over was delivered,
-    /// so a dedicated connection can take over with the requests still queued.
-    pub fn shared_drained(&self) -> bool {
-        matches!(self.conn, Conn::Shared(_))
-            && self.owed == self.wbuf_frames
-            && self.skip == 0
-            && self.stale == 0
-            && self.owed_errors == 0
-            && self.rbuf.is_empty()
+    /// Leaves a shared connection for a dedicated one, at once: the replies the shared one
+    /// still owes are read from it first ([`Link::draining`]); the requests not handed over
+    /// yet go to the dedicated connection, which starts in the default state the session
+    /// had while it shared.
+    pub fn leave_shared(&mut self) {
+        if let Conn::Shared(handle) = std::mem::replace(&mut self.conn, Conn::Idle) {
+            self.shared_left = self.owed - self.wbuf_frames;
+            self.draining = (self.shared_left > 0).then_some(handle);
+            self.prepared = self.wbuf_frames > 0;
+        }
     }
 
     /// Whether a connection may be opened: a failed connection's replies must be delivered
@@ -288,6 +305,10 @@ impl Link {
     pub fn fail(&mut self, name: &str, cause: &UpstreamError) {
         let had_connection = matches!(self.conn, Conn::Ready(..) | Conn::Shared(_));
         self.conn = Conn::Idle;
+        // A shared connection being left: what it still owes fails too.
+        let draining = self.shared_left > 0;
+        self.draining = None;
+        self.shared_left = 0;
         self.client_id = None;
         self.id_asked = false;
         self.prepared = false;
@@ -303,7 +324,8 @@ impl Link {
         let owed = self.owed - self.owed_errors;
         while frames < owed {
             match reply::complete_len(&self.rbuf[kept..]) {
-                Ok(Some(len)) if self.skip > 0 => {
+                // Only a shared connection's replies were read while it was being left.
+                Ok(Some(len)) if self.skip > 0 && !draining => {
                     self.rbuf.advance(len);
                     self.skip -= 1;
                 }

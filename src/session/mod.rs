@@ -551,11 +551,16 @@ impl Session {
     fn poll_link_write(&mut self, ep: EndpointId, cx: &mut Context<'_>) -> Result<bool, End> {
         let link = &mut self.links[ep];
         if let Conn::Shared(handle) = &link.conn {
-            // Requests queued after the session chose to leave wait for its own connection;
-            // none are handed over while the link's replies fill its buffer.
-            let limit = self.shared.config.proxy.max_buffered_bytes;
-            if !self.mux_ok || link.wbuf.is_empty() || link.rbuf.len() >= limit {
+            if !self.mux_ok || link.wbuf.is_empty() {
                 return Ok(false);
+            }
+            let limit = self.shared.config.proxy.max_buffered_bytes;
+            if self.cout.len() >= limit || link.rbuf.len() + handle.buffered() >= limit {
+                // The client is not keeping up: a shared connection cannot stop reading for
+                // it, so it moves to its own, where the endpoint buffers what it cannot take
+                // yet (as for a direct client) and turnout's buffers stay bounded.
+                self.leave_mux();
+                return Ok(true);
             }
             return Ok(match handle.submit(cx, &link.wbuf, link.wbuf_frames) {
                 Poll::Ready(()) => {
@@ -610,7 +615,11 @@ impl Session {
     /// Reads what an endpoint sent.
     fn poll_link_read(&mut self, ep: EndpointId, cx: &mut Context<'_>) -> Result<bool, End> {
         let link = &mut self.links[ep];
-        if let Conn::Shared(handle) = &link.conn {
+        let shared = match (&link.draining, &link.conn) {
+            (Some(handle), _) | (None, Conn::Shared(handle)) => Some(handle),
+            _ => None,
+        };
+        if let Some(handle) = shared {
             let (moved, failure) = handle.take(cx, &mut link.rbuf);
             if let Some(cause) = failure {
                 self.fail_link(ep, UpstreamError::Shared(cause))?;
@@ -661,13 +670,10 @@ impl Session {
     /// Opens connections for links that have requests queued and may connect.
     fn connect_waiting_links(&mut self) {
         for ep in 0..self.links.len() {
-            if !self.mux_ok && self.links[ep].shared_drained() {
-                // The shared connection owes nothing more: what is queued (the command that
-                // needs the session's own connection first) goes to a dedicated one, which
-                // starts in the default state the session had while it shared.
-                let link = &mut self.links[ep];
-                link.conn = Conn::Idle;
-                link.prepared = link.wbuf_frames > 0;
+            if !self.mux_ok && matches!(self.links[ep].conn, Conn::Shared(_)) {
+                // What is queued (the command that needs the session's own connection
+                // first) goes to a dedicated connection.
+                self.links[ep].leave_shared();
             }
             if self.links[ep].prepared && self.links[ep].may_connect() {
                 self.start_connect(ep);
@@ -753,9 +759,8 @@ impl Session {
     }
 
     /// The session needs its own connection state (or a connection it can block): from now
-    /// on every link uses a dedicated connection. A link on a shared connection switches
-    /// once that connection owes it nothing ([`Link::shared_drained`]); requests queued
-    /// meanwhile wait for the dedicated one.
+    /// on every link uses a dedicated connection. A link on a shared connection switches at
+    /// once ([`Link::leave_shared`]); the replies the shared one owes are delivered first.
     fn leave_mux(&mut self) {
         self.mux_ok = false;
     }

@@ -16,10 +16,11 @@
 //! a dedicated connection), and the next request reconnects.
 //!
 //! Bounds: the queue of requests waiting to be written stops taking batches past
-//! `max_buffered_bytes` (sessions wait and their clients are pushed back), at most
-//! [`MAX_INFLIGHT_BATCHES`] batches await replies, and a session stops handing over batches
-//! while its unread replies exceed `max_buffered_bytes`, so its inbox only grows by the
-//! replies to batches already sent.
+//! `max_buffered_bytes` (sessions wait and their clients are pushed back), and at most
+//! [`MAX_INFLIGHT_BATCHES`] batches await replies. A shared connection cannot stop reading
+//! for one slow client, so a session whose unread replies pass `max_buffered_bytes` hands
+//! over nothing more and moves to its own connection, where the endpoint buffers what the
+//! client cannot take yet: its inbox only grows by the replies to batches already sent.
 
 use super::UpstreamError;
 use crate::config::{Config, EndpointConfig, EndpointId, EndpointKind};
