@@ -12,7 +12,7 @@
 //! - [`route`]: namespaces, the versioned route table snapshot, serialized route changes.
 //! - [`session`]: one client connection: dispatch, reply ordering, connection state.
 //! - [`upstream`]: opening endpoint connections: standalone, Sentinel, cluster; TLS; AUTH;
-//!   endpoint health.
+//!   shared (multiplexed) connections for sessions without connection state, endpoint health.
 //! - [`stream`]: the byte streams sessions read and write (TCP, TLS, in-process pipes).
 //! - [`tls`]: TLS files and rustls configs, both ways (to endpoints, from clients).
 //! - [`health`]: periodic endpoint health checks.

@@ -86,6 +86,7 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<(), S
         stats,
         shadow,
         sessions: Arc::new(crate::cutover::registry::Registry::default()),
+        mux: crate::upstream::mux::Pool::new(&config),
     });
 
     let bind = |what, addr| async move {

@@ -115,7 +115,8 @@ fn connected_clients(server: &RedisServer) -> i64 {
 
 #[test]
 fn upstream_connections_are_released_when_clients_leave() {
-    let env = Env::standard();
+    // Dedicated connections, one per client and endpoint (shared ones outlive their clients).
+    let env = Env::custom(|b| b.proxy_option("multiplex = false"), "legacy");
     // Our own INFO connection counts as one.
     let baseline_legacy = connected_clients(&env.legacy);
     let baseline_new = connected_clients(&env.new);

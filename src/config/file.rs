@@ -53,6 +53,8 @@ pub struct FileProxy {
     pub max_clients: Option<usize>,
     pub max_request_bytes: Option<usize>,
     pub max_buffered_bytes: Option<usize>,
+    pub multiplex: Option<bool>,
+    pub shared_connections: Option<usize>,
     pub connect_timeout: Option<String>,
     pub shutdown_grace: Option<String>,
     pub auth: Option<super::auth::FileAuth>,

@@ -25,6 +25,18 @@ pub const DEFAULT_MAX_REQUEST_BYTES: usize = 512 * 1024 * 1024;
 /// Default for `[proxy] max_buffered_bytes`: bytes buffered per client before turnout stops
 /// reading from it (backpressure, not an error).
 pub const DEFAULT_MAX_BUFFERED_BYTES: usize = 16 * 1024 * 1024;
+/// Default for `[proxy] multiplex`: sessions without connection state share upstream
+/// connections, so unpipelined clients are pipelined together.
+pub const DEFAULT_MULTIPLEX: bool = true;
+/// Upper bound for `[proxy] shared_connections`.
+pub const MAX_SHARED_CONNECTIONS: usize = 64;
+
+/// Default for `[proxy] shared_connections`: one per CPU (the runtime's worker threads),
+/// at most 8.
+pub fn default_shared_connections() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(8))
+}
+
 /// Default for `[proxy] connect_timeout`.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Default for `[proxy] shutdown_grace`.
@@ -97,6 +109,10 @@ pub struct ProxyConfig {
     pub max_request_bytes: usize,
     /// Per-client buffered bytes before turnout stops reading from the client.
     pub max_buffered_bytes: usize,
+    /// Sessions without connection state share upstream connections (`multiplex`).
+    pub multiplex: bool,
+    /// Shared upstream connections per endpoint when multiplexing.
+    pub shared_connections: usize,
     /// Bound on opening an upstream connection.
     pub connect_timeout: Duration,
     /// Bound on graceful shutdown.
@@ -588,6 +604,19 @@ fn validate_proxy(
             format!("must be at most {MAX_CLIENTS_LIMIT}"),
         );
     }
+    let shared_connections = positive(
+        "proxy.shared_connections",
+        p.shared_connections,
+        default_shared_connections(),
+        problems,
+    );
+    if shared_connections > MAX_SHARED_CONNECTIONS {
+        problem(
+            problems,
+            "proxy.shared_connections",
+            format!("must be at most {MAX_SHARED_CONNECTIONS}"),
+        );
+    }
     ProxyConfig {
         listen,
         max_clients: max_clients.min(MAX_CLIENTS_LIMIT),
@@ -598,6 +627,8 @@ fn validate_proxy(
             DEFAULT_MAX_BUFFERED_BYTES,
             problems,
         ),
+        multiplex: p.multiplex.unwrap_or(DEFAULT_MULTIPLEX),
+        shared_connections: shared_connections.min(MAX_SHARED_CONNECTIONS),
         connect_timeout: parse_duration(
             "proxy.connect_timeout",
             p.connect_timeout.as_deref(),

@@ -102,6 +102,26 @@ pub(super) fn pattern_namespace(
     namespaces.of_key_in(db, &pattern[..literal_end])
 }
 
+/// Whether a command needs the session's own upstream connection rather than a shared one:
+/// it sets connection state, starts a transaction or a subscription, may block (a blocked
+/// shared connection would stall every session on it), or asks about the connection itself
+/// (CLIENT …). Unknown commands are assumed to need it. AUTH does not: it is checked against
+/// turnout's own credentials and never reaches an endpoint, whose connections always
+/// authenticate as the endpoint's configured user.
+fn needs_own_connection(resolved: &command::Resolved) -> bool {
+    match resolved.policy {
+        Policy::State(_) | Policy::Transaction(_) | Policy::Subscribe | Policy::Reset => true,
+        Policy::Auth => false,
+        _ => match resolved.spec {
+            None => true,
+            Some(spec) => {
+                spec.flags & command::spec::flags::BLOCKING != 0
+                    || matches!(command::label(resolved.id), "client" | "wait" | "waitaof")
+            }
+        },
+    }
+}
+
 impl Session {
     /// Dispatches every complete request in the client buffer, as far as limits allow.
     pub(super) fn dispatch_buffered(&mut self) {
@@ -268,6 +288,9 @@ impl Session {
         };
         let second = args.get(1).map(|r| &frame[r.clone()]);
         let resolved = command::resolve(name, second);
+        if self.mux_ok && needs_own_connection(&resolved) {
+            self.leave_mux();
+        }
         // Credentials are turnout's own: never queued, never forwarded.
         if resolved.policy == Policy::Auth {
             return self.auth_command(frame, args, now);

@@ -29,6 +29,9 @@ pub enum Conn {
     Connecting(ConnectFuture),
     /// Connected.
     Ready(Stream, GaugeGuard),
+    /// On a shared connection, with the requests of other sessions
+    /// ([`crate::upstream::mux`]): only while the session has no connection state.
+    Shared(crate::upstream::mux::Handle),
 }
 
 /// What the next reply of a link is, once skipped replies are consumed.
@@ -75,6 +78,9 @@ pub struct Link {
     pub awaiting_state: usize,
     /// Replayed state commands not yet answered; requests wait for them.
     pub replay_unanswered: u32,
+    /// Requests in `wbuf` (their replies are owed too): on a shared connection they are
+    /// handed over as one batch expecting this many replies.
+    pub wbuf_frames: u64,
     /// Bytes ever queued in `wbuf` on this connection.
     pub appended: u64,
     /// Bytes of `wbuf` written on this connection.
@@ -92,6 +98,12 @@ pub struct Link {
     pub generation: Option<Arc<AtomicU64>>,
     /// The generation the connection was opened under.
     pub opened_under: u64,
+    /// The shared connection this link left while it still owed replies: they come first,
+    /// and the dedicated connection is not read until they are all delivered (its replies
+    /// wait in the endpoint's output buffer meanwhile, as for a direct client).
+    pub draining: Option<crate::upstream::mux::Handle>,
+    /// Replies still owed by `draining`, the oldest ones the link owes.
+    pub shared_left: u64,
 }
 
 impl Link {
@@ -111,6 +123,7 @@ impl Link {
             prepared: false,
             awaiting_state: 0,
             replay_unanswered: 0,
+            wbuf_frames: 0,
             appended: 0,
             written: 0,
             holds: VecDeque::new(),
@@ -118,6 +131,8 @@ impl Link {
             id_asked: false,
             generation: None,
             opened_under: 0,
+            draining: None,
+            shared_left: 0,
         }
     }
 
@@ -138,8 +153,10 @@ impl Link {
     /// atomic load for a Sentinel endpoint, nothing for the others.
     pub fn stale_primary(&self) -> bool {
         match &self.generation {
+            // A shared connection follows the primary on its own.
             Some(generation) => {
-                self.is_active() && generation.load(Ordering::Acquire) != self.opened_under
+                matches!(self.conn, Conn::Ready(..) | Conn::Connecting(_))
+                    && generation.load(Ordering::Acquire) != self.opened_under
             }
             None => false,
         }
@@ -150,6 +167,7 @@ impl Link {
         self.wbuf.extend_from_slice(frame);
         self.appended += frame.len() as u64;
         self.owed += 1;
+        self.wbuf_frames += 1;
     }
 
     /// Queues a connection-state command and holds what follows until it is settled.
@@ -201,7 +219,8 @@ impl Link {
     /// A replayed command failed (the requests held behind it must not run), or the endpoint
     /// sent bytes that are not RESP.
     pub fn consume_replayed(&mut self) -> Result<(), UpstreamError> {
-        while self.skip > 0 && self.stale == 0 && self.owed_errors == 0 {
+        // Replies of a shared connection being left come before any replayed state's.
+        while self.skip > 0 && self.stale == 0 && self.owed_errors == 0 && self.shared_left == 0 {
             let Some(len) = reply::complete_len(&self.rbuf).map_err(UpstreamError::Protocol)?
             else {
                 return Ok(());
@@ -227,7 +246,7 @@ impl Link {
             return Ok(Next::Error);
         }
         self.consume_replayed()?;
-        if self.stale == 0 && self.skip > 0 {
+        if self.stale == 0 && self.skip > 0 && self.shared_left == 0 {
             return Ok(Next::Wait);
         }
         match reply::complete_len(&self.rbuf).map_err(UpstreamError::Protocol)? {
@@ -250,6 +269,25 @@ impl Link {
             Next::Wait => return,
         }
         self.owed -= 1;
+        if self.shared_left > 0 {
+            self.shared_left -= 1;
+            if self.shared_left == 0 {
+                // The dedicated connection's replies are next.
+                self.draining = None;
+            }
+        }
+    }
+
+    /// Leaves a shared connection for a dedicated one, at once: the replies the shared one
+    /// still owes are read from it first ([`Link::draining`]); the requests not handed over
+    /// yet go to the dedicated connection, which starts in the default state the session
+    /// had while it shared.
+    pub fn leave_shared(&mut self) {
+        if let Conn::Shared(handle) = std::mem::replace(&mut self.conn, Conn::Idle) {
+            self.shared_left = self.owed - self.wbuf_frames;
+            self.draining = (self.shared_left > 0).then_some(handle);
+            self.prepared = self.wbuf_frames > 0;
+        }
     }
 
     /// Whether a connection may be opened: a failed connection's replies must be delivered
@@ -265,13 +303,18 @@ impl Link {
     /// A connection is only opened once earlier failures are settled ([`Link::may_connect`]),
     /// so here `stale` and `owed_errors` are zero and swallowed replies lead `rbuf`.
     pub fn fail(&mut self, name: &str, cause: &UpstreamError) {
-        let had_connection = matches!(self.conn, Conn::Ready(..));
+        let had_connection = matches!(self.conn, Conn::Ready(..) | Conn::Shared(_));
         self.conn = Conn::Idle;
+        // A shared connection being left: what it still owes fails too.
+        let draining = self.shared_left > 0;
+        self.draining = None;
+        self.shared_left = 0;
         self.client_id = None;
         self.id_asked = false;
         self.prepared = false;
         self.replay.clear();
         self.wbuf.clear();
+        self.wbuf_frames = 0;
         self.holds.clear();
         self.replay_unanswered = 0;
         self.appended = 0;
@@ -281,7 +324,8 @@ impl Link {
         let owed = self.owed - self.owed_errors;
         while frames < owed {
             match reply::complete_len(&self.rbuf[kept..]) {
-                Ok(Some(len)) if self.skip > 0 => {
+                // Only a shared connection's replies were read while it was being left.
+                Ok(Some(len)) if self.skip > 0 && !draining => {
                     self.rbuf.advance(len);
                     self.skip -= 1;
                 }

@@ -65,6 +65,8 @@ pub struct Shared {
     pub shadow: Arc<crate::shadow::Shadow>,
     /// Every session's drain state, for cutovers.
     pub sessions: Arc<crate::cutover::registry::Registry>,
+    /// Shared upstream connections for sessions without connection state.
+    pub mux: crate::upstream::mux::Pool,
 }
 
 /// Where a pending reply comes from.
@@ -212,6 +214,11 @@ struct Session {
     db: u8,
     /// The database of its last accepted SELECT.
     accepted_db: u8,
+    /// The session may use shared upstream connections: it never set connection state,
+    /// opened a transaction, blocked or subscribed. Once false, it stays false.
+    mux_ok: bool,
+    /// This session's number (picks its shared connections and its shadow lane).
+    number: u64,
 }
 
 /// Waits for the next published route snapshot and hands the receiver back.
@@ -239,6 +246,8 @@ pub async fn serve(client: Stream, shared: Arc<Shared>, mut shutdown: watch::Rec
         .collect();
     let shared_auth_free = shared.config.proxy.auth.is_none();
     let registration = shared.sessions.register();
+    let number = SESSIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mux_ok = shared.config.proxy.multiplex;
     let mut session = Session {
         shared,
         client,
@@ -260,7 +269,7 @@ pub async fn serve(client: Stream, shared: Arc<Shared>, mut shutdown: watch::Rec
         stop_reading: false,
         client_eof: false,
         stats: LocalStats::default(),
-        mirror: mirror::Mirror::new(SESSIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)),
+        mirror: mirror::Mirror::new(number),
         tag: NS_ANY,
         holding: false,
         held_requests: 0,
@@ -273,6 +282,8 @@ pub async fn serve(client: Stream, shared: Arc<Shared>, mut shutdown: watch::Rec
         registration,
         db: 0,
         accepted_db: 0,
+        mux_ok,
+        number,
     };
     let ended = session.run(&mut shutdown).await;
     match &ended {
@@ -536,6 +547,28 @@ impl Session {
     /// Drives a link's connection attempt and writes its buffered requests.
     fn poll_link_write(&mut self, ep: EndpointId, cx: &mut Context<'_>) -> Result<bool, End> {
         let link = &mut self.links[ep];
+        if let Conn::Shared(handle) = &link.conn {
+            if !self.mux_ok || link.wbuf.is_empty() {
+                return Ok(false);
+            }
+            let limit = self.shared.config.proxy.max_buffered_bytes;
+            if self.cout.len() >= limit || link.rbuf.len() + handle.buffered() >= limit {
+                // The client is not keeping up: a shared connection cannot stop reading for
+                // it, so it moves to its own, where the endpoint buffers what it cannot take
+                // yet (as for a direct client) and turnout's buffers stay bounded.
+                self.leave_mux();
+                return Ok(true);
+            }
+            return Ok(match handle.submit(cx, &link.wbuf, link.wbuf_frames) {
+                Poll::Ready(()) => {
+                    link.written += link.wbuf.len() as u64;
+                    link.wbuf.clear();
+                    link.wbuf_frames = 0;
+                    true
+                }
+                Poll::Pending => false,
+            });
+        }
         let mut progressed = false;
         if let Conn::Connecting(attempt) = &mut link.conn {
             match attempt.as_mut().poll(cx) {
@@ -552,7 +585,12 @@ impl Session {
             }
         }
         let link = &mut self.links[ep];
-        let writable = link.writable();
+        // Requests that left a shared connection wait until everything handed to it has been
+        // answered: on another connection they could otherwise run before those.
+        let writable = match &link.draining {
+            Some(shared) if !shared.all_answered() => 0,
+            _ => link.writable(),
+        };
         let Conn::Ready(stream, _) = &mut link.conn else {
             return Ok(progressed);
         };
@@ -579,6 +617,18 @@ impl Session {
     /// Reads what an endpoint sent.
     fn poll_link_read(&mut self, ep: EndpointId, cx: &mut Context<'_>) -> Result<bool, End> {
         let link = &mut self.links[ep];
+        let shared = match (&link.draining, &link.conn) {
+            (Some(handle), _) | (None, Conn::Shared(handle)) => Some(handle),
+            _ => None,
+        };
+        if let Some(handle) = shared {
+            let (moved, failure) = handle.take(cx, &mut link.rbuf);
+            if let Some(cause) = failure {
+                self.fail_link(ep, UpstreamError::Shared(cause))?;
+                return Ok(true);
+            }
+            return Ok(moved);
+        }
         let Conn::Ready(stream, _) = &mut link.conn else {
             return Ok(false);
         };
@@ -619,6 +669,11 @@ impl Session {
     /// Opens connections for links that have requests queued and may connect.
     fn connect_waiting_links(&mut self) {
         for ep in 0..self.links.len() {
+            if !self.mux_ok && matches!(self.links[ep].conn, Conn::Shared(_)) {
+                // What is queued (the command that needs the session's own connection
+                // first) goes to a dedicated connection.
+                self.links[ep].leave_shared();
+            }
             if self.links[ep].prepared && self.links[ep].may_connect() {
                 self.start_connect(ep);
             }
@@ -663,6 +718,12 @@ impl Session {
     }
 
     fn start_connect(&mut self, ep: EndpointId) {
+        if self.mux_ok {
+            if let Some(handle) = self.shared.mux.attach(ep, self.number) {
+                self.links[ep].conn = Conn::Shared(handle);
+                return;
+            }
+        }
         let config = &self.shared.config;
         let endpoint = config.endpoints[ep].clone();
         let timeout = config.proxy.connect_timeout;
@@ -695,8 +756,16 @@ impl Session {
                 tracing::debug!(endpoint = %name, "primary changed: leaving the old primary's connection");
                 self.links[ep].fail(name, &UpstreamError::Failover);
             }
-            Conn::Idle => {}
+            // A shared connection leaves the old primary on its own.
+            Conn::Idle | Conn::Shared(_) => {}
         }
+    }
+
+    /// The session needs its own connection state (or a connection it can block): from now
+    /// on every link uses a dedicated connection. A link on a shared connection switches at
+    /// once ([`Link::leave_shared`]); the replies the shared one owes are delivered first.
+    fn leave_mux(&mut self) {
+        self.mux_ok = false;
     }
 
     /// Releases empty buffers so that an idle connection holds almost no memory.

@@ -4,15 +4,18 @@
 //! or a cluster routed by hash slot ([`cluster`]), reached over TCP or TLS ([`tls`]).
 //! [`open`] authenticates every connection before anything else is sent on it, and after a
 //! refusal backs off (1 s, doubling to 30 s) instead of retrying on every command. Sessions
-//! only see [`open`], a [`Stream`] and [`UpstreamError`].
+//! see [`open`], a [`Stream`] and [`UpstreamError`], and the shared connections of [`mux`],
+//! which sessions without connection state use instead of their own.
 
 pub mod cluster;
 pub mod health;
+pub mod mux;
 pub mod sentinel;
 pub mod tls;
 
 use crate::config::EndpointKind;
 use crate::stream::Stream;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
 
@@ -72,6 +75,9 @@ pub enum UpstreamError {
     /// The endpoint's configuration asks for something turnout cannot do.
     #[error("{0}")]
     Unsupported(String),
+    /// A shared (multiplexed) connection's failure, told to every session it served.
+    #[error(transparent)]
+    Shared(Arc<UpstreamError>),
     /// Credentials were refused recently: no new attempt before the back-off ends.
     #[error("authentication failed: {reply} (next attempt in {})", humantime::format_duration(*.retry_in))]
     AuthBackoff {
@@ -110,6 +116,7 @@ impl UpstreamError {
     /// [`Self::client_reply`] without the leading `-` and the trailing CRLF.
     pub fn client_text(&self, endpoint: &str) -> String {
         match self {
+            UpstreamError::Shared(inner) => inner.client_text(endpoint),
             UpstreamError::Tls(_)
             | UpstreamError::TlsTimeout(_)
             | UpstreamError::TlsBackoff { .. } => {
