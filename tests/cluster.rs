@@ -352,47 +352,6 @@ fn concurrent_first_connections_share_one_seed_walk() {
     assert_eq!(connections_received(&seed) - before, 3);
 }
 
-/// Moves `slot` from `from` to `to` in batches of 10 keys, with pauses so load sees ASK.
-fn migrate_slot(cluster: &RedisCluster, slot: u16, from: usize, to: usize) {
-    let from_id = cluster.node_id(from);
-    let to_id = cluster.node_id(to);
-    let mut src = cluster.nodes[from].conn();
-    let mut dst = cluster.nodes[to].conn();
-    let slot_s = slot.to_string();
-    let _: () = redis::cmd("CLUSTER")
-        .arg(&["SETSLOT", &slot_s, "IMPORTING", &from_id])
-        .query(&mut dst)
-        .expect("IMPORTING");
-    let _: () = redis::cmd("CLUSTER")
-        .arg(&["SETSLOT", &slot_s, "MIGRATING", &to_id])
-        .query(&mut src)
-        .expect("MIGRATING");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        assert!(Instant::now() < deadline, "migration did not finish");
-        let keys: Vec<String> = redis::cmd("CLUSTER")
-            .arg(&["GETKEYSINSLOT", &slot_s, "10"])
-            .query(&mut src)
-            .expect("GETKEYSINSLOT");
-        if keys.is_empty() {
-            break;
-        }
-        let port = cluster.nodes[to].port().to_string();
-        let mut migrate = redis::cmd("MIGRATE");
-        migrate
-            .arg(&["127.0.0.1", &port, "", "0", "5000", "KEYS"])
-            .arg(&keys);
-        let _: () = migrate.query(&mut src).expect("MIGRATE");
-        std::thread::sleep(Duration::from_millis(40));
-    }
-    for index in 0..cluster.nodes.len() {
-        let _: () = redis::cmd("CLUSTER")
-            .arg(&["SETSLOT", &slot_s, "NODE", &to_id])
-            .query(&mut cluster.nodes[index].conn())
-            .expect("SETSLOT NODE");
-    }
-}
-
 #[test]
 fn a_slot_migrates_with_live_keys_under_load() {
     let cluster = RedisCluster::start(3, 0);
@@ -457,7 +416,7 @@ fn a_slot_migrates_with_live_keys_under_load() {
         })
     };
     std::thread::sleep(Duration::from_millis(200));
-    migrate_slot(&cluster, slot, from, to);
+    cluster.migrate_slot(slot, from, to);
     std::thread::sleep(Duration::from_millis(500));
     stop.store(true, Ordering::Relaxed);
     let errors = load.join().expect("load thread");
@@ -737,7 +696,7 @@ fn an_ask_redirect_sends_asking_to_the_importing_node() {
     assert_eq!(keys_in_slot(&cluster, from, slot), vec!["{ask}:old"]);
 
     // Finish the migration: the keys left on the source move, the slot changes owner.
-    migrate_slot(&cluster, slot, from, to);
+    cluster.migrate_slot(slot, from, to);
     c.expect_cmd(&["GET", "{ask}:old"], b"$9\r\non-source\r\n");
     c.expect_cmd(&["GET", "{ask}:new"], b"$9\r\non-target\r\n");
     assert_eq!(cluster.primary_of_slot(slot), to);

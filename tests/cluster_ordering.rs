@@ -40,51 +40,6 @@ fn key(n: u64) -> String {
     format!("{{ord}}:k{n}")
 }
 
-/// Moves `slot` from `from` to `to` the way `redis-cli --cluster reshard` does: IMPORTING on
-/// the target, MIGRATING on the source, keys moved in batches of 10 (short pauses let the
-/// load see `-ASK`), then `SETSLOT NODE` on the target, the source and the others.
-fn migrate_slot(cluster: &RedisCluster, slot: u16, from: usize, to: usize) {
-    let from_id = cluster.node_id(from);
-    let to_id = cluster.node_id(to);
-    let mut src = cluster.nodes[from].conn();
-    let mut dst = cluster.nodes[to].conn();
-    let slot_s = slot.to_string();
-    let _: () = redis::cmd("CLUSTER")
-        .arg(&["SETSLOT", &slot_s, "IMPORTING", &from_id])
-        .query(&mut dst)
-        .expect("IMPORTING");
-    let _: () = redis::cmd("CLUSTER")
-        .arg(&["SETSLOT", &slot_s, "MIGRATING", &to_id])
-        .query(&mut src)
-        .expect("MIGRATING");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        assert!(Instant::now() < deadline, "migration did not finish");
-        let keys: Vec<String> = redis::cmd("CLUSTER")
-            .arg(&["GETKEYSINSLOT", &slot_s, "10"])
-            .query(&mut src)
-            .expect("GETKEYSINSLOT");
-        if keys.is_empty() {
-            break;
-        }
-        let port = cluster.nodes[to].port().to_string();
-        let mut migrate = redis::cmd("MIGRATE");
-        migrate
-            .arg(&["127.0.0.1", &port, "", "0", "5000", "KEYS"])
-            .arg(&keys);
-        let _: () = migrate.query(&mut src).expect("MIGRATE");
-        std::thread::sleep(Duration::from_millis(30));
-    }
-    let mut order = vec![to, from];
-    order.extend((0..cluster.nodes.len()).filter(|&i| i != to && i != from));
-    for index in order {
-        let _: () = redis::cmd("CLUSTER")
-            .arg(&["SETSLOT", &slot_s, "NODE", &to_id])
-            .query(&mut cluster.nodes[index].conn())
-            .expect("SETSLOT NODE");
-    }
-}
-
 /// What the writer sends for operation `seq`: an `APPEND` of `"seq,"` to one key and an
 /// `INCR` of the counter.
 fn operation(seq: u64) -> Vec<u8> {
@@ -210,9 +165,9 @@ fn pipelined_writes_keep_their_order_while_their_slot_moves() {
         read.load(Ordering::Relaxed) > 1000
     });
     assert!(flowing, "the pipeline is flowing");
-    migrate_slot(&cluster, slot, from, to);
+    cluster.migrate_slot(slot, from, to);
     let after_first = read.load(Ordering::Relaxed);
-    migrate_slot(&cluster, slot, to, from);
+    cluster.migrate_slot(slot, to, from);
     // Let the stream run on past the second move before stopping it.
     let ran_on = support::wait_until(Duration::from_secs(30), Duration::from_millis(10), || {
         read.load(Ordering::Relaxed) > after_first + 1000

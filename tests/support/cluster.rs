@@ -18,6 +18,52 @@ pub struct RedisCluster {
 }
 
 impl RedisCluster {
+    /// Moves `slot` from `from` to `to` the way `redis-cli --cluster reshard` does: IMPORTING on
+    /// the target, MIGRATING on the source, keys moved in batches of 10 (short pauses let the
+    /// load see `-ASK`), then `SETSLOT NODE` on the target, the source and the others.
+    pub fn migrate_slot(&self, slot: u16, from: usize, to: usize) {
+        let cluster = self;
+        let from_id = cluster.node_id(from);
+        let to_id = cluster.node_id(to);
+        let mut src = cluster.nodes[from].conn();
+        let mut dst = cluster.nodes[to].conn();
+        let slot_s = slot.to_string();
+        let _: () = redis::cmd("CLUSTER")
+            .arg(&["SETSLOT", &slot_s, "IMPORTING", &from_id])
+            .query(&mut dst)
+            .expect("IMPORTING");
+        let _: () = redis::cmd("CLUSTER")
+            .arg(&["SETSLOT", &slot_s, "MIGRATING", &to_id])
+            .query(&mut src)
+            .expect("MIGRATING");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            assert!(Instant::now() < deadline, "migration did not finish");
+            let keys: Vec<String> = redis::cmd("CLUSTER")
+                .arg(&["GETKEYSINSLOT", &slot_s, "10"])
+                .query(&mut src)
+                .expect("GETKEYSINSLOT");
+            if keys.is_empty() {
+                break;
+            }
+            let port = cluster.nodes[to].port().to_string();
+            let mut migrate = redis::cmd("MIGRATE");
+            migrate
+                .arg(&["127.0.0.1", &port, "", "0", "5000", "KEYS"])
+                .arg(&keys);
+            let _: () = migrate.query(&mut src).expect("MIGRATE");
+            std::thread::sleep(Duration::from_millis(30));
+        }
+        let mut order = vec![to, from];
+        order.extend((0..cluster.nodes.len()).filter(|&i| i != to && i != from));
+        for index in order {
+            let _: () = redis::cmd("CLUSTER")
+                .arg(&["SETSLOT", &slot_s, "NODE", &to_id])
+                .query(&mut cluster.nodes[index].conn())
+                .expect("SETSLOT NODE");
+        }
+    }
+
     /// `primaries` primaries with `replicas` replicas each, every slot assigned, state ok.
     pub fn start(primaries: usize, replicas: usize) -> RedisCluster {
         RedisCluster::start_with_args(primaries, replicas, &[])
