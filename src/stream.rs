@@ -99,6 +99,9 @@ pub fn poll_flush_tls(stream: &mut Stream, cx: &mut Context<'_>) -> Poll<io::Res
     }
 }
 
+/// How much a connection's read buffer grows by when it runs out of room.
+pub const READ_CHUNK: usize = 16 * 1024;
+
 /// Bytes read onto the stack when a TCP read buffer holds no memory at all.
 const PROBE: usize = 512;
 

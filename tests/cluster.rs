@@ -358,11 +358,7 @@ fn a_slot_migrates_with_live_keys_under_load() {
     let t = turnout_for(&cluster);
     let slot = cluster.keyslot("{mig}");
     let from = cluster.primary_of_slot(slot);
-    let to = cluster
-        .primaries()
-        .into_iter()
-        .find(|&p| p != from)
-        .expect("another primary");
+    let to = cluster.other_primary(from);
     let mut setup = t.raw();
     for i in 0..200 {
         setup.expect_cmd(
@@ -552,11 +548,7 @@ fn a_redirect_loop_ends_in_an_error_after_the_bound() {
     let t = turnout_for(&cluster);
     let slot = cluster.keyslot("c:loop");
     let owner = cluster.primary_of_slot(slot);
-    let other = cluster
-        .primaries()
-        .into_iter()
-        .find(|&p| p != owner)
-        .expect("another primary");
+    let other = cluster.other_primary(owner);
     let elsewhere = (0..100)
         .map(|i| format!("c:fine:{i}"))
         .find(|k| cluster.primary_of(k) != owner)
@@ -630,11 +622,7 @@ fn an_ask_redirect_sends_asking_to_the_importing_node() {
     let t = turnout_for(&cluster);
     let slot = cluster.keyslot("{ask}");
     let from = cluster.primary_of_slot(slot);
-    let to = cluster
-        .primaries()
-        .into_iter()
-        .find(|&p| p != from)
-        .expect("another primary");
+    let to = cluster.other_primary(from);
     let mut c = t.raw();
     c.expect_cmd(&["SET", "{ask}:old", "on-source"], b"+OK\r\n");
     setslot(&cluster, to, slot, &["IMPORTING", &cluster.node_id(from)]);
@@ -753,11 +741,7 @@ fn an_empty_host_redirect_goes_to_the_host_of_the_node_that_answered() {
     let key = "c:empty-host";
     let slot = cluster.keyslot(key);
     let from = cluster.primary_of_slot(slot);
-    let to = cluster
-        .primaries()
-        .into_iter()
-        .find(|&p| p != from)
-        .expect("another primary");
+    let to = cluster.other_primary(from);
     let mut c = t.raw();
     // The connection loads the map (through 127.0.0.2) and knows `from` as the owner.
     c.expect_cmd(&["GET", key], b"$-1\r\n");

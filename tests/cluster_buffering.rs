@@ -53,17 +53,9 @@ fn settled_get_calls(cluster: &RedisCluster, index: usize) -> u64 {
 #[test]
 fn replies_behind_a_blocked_one_are_buffered_up_to_max_buffered_bytes() {
     let cluster = RedisCluster::start(3, 0);
-    let t = Turnout::builder(&format!(
-        r#"[endpoints.cl]
-cluster_seeds = {}
-
-[default]
-target = "cl"
-"#,
-        cluster.seeds_toml()
-    ))
-    .proxy_option(&format!("max_buffered_bytes = {MAX_BUFFERED}"))
-    .start();
+    let t = Turnout::builder(&cluster.only_endpoint_toml())
+        .proxy_option(&format!("max_buffered_bytes = {MAX_BUFFERED}"))
+        .start();
     // A queue on one primary, a large value on another.
     let queue = "{q}:list";
     let (big, big_node) = (0..100)

@@ -24,16 +24,7 @@ const WINDOW: u64 = 2000;
 const MAX_OPS: u64 = 2_000_000;
 
 fn turnout_for(cluster: &RedisCluster) -> Turnout {
-    Turnout::builder(&format!(
-        r#"[endpoints.cl]
-cluster_seeds = {}
-
-[default]
-target = "cl"
-"#,
-        cluster.seeds_toml()
-    ))
-    .start()
+    Turnout::builder(&cluster.only_endpoint_toml()).start()
 }
 
 fn key(n: u64) -> String {
@@ -54,11 +45,7 @@ fn pipelined_writes_keep_their_order_while_their_slot_moves() {
     let t = turnout_for(&cluster);
     let slot = cluster.keyslot("{ord}");
     let from = cluster.primary_of_slot(slot);
-    let to = cluster
-        .primaries()
-        .into_iter()
-        .find(|&p| p != from)
-        .expect("another primary");
+    let to = cluster.other_primary(from);
 
     // Live keys before the move (and filler, so the migration takes several batches).
     let mut setup = t.raw();

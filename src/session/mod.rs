@@ -29,7 +29,7 @@ use crate::metrics::{LocalStats, RequestStats};
 use crate::resp::reply::ReplyScan;
 use crate::route::Router;
 use crate::stream::{poll_read_some, Stream};
-use crate::upstream::UpstreamError;
+use crate::upstream::{write_all_ready, UpstreamError};
 use bytes::{Buf, Bytes, BytesMut};
 use link::{Conn, Link};
 use std::collections::VecDeque;
@@ -45,8 +45,7 @@ use tokio::sync::watch;
 
 /// Most replies a session may owe its client before it stops reading requests.
 pub const MAX_PENDING: usize = 256 * 1024;
-/// Read buffers grow by this much when they run out of room.
-const READ_CHUNK: usize = 16 * 1024;
+use crate::stream::READ_CHUNK;
 /// How long a TLS client connection may take to flush and send close_notify when it ends.
 const TLS_CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 /// An empty buffer larger than this is released, so a burst does not pin memory.
@@ -794,31 +793,4 @@ impl Session {
             shrink(&mut link.rbuf);
         }
     }
-}
-
-/// Writes as much of the first `limit` bytes of `buf` as the socket takes now; returns how
-/// many it wrote.
-fn write_all_ready(
-    stream: &mut Stream,
-    cx: &mut Context<'_>,
-    buf: &mut BytesMut,
-    limit: usize,
-) -> Result<usize, UpstreamError> {
-    let mut wrote = 0;
-    while wrote < limit && !buf.is_empty() {
-        let end = buf.len().min(limit - wrote);
-        match Pin::new(&mut *stream).poll_write(cx, &buf[..end]) {
-            Poll::Ready(Ok(0)) => return Err(UpstreamError::Closed),
-            Poll::Ready(Ok(n)) => {
-                buf.advance(n);
-                wrote += n;
-            }
-            Poll::Ready(Err(e)) => return Err(UpstreamError::io(e)),
-            Poll::Pending => break,
-        }
-    }
-    if let Poll::Ready(Err(e)) = crate::stream::poll_flush_tls(stream, cx) {
-        return Err(UpstreamError::io(e));
-    }
-    Ok(wrote)
 }

@@ -13,9 +13,10 @@
 //! accepted, as in Redis; PING then goes to the Pub/Sub connection for Redis's own answer.
 
 use super::link::{Conn, Link};
-use super::{write_all_ready, End, Session, Source};
+use super::{End, Session, Source};
 use crate::config::EndpointId;
 use crate::resp::reply::ReplyScan;
+use crate::upstream::write_all_ready;
 use crate::upstream::UpstreamError;
 use bytes::{Buf, Bytes};
 use std::collections::HashSet;
@@ -342,7 +343,12 @@ impl Session {
                 || (pubsub.streaming
                     && matches!(crate::resp::reply::complete_len(&link.rbuf), Ok(None))));
         if may_read {
-            match crate::stream::poll_read_some(stream, cx, &mut link.rbuf, super::READ_CHUNK) {
+            match crate::stream::poll_read_some(
+                stream,
+                cx,
+                &mut link.rbuf,
+                crate::stream::READ_CHUNK,
+            ) {
                 Poll::Ready(Ok(0)) => return Err(End::Pubsub(UpstreamError::Closed)),
                 Poll::Ready(Ok(_)) => progressed = true,
                 Poll::Ready(Err(e)) => return Err(End::Pubsub(UpstreamError::io(e))),

@@ -15,8 +15,12 @@ pub mod tls;
 
 use crate::config::EndpointKind;
 use crate::stream::Stream;
+use bytes::{Buf, BytesMut};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
+use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
 
 /// Why an endpoint could not serve a command. Its `Display` is the cause in
@@ -412,6 +416,36 @@ pub async fn connect(address: &str, timeout: Duration) -> Result<TcpStream, Upst
 /// As [`connect`].
 pub async fn connect_owned(address: String, timeout: Duration) -> Result<TcpStream, UpstreamError> {
     connect(&address, timeout).await
+}
+
+/// Writes as much of the first `limit` bytes of `buf` as the socket takes now; returns how
+/// many it wrote. TLS output is flushed after.
+///
+/// # Errors
+/// The connection failed.
+pub fn write_all_ready(
+    stream: &mut Stream,
+    cx: &mut Context<'_>,
+    buf: &mut BytesMut,
+    limit: usize,
+) -> Result<usize, UpstreamError> {
+    let mut wrote = 0;
+    while wrote < limit && !buf.is_empty() {
+        let end = buf.len().min(limit - wrote);
+        match Pin::new(&mut *stream).poll_write(cx, &buf[..end]) {
+            Poll::Ready(Ok(0)) => return Err(UpstreamError::Closed),
+            Poll::Ready(Ok(n)) => {
+                buf.advance(n);
+                wrote += n;
+            }
+            Poll::Ready(Err(e)) => return Err(UpstreamError::io(e)),
+            Poll::Pending => break,
+        }
+    }
+    if let Poll::Ready(Err(e)) = crate::stream::poll_flush_tls(stream, cx) {
+        return Err(UpstreamError::io(e));
+    }
+    Ok(wrote)
 }
 
 #[cfg(test)]

@@ -25,21 +25,17 @@
 use super::UpstreamError;
 use crate::config::{Config, EndpointConfig, EndpointId, EndpointKind};
 use crate::resp::reply::ReplyScan;
-use crate::stream::{poll_read_some, Stream};
+use crate::stream::{poll_read_some, Stream, READ_CHUNK};
 use bytes::{Buf, BytesMut};
 use std::collections::VecDeque;
 use std::future::poll_fn;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
-use tokio::io::AsyncWrite;
 
 /// Most batches one shared connection may have written and not yet answered.
 pub const MAX_INFLIGHT_BATCHES: usize = 64 * 1024;
-/// Read buffers grow by this much when they run out of room.
-const READ_CHUNK: usize = 16 * 1024;
 /// Turns of a connection's loop before it yields to other tasks.
 const TURNS_BEFORE_YIELD: usize = 32;
 
@@ -432,19 +428,9 @@ impl Driver {
             if self.wbuf.len() < conn.limit && self.inflight.len() < MAX_INFLIGHT_BATCHES {
                 progressed |= conn.take_queued(cx, &mut self.wbuf, &mut self.inflight);
             }
-            while !self.wbuf.is_empty() {
-                match Pin::new(&mut self.stream).poll_write(cx, &self.wbuf) {
-                    Poll::Ready(Ok(0)) => return Poll::Ready(UpstreamError::Closed),
-                    Poll::Ready(Ok(n)) => {
-                        self.wbuf.advance(n);
-                        progressed = true;
-                    }
-                    Poll::Ready(Err(e)) => return Poll::Ready(UpstreamError::io(e)),
-                    Poll::Pending => break,
-                }
-            }
-            if let Poll::Ready(Err(e)) = crate::stream::poll_flush_tls(&mut self.stream, cx) {
-                return Poll::Ready(UpstreamError::io(e));
+            match super::write_all_ready(&mut self.stream, cx, &mut self.wbuf, usize::MAX) {
+                Ok(wrote) => progressed |= wrote > 0,
+                Err(cause) => return Poll::Ready(cause),
             }
             match poll_read_some(&mut self.stream, cx, &mut self.rbuf, READ_CHUNK) {
                 Poll::Ready(Ok(0)) => return Poll::Ready(UpstreamError::Closed),

@@ -18,6 +18,22 @@ pub struct RedisCluster {
 }
 
 impl RedisCluster {
+    /// A primary other than `than` (for moving a slot or pointing a redirect elsewhere).
+    pub fn other_primary(&self, than: usize) -> usize {
+        self.primaries()
+            .into_iter()
+            .find(|&p| p != than)
+            .expect("another primary")
+    }
+
+    /// A turnout config with this cluster as endpoint `cl` and the default route to it.
+    pub fn only_endpoint_toml(&self) -> String {
+        format!(
+            "[endpoints.cl]\ncluster_seeds = {}\n\n[default]\ntarget = \"cl\"\n",
+            self.seeds_toml()
+        )
+    }
+
     /// Moves `slot` from `from` to `to` the way `redis-cli --cluster reshard` does: IMPORTING on
     /// the target, MIGRATING on the source, keys moved in batches of 10 (short pauses let the
     /// load see `-ASK`), then `SETSLOT NODE` on the target, the source and the others.

@@ -100,17 +100,16 @@ impl Router {
         request: Bytes,
         swallow: u8,
     ) -> oneshot::Receiver<Answer> {
-        let (reply, rx) = oneshot::channel();
         if self.held.is_empty() {
-            self.deliver(address, request, swallow, reply).await;
-        } else {
-            self.held.push(Held {
-                target: Target::Node(address.to_string()),
-                bytes: request,
-                swallow,
-                reply,
-            });
+            return self.send_now(address, request, swallow).await;
         }
+        let (reply, rx) = oneshot::channel();
+        self.held.push(Held {
+            target: Target::Node(address.to_string()),
+            bytes: request,
+            swallow,
+            reply,
+        });
         rx
     }
 
