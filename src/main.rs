@@ -80,10 +80,10 @@ fn main() -> ExitCode {
         Command::Check { config } => check(&config),
         Command::Run { config } => exit(run(&config)),
         Command::Ctl { args, command } => {
-            exit(runtime().and_then(|rt| rt.block_on(turnout::ctl::run(args, *command))))
+            exit(runtime(None).and_then(|rt| rt.block_on(turnout::ctl::run(args, *command))))
         }
         Command::Demo { config } => {
-            exit(runtime().and_then(|rt| rt.block_on(turnout::demo::run(&config))))
+            exit(runtime(None).and_then(|rt| rt.block_on(turnout::demo::run(&config))))
         }
     }
 }
@@ -98,8 +98,13 @@ fn init_tracing() {
         .init();
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
+/// The async runtime: `worker_threads` threads, or tokio's default (one per CPU).
+fn runtime(worker_threads: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = worker_threads {
+        builder.worker_threads(n);
+    }
+    builder
         .enable_all()
         .build()
         .context("cannot start the async runtime")
@@ -147,6 +152,7 @@ fn run(path: &std::path::Path) -> anyhow::Result<()> {
     let config =
         Config::load(path).with_context(|| format!("invalid config {}", path.display()))?;
     return_freed_memory();
-    runtime()?.block_on(turnout::server::run_until_signalled(config))?;
+    runtime(Some(config.proxy.worker_threads))?
+        .block_on(turnout::server::run_until_signalled(config))?;
     Ok(())
 }

@@ -55,6 +55,7 @@ pub struct FileProxy {
     pub max_buffered_bytes: Option<usize>,
     pub multiplex: Option<bool>,
     pub shared_connections: Option<usize>,
+    pub worker_threads: Option<usize>,
     pub connect_timeout: Option<String>,
     pub shutdown_grace: Option<String>,
     pub auth: Option<super::auth::FileAuth>,

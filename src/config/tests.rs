@@ -775,3 +775,35 @@ target = "new""#,
     );
     assert_eq!(problems(&text), Vec::<String>::new());
 }
+
+#[test]
+fn worker_threads_default_to_half_the_cpus_and_size_the_shared_connections() {
+    let config = good();
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert_eq!(config.proxy.worker_threads, (cpus / 2).max(1));
+    assert_eq!(config.proxy.shared_connections, config.proxy.worker_threads);
+
+    let with = |lines: &str| {
+        GOOD.replace(
+            "listen = \"127.0.0.1:6380\"",
+            &format!("listen = \"127.0.0.1:6380\"\n{lines}"),
+        )
+    };
+    let config = Config::from_toml(&with("worker_threads = 3"), &no_env).expect("valid");
+    assert_eq!(config.proxy.worker_threads, 3);
+    assert_eq!(config.proxy.shared_connections, 3);
+    let config = Config::from_toml(&with("worker_threads = 3\nshared_connections = 1"), &no_env)
+        .expect("valid");
+    assert_eq!(config.proxy.shared_connections, 1);
+
+    assert_eq!(
+        problems(&with("worker_threads = 0")),
+        vec!["proxy.worker_threads: must be greater than 0".to_string()]
+    );
+    assert_eq!(
+        problems(&with("worker_threads = 65")),
+        vec![format!(
+            "proxy.worker_threads: must be at most {MAX_WORKER_THREADS}"
+        )]
+    );
+}

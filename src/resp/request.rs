@@ -60,6 +60,19 @@ pub struct Resume {
     count: usize,
     /// Offset of the next argument's header.
     pos: usize,
+    /// Bytes the buffer must hold to complete the argument being read, once its header
+    /// has been read (0 before).
+    wanted: usize,
+}
+
+impl Resume {
+    /// Bytes the buffer must hold before the request in progress can advance, when known
+    /// (its current argument's header has been read); 0 otherwise. Reading into a buffer
+    /// reserved to this size takes a large value in one piece, without growing (and
+    /// copying) the buffer chunk by chunk.
+    pub fn wanted(&self) -> usize {
+        self.wanted
+    }
 }
 
 /// [`parse`], resuming from `resume` and updating it. `args` must be the vector filled by
@@ -97,6 +110,7 @@ pub fn parse_resumable(
         *resume = Resume {
             count: count as usize,
             pos: cr + 2,
+            wanted: 0,
         };
     }
     let result = parse_arguments(buf, args, max_request, resume);
@@ -137,6 +151,7 @@ fn parse_arguments(
             return Err(ProtocolError::RequestTooLarge);
         }
         if buf.len() < end + 2 {
+            resume.wanted = end + 2;
             return Ok(Parsed::Incomplete);
         }
         if &buf[end..end + 2] != b"\r\n" {
@@ -144,6 +159,7 @@ fn parse_arguments(
         }
         args.push(start..end);
         resume.pos = end + 2;
+        resume.wanted = 0;
     }
     Ok(Parsed::Multibulk { len: resume.pos })
 }
@@ -275,6 +291,27 @@ mod tests {
     fn parse_all(buf: &[u8]) -> Result<Parsed, ProtocolError> {
         let mut args = Vec::new();
         parse(buf, &mut args, MAX)
+    }
+
+    #[test]
+    fn an_incomplete_value_tells_how_many_bytes_it_needs() {
+        let mut args = Vec::new();
+        let mut resume = Resume::default();
+        let head = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$65536\r\nxyz";
+        assert_eq!(
+            parse_resumable(head, &mut args, MAX, &mut resume),
+            Ok(Parsed::Incomplete)
+        );
+        // The value starts after the 30 header bytes and ends with CRLF.
+        let start = head.len() - 3;
+        assert_eq!(resume.wanted(), start + 65536 + 2);
+        // Before a bulk header is complete nothing is known.
+        let mut resume = Resume::default();
+        assert_eq!(
+            parse_resumable(b"*3\r\n$3\r\nSET\r\n$6", &mut args, MAX, &mut resume),
+            Ok(Parsed::Incomplete)
+        );
+        assert_eq!(resume.wanted(), 0);
     }
 
     #[test]

@@ -134,8 +134,13 @@ impl Session {
                         .map(|()| false)
                 }
             };
-            self.cout.extend_from_slice(&link.rbuf[..scanned]);
-            link.rbuf.advance(scanned);
+            if self.cout.is_empty() && scanned == link.rbuf.len() {
+                // All of it goes to the client as it is (a large value, typically): no copy.
+                std::mem::swap(&mut self.cout, &mut link.rbuf);
+            } else {
+                self.cout.extend_from_slice(&link.rbuf[..scanned]);
+                link.rbuf.advance(scanned);
+            }
             if !self.front.is_done() {
                 self.front_started = scanned > 0 || self.front_started;
                 return Ok(false);

@@ -16,6 +16,9 @@ use bytes::{Buf, Bytes, BytesMut};
 use std::ops::ControlFlow;
 use std::time::Instant;
 
+/// Most bytes reserved ahead for a request argument announced but not yet received.
+const RESERVE_AHEAD_MAX: usize = 1024 * 1024;
+
 /// Where a request's keys lead.
 pub(super) enum Destination {
     /// One endpoint.
@@ -148,6 +151,13 @@ impl Session {
             match parsed {
                 Ok(Parsed::Incomplete) => {
                     self.args = args;
+                    // A large value whose length is known: room for all of it now, so it
+                    // arrives in one read instead of growing the buffer (and copying what
+                    // it holds) chunk by chunk. Capped: a length alone costs little to send.
+                    let wanted = self.resume.wanted().min(RESERVE_AHEAD_MAX);
+                    if wanted > cin.len() {
+                        cin.reserve(wanted - cin.len());
+                    }
                     break;
                 }
                 Ok(Parsed::Empty { len }) => cin.advance(len),

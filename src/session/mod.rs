@@ -558,10 +558,10 @@ impl Session {
                 self.leave_mux();
                 return Ok(true);
             }
-            return Ok(match handle.submit(cx, &link.wbuf, link.wbuf_frames) {
+            let len = link.wbuf.len() as u64;
+            return Ok(match handle.submit(cx, &mut link.wbuf, link.wbuf_frames) {
                 Poll::Ready(()) => {
-                    link.written += link.wbuf.len() as u64;
-                    link.wbuf.clear();
+                    link.written += len;
                     link.wbuf_frames = 0;
                     true
                 }
