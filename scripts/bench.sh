@@ -15,6 +15,10 @@
 #   S1  turnout against turnout-shadow: a second turnout, same config, the namespaces S1's
 #       keys hit set through the admin API to shadow mode (sample 1.0, writes false): every
 #       GET is also sent to a second, empty redis-server and the replies compared
+# and, in W3 only, a fourth target:
+#   D  relay      redis-benchmark -> examples/relay.rs -> redis-server: a byte relay with no
+#                 RESP work (tokio copy_bidirectional, 128 KiB buffers, one upstream connection
+#                 per client): the measured ceiling of any user-space hop for large values
 #
 # Usage: scripts/bench.sh [--quick] [--rounds K] [--install] [--help]
 #   --quick      small N and 1 round: a smoke test of the script, not a measurement
@@ -176,7 +180,9 @@ if [[ $SKIP_TURNOUT -eq 1 ]]; then CMP_TARGETS="direct,twemproxy"; else CMP_TARG
 WORKLOADS=()
 selected W1 && WORKLOADS+=("W1 $CLIENTS 16 $N1 $KEYSPACE $VALUE_SIZE web: SET,GET $CMP_TARGETS")
 selected W2 && WORKLOADS+=("W2 $CLIENTS 1 $N2 $KEYSPACE $VALUE_SIZE session: SET,GET $CMP_TARGETS")
-selected W3 && WORKLOADS+=("W3 $CLIENTS3 1 $N3 $KEYSPACE3 $VALUE_SIZE3 impact: SET,GET $CMP_TARGETS")
+# W3 also runs the relay (ceiling of a user-space hop), when turnout is built.
+W3_TARGETS="$CMP_TARGETS"; [[ $SKIP_TURNOUT -eq 0 ]] && W3_TARGETS="$CMP_TARGETS,relay"
+selected W3 && WORKLOADS+=("W3 $CLIENTS3 1 $N3 $KEYSPACE3 $VALUE_SIZE3 impact: SET,GET $W3_TARGETS")
 selected W4 && WORKLOADS+=("W4 $CLIENTS4 1 $N4 $KEYSPACE $VALUE_SIZE tok: GET $CMP_TARGETS")
 if [[ $SKIP_TURNOUT -eq 0 ]]; then
     selected W5 && WORKLOADS+=("W5 $CLIENTS 1 $N5 $KEYSPACE $VALUE_SIZE web:+tok: MGET direct,turnout-split")
@@ -251,11 +257,13 @@ raise_nofile "$NOFILE_NEED" || exit 1
 
 TURNOUT_BIN=""
 if [[ $SKIP_TURNOUT -eq 0 ]]; then
-    log "building turnout: cargo build --release"
-    (cd "$ROOT" && cargo build --release) >&2 || die "cargo build --release failed"
+    log "building turnout and the relay: cargo build --release --bins --example relay"
+    (cd "$ROOT" && cargo build --release --bins --example relay) >&2 || die "cargo build --release failed"
     TURNOUT_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/turnout"
     [[ "$TURNOUT_BIN" = /* ]] || TURNOUT_BIN="$ROOT/$TURNOUT_BIN"
     [[ -x "$TURNOUT_BIN" ]] || die "built, but $TURNOUT_BIN is missing"
+    RELAY_BIN="$(dirname "$TURNOUT_BIN")/examples/relay"
+    [[ -x "$RELAY_BIN" ]] || die "built, but $RELAY_BIN is missing"
 fi
 
 # ---------------------------------------------------------------------------------------------
@@ -456,7 +464,7 @@ def cmd_report(runs_tsv, meta_json, out_json, out_md):
     with open(runs_tsv) as f:
         for line in f:
             (rnd, wl, target, command, n, wall, settle, proxy_ticks, redis_ticks, shadow_redis_ticks,
-             shadow, started_at, other_ticks, window_ticks, csvline) = line.rstrip("\n").split("\t", 14)
+             shadow, started_at, other_ticks, window_ticks, busy_ticks, csvline) = line.rstrip("\n").split("\t", 15)
             row = next(csv.reader([csvline]))
             rec = {
                 "round": int(rnd), "workload": wl, "target": target, "command": command,
@@ -469,6 +477,10 @@ def cmd_report(runs_tsv, meta_json, out_json, out_md):
                 "started_at": started_at,
                 # CPU other programs used during the run, as a share of all the machine's CPUs.
                 "other_programs_cpu_share": (int(other_ticks) / int(window_ticks)) if int(window_ticks) else None,
+                # CPU ticks not idle during the run (every program, ours included, and the
+                # kernel's irq and softirq time, where loopback TCP is largely accounted).
+                "machine_busy_share": (int(busy_ticks) / int(window_ticks)) if int(window_ticks) else None,
+                "machine_cpu_seconds": int(busy_ticks) / meta["clk_tck"],
             }
             if shadow != "-":
                 rec["shadow_outcomes"] = dict(zip(SHADOW_KEYS, map(int, shadow.split(":"))))
@@ -507,8 +519,11 @@ def cmd_report(runs_tsv, meta_json, out_json, out_md):
             if not ops:
                 continue
             proxy = [r["proxy_cpu_seconds"] for r in rs]
+            busy = sorted(r["machine_busy_share"] for r in rs if r["machine_busy_share"] is not None)
             cpu[(wl, t)] = {
                 "operations": ops,
+                "machine_busy_share_median": statistics.median(busy) if busy else None,
+                "machine_cpu_seconds_per_million_ops": sum(r["machine_cpu_seconds"] for r in rs) / ops * 1e6,
                 "proxy_cpu_seconds_per_million_ops": (sum(proxy) / ops * 1e6) if None not in proxy else None,
                 "redis_cpu_seconds_per_million_ops": sum(r["redis_cpu_seconds"] for r in rs) / ops * 1e6,
                 "shadow_redis_cpu_seconds_per_million_ops": sum(r["shadow_redis_cpu_seconds"] for r in rs) / ops * 1e6,
@@ -580,6 +595,42 @@ def cmd_report(runs_tsv, meta_json, out_json, out_md):
             c("direct", "redis_cpu_seconds_per_million_ops"), c(tt(wl), "redis_cpu_seconds_per_million_ops"),
             c("twemproxy", "redis_cpu_seconds_per_million_ops")))
     md.append("")
+    md.append("The whole machine during the timed runs (/proc/stat, every tick not idle: all programs, "
+              "redis-benchmark included, and the kernel's irq and softirq time): median share of all CPUs busy, "
+              "and CPU seconds per million operations. "
+              "A share near 100% means the run was bound by the machine's CPUs, so a target's ops/s follow "
+              "the CPU all programs spend per operation through it:")
+    md.append("")
+    md.append("| workload | direct | turnout | twemproxy |")
+    md.append("|---|---:|---:|---:|")
+    for wl in cmp_workloads:
+        cells = []
+        for t in ("direct", tt(wl), "twemproxy"):
+            v = cpu.get((wl, t), {})
+            b, m = v.get("machine_busy_share_median"), v.get("machine_cpu_seconds_per_million_ops")
+            cells.append("%.0f%% busy, %.2f s" % (100 * b, m) if b is not None and m is not None else "—")
+        md.append("| %s | %s |" % (wl, " | ".join(cells)))
+    md.append("")
+    relay_workloads = [wl for wl in cmp_workloads if "relay" in wmetas[wl]["targets"]]
+    for wl in relay_workloads:
+        md.append("### %s: the ceiling of a user-space hop" % wl)
+        md.append("")
+        md.append("`relay` (examples/relay.rs) forwards bytes between each client and its own upstream connection "
+                  "with no RESP work at all (tokio `copy_bidirectional_with_sizes`, 128 KiB buffers, tokio's default "
+                  "worker threads): what any proxy pays to move these values through user space on this machine.")
+        md.append("")
+        md.append("| workload | command | direct ops/s | relay ops/s | turnout ops/s | relay/direct | turnout/relay | turnout/direct |")
+        md.append("|---|---|---:|---:|---:|---:|---:|---:|")
+        for cmd in wcmds(wl):
+            d, r, t = rps(wl, cmd, "direct"), rps(wl, cmd, "relay"), rps(wl, cmd, tt(wl))
+            md.append("| %s | %s | %s | %s | %s | %s | %s | %s |" % (
+                wl, cmd, fmt_int(d), fmt_int(r), fmt_int(t), fmt_ratio(r, d), fmt_ratio(t, r), fmt_ratio(t, d)))
+        v = cpu.get((wl, "relay"), {})
+        if v.get("proxy_cpu_seconds_per_million_ops") is not None:
+            md.append("")
+            md.append("relay process: %.3f CPU s per million operations; machine %.0f%% busy." % (
+                v["proxy_cpu_seconds_per_million_ops"], 100 * (v.get("machine_busy_share_median") or 0)))
+        md.append("")
 
     ns_rows = []
     for wl in ns_workloads:
@@ -723,7 +774,9 @@ def cmd_report(runs_tsv, meta_json, out_json, out_md):
             {"workload": wl, "command": cmd,
              "turnout_target": tt(wl),
              "turnout_over_direct": (rps(wl, cmd, tt(wl)) / rps(wl, cmd, "direct")) if rps(wl, cmd, tt(wl)) and rps(wl, cmd, "direct") else None,
-             "turnout_over_twemproxy": (rps(wl, cmd, tt(wl)) / rps(wl, cmd, "twemproxy")) if rps(wl, cmd, tt(wl)) and rps(wl, cmd, "twemproxy") else None}
+             "turnout_over_twemproxy": (rps(wl, cmd, tt(wl)) / rps(wl, cmd, "twemproxy")) if rps(wl, cmd, tt(wl)) and rps(wl, cmd, "twemproxy") else None,
+             "turnout_over_relay": (rps(wl, cmd, tt(wl)) / rps(wl, cmd, "relay")) if rps(wl, cmd, tt(wl)) and rps(wl, cmd, "relay") else None,
+             "relay_over_direct": (rps(wl, cmd, "relay") / rps(wl, cmd, "direct")) if rps(wl, cmd, "relay") and rps(wl, cmd, "direct") else None}
             for wl in cmp_workloads for cmd in wcmds(wl)],
         "namespaces": ns_rows,
         "shadow": shadow_rows,
@@ -767,6 +820,7 @@ wait_ping() {
 # cpu_snapshot: sets SNAP_BUSY (machine-wide user+nice+system+steal ticks, all CPUs), SNAP_ALL
 # (every field of /proc/stat's cpu line, idle included) and SNAP_OURS (utime+stime of this
 # script, of everything it has waited for, redis-benchmark included, and of its servers).
+# SNAP_NONIDLE is SNAP_BUSY plus irq and softirq time: every CPU tick not idle.
 # Between two snapshots, busy - ours is CPU that other programs took: the report gives it as a
 # share of the machine, so a run disturbed by something else on the machine shows. (Softirq
 # time, where much of loopback TCP is accounted, is left out of both sides.)
@@ -774,6 +828,7 @@ cpu_snapshot() {
     local -a c f
     read -r -a c </proc/stat
     SNAP_BUSY=$(( c[1] + c[2] + c[3] + c[8] ))
+    SNAP_NONIDLE=$(( SNAP_BUSY + c[6] + c[7] ))
     SNAP_ALL=0
     local x
     for x in "${c[@]:1:8}"; do SNAP_ALL=$(( SNAP_ALL + x )); done
@@ -792,10 +847,10 @@ cpu_snapshot() {
 # ---------------------------------------------------------------------------------------------
 # Start the servers
 
-# Thirteen distinct free loopback ports, bound at once by the OS (port 0) then released; the
+# Fourteen distinct free loopback ports, bound at once by the OS (port 0) then released; the
 # servers bind them a moment later (a small race with other programs, never a fixed port).
 read -r P_LEGACY P_NEW P_TURNOUT P_ADMIN P_TWEM P_TWEM_STATS P_TURNOUT_SH P_ADMIN_SH \
-    P_SECOND P_TURNOUT_SPLIT P_ADMIN_SPLIT P_TURNOUT_NS P_ADMIN_NS <<<"$(helper ports 13)"
+    P_SECOND P_TURNOUT_SPLIT P_ADMIN_SPLIT P_TURNOUT_NS P_ADMIN_NS P_RELAY <<<"$(helper ports 14)"
 
 start_redis() {  # NAME PORT -> sets REDIS_PID
     local name="$1" port="$2"
@@ -934,9 +989,19 @@ PID_TWEM=$!
 CHILD_PIDS+=("$PID_TWEM")
 wait_ping twemproxy "$P_TWEM" "$PID_TWEM" 20 "$TMP/nutcracker.log"
 
+PID_RELAY=""
+if has_target relay; then
+    log "starting the relay on 127.0.0.1:$P_RELAY"
+    "$RELAY_BIN" "127.0.0.1:$P_RELAY" "127.0.0.1:$P_LEGACY" 2>"$TMP/relay.log" &
+    PID_RELAY=$!
+    CHILD_PIDS+=("$PID_RELAY")
+    wait_ping relay "$P_RELAY" "$PID_RELAY" 20 "$TMP/relay.log"
+fi
+
 target_port() {
     case "$1" in
         direct) echo "$P_LEGACY" ;; turnout) echo "$P_TURNOUT" ;; twemproxy) echo "$P_TWEM" ;;
+        relay) echo "$P_RELAY" ;;
         turnout-shadow) echo "$P_TURNOUT_SH" ;; turnout-split) echo "$P_TURNOUT_SPLIT" ;;
         turnout-ns1000) echo "$P_TURNOUT_NS" ;;
     esac
@@ -944,6 +1009,7 @@ target_port() {
 target_pid() {   # the proxy process whose CPU is recorded ("-" for direct)
     case "$1" in
         direct) echo "-" ;; turnout) echo "$PID_TURNOUT" ;; twemproxy) echo "$PID_TWEM" ;;
+        relay) echo "$PID_RELAY" ;;
         turnout-shadow) echo "$PID_TURNOUT_SH" ;; turnout-split) echo "$PID_TURNOUT_SPLIT" ;;
         turnout-ns1000) echo "$PID_TURNOUT_NS" ;;
     esac
@@ -1106,7 +1172,7 @@ for (( round = 1; round <= ROUNDS; round++ )); do
                 r0="$(redis_ticks "$t")"
                 s0="$(cpu_ticks "$PID_NEW")"
                 started_at="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
-                cpu_snapshot; b0=$SNAP_BUSY; a0=$SNAP_ALL; o0=$SNAP_OURS
+                cpu_snapshot; b0=$SNAP_BUSY; a0=$SNAP_ALL; o0=$SNAP_OURS; n0=$SNAP_NONIDLE
                 t0="$(date +%s.%N)"
                 bench_run "$t" "$wclients" "$pipeline" "$n" "$wkeys" "$wsize" "$wprefixes" "$command"
                 line="$BENCH_LINE"
@@ -1127,9 +1193,9 @@ for (( round = 1; round <= ROUNDS; round++ )); do
                 other=$(( (SNAP_BUSY - b0) - (SNAP_OURS - o0) )); (( other >= 0 )) || other=0
                 window=$(( SNAP_ALL - a0 ))
                 wall="$(python3 -c "print('%.3f' % ($t1 - $t0))")"
-                printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
+                printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
                     "$round" "$wname" "$t" "$command" "$n" "$wall" "$settle" "$pd" "$((r1 - r0))" "$((s1 - s0))" \
-                    "$shadow" "$started_at" "$other" "$window" "$line" >>"$RUNS"
+                    "$shadow" "$started_at" "$other" "$window" "$(( SNAP_NONIDLE - n0 ))" "$line" >>"$RUNS"
                 rps="$(cut -d, -f2 <<<"$line" | tr -d '"')"
                 extra="  other programs $(( window > 0 ? other * 100 / window : 0 ))% CPU"
                 [[ "$shadow" != "-" ]] && extra="$extra;  shadow match:mismatch:error:dropped:mirrored $shadow, drained in ${settle}s"
@@ -1141,7 +1207,7 @@ for (( round = 1; round <= ROUNDS; round++ )); do
 done
 
 # Each proxy must still be alive: a crash mid-run would otherwise go unnoticed.
-for pid in $PID_TURNOUT $PID_TURNOUT_SH $PID_TURNOUT_SPLIT $PID_TURNOUT_NS $PID_SECOND "$PID_TWEM" "$PID_LEGACY" "$PID_NEW"; do
+for pid in $PID_TURNOUT $PID_TURNOUT_SH $PID_TURNOUT_SPLIT $PID_TURNOUT_NS $PID_RELAY $PID_SECOND "$PID_TWEM" "$PID_LEGACY" "$PID_NEW"; do
     kill -0 "$pid" 2>/dev/null || die "process $pid died during the benchmark"
 done
 
