@@ -41,7 +41,8 @@ async fn main() -> std::io::Result<()> {
             };
             let _ = client.set_nodelay(true);
             let _ = server.set_nodelay(true);
-            let _ = tokio::io::copy_bidirectional_with_sizes(&mut client, &mut server, BUF, BUF).await;
+            let _ =
+                tokio::io::copy_bidirectional_with_sizes(&mut client, &mut server, BUF, BUF).await;
         });
     }
 }
