@@ -110,7 +110,8 @@ impl Session {
             let next = if self.front_started {
                 Next::Partial
             } else {
-                match self.links[ep].next_reply() {
+                // The scan below finds the reply's end: no need to find it twice.
+                match self.links[ep].next_reply_start() {
                     Ok(next) => next,
                     Err(cause) => return self.broken_endpoint(ep, cause).map(|()| false),
                 }

@@ -242,18 +242,31 @@ impl Link {
     /// # Errors
     /// As [`Link::consume_replayed`].
     pub fn next_reply(&mut self) -> Result<Next, UpstreamError> {
+        match self.next_reply_start()? {
+            Next::Partial => {
+                match reply::complete_len(&self.rbuf).map_err(UpstreamError::Protocol)? {
+                    Some(len) => Ok(Next::Frame(len)),
+                    None => Ok(Next::Partial),
+                }
+            }
+            other => Ok(other),
+        }
+    }
+
+    /// [`Link::next_reply`] without finding where the reply ends: `Partial` as soon as any of
+    /// it has arrived. For a caller that streams the reply and scans it anyway.
+    ///
+    /// # Errors
+    /// As [`Link::consume_replayed`].
+    pub fn next_reply_start(&mut self) -> Result<Next, UpstreamError> {
         if self.stale == 0 && self.owed_errors > 0 {
             return Ok(Next::Error);
         }
         self.consume_replayed()?;
-        if self.stale == 0 && self.skip > 0 && self.shared_left == 0 {
+        if (self.stale == 0 && self.skip > 0 && self.shared_left == 0) || self.rbuf.is_empty() {
             return Ok(Next::Wait);
         }
-        match reply::complete_len(&self.rbuf).map_err(UpstreamError::Protocol)? {
-            Some(len) => Ok(Next::Frame(len)),
-            None if self.rbuf.is_empty() => Ok(Next::Wait),
-            None => Ok(Next::Partial),
-        }
+        Ok(Next::Partial)
     }
 
     /// Marks the reply that [`Link::next_reply`] returned as delivered. A `Partial` reply's bytes
