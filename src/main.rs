@@ -83,7 +83,9 @@ fn main() -> ExitCode {
             exit(runtime(None).and_then(|rt| rt.block_on(turnout::ctl::run(args, *command))))
         }
         Command::Demo { config } => {
-            exit(runtime(None).and_then(|rt| rt.block_on(turnout::demo::run(&config))))
+            // Sized like `run`; a config that does not load is reported by the demo itself.
+            let threads = Config::load(&config).ok().map(|c| c.proxy.worker_threads);
+            exit(runtime(threads).and_then(|rt| rt.block_on(turnout::demo::run(&config))))
         }
     }
 }
