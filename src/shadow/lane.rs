@@ -229,6 +229,16 @@ impl Lane {
     }
 
     /// Accepts a batch from the queue.
+    /// Takes the batches already queued, while there is room.
+    fn take_ready(&mut self, rx: &mut mpsc::Receiver<Vec<Job>>) {
+        while self.has_room() {
+            match rx.try_recv() {
+                Ok(batch) => self.take(batch),
+                Err(_) => break,
+            }
+        }
+    }
+
     fn take(&mut self, batch: Vec<Job>) {
         self.queued_jobs.fetch_sub(batch.len(), Relaxed);
         self.accept_all(batch);
@@ -431,12 +441,12 @@ impl Lane {
                     }
                     Some(batch) => {
                         self.take(batch);
-                        while self.has_room() {
-                            match rx.try_recv() {
-                                Ok(batch) => self.take(batch),
-                                Err(_) => break,
-                            }
-                        }
+                        self.take_ready(rx);
+                        // Let every session that is ready hand over its copies first, so
+                        // that they leave in one write (tokio would otherwise run this lane
+                        // right after the session that woke it, as for shared connections).
+                        tokio::task::yield_now().await;
+                        self.take_ready(rx);
                     }
                     None => closed = true,
                 },
