@@ -28,7 +28,7 @@ use crate::config::{Config, EndpointId};
 use crate::metrics::{LocalStats, RequestStats};
 use crate::resp::reply::ReplyScan;
 use crate::route::Router;
-use crate::stream::{poll_read_some, Stream};
+use crate::stream::{poll_read_some, Stream, READ_CHUNK};
 use crate::upstream::{write_all_ready, UpstreamError};
 use bytes::{Buf, Bytes, BytesMut};
 use link::{Conn, Link};
@@ -45,7 +45,6 @@ use tokio::sync::watch;
 
 /// Most replies a session may owe its client before it stops reading requests.
 pub const MAX_PENDING: usize = 256 * 1024;
-use crate::stream::READ_CHUNK;
 /// How long a TLS client connection may take to flush and send close_notify when it ends.
 const TLS_CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 /// An empty buffer larger than this is released, so a burst does not pin memory.
@@ -761,8 +760,11 @@ impl Session {
     }
 
     /// The session needs its own connection state (or a connection it can block): from now
-    /// on every link uses a dedicated connection. A link on a shared connection switches at
-    /// once ([`Link::leave_shared`]); the replies the shared one owes are delivered first.
+    /// on every link uses a dedicated connection. A link on a shared connection stays active
+    /// until the command that needs it has been queued on it (a state command is sent on
+    /// active links, not replayed later), then switches in [`Session::connect_waiting_links`]
+    /// ([`Link::leave_shared`]); the replies the shared one owes are delivered first.
+    /// Switching here instead broke the SELECT-refusal tests of tests/session_edge_cases.rs.
     fn leave_mux(&mut self) {
         self.mux_ok = false;
     }
