@@ -20,9 +20,17 @@
 #                 RESP work (tokio copy_bidirectional, 128 KiB buffers, one upstream connection
 #                 per client): the measured ceiling of any user-space hop for large values
 #
-# Usage: scripts/bench.sh [--quick] [--rounds K] [--install] [--help]
+# Usage: scripts/bench.sh [--quick] [--rounds K] [--placement P] [--install] [--help]
 #   --quick      small N and 1 round: a smoke test of the script, not a measurement
 #   --rounds K   rounds per (workload, target, command); the median is reported (default 3)
+#   --placement P  which CPUs the processes may run on (taskset), the same for every target:
+#                shared   no pinning: the scheduler places redis-server, the proxy and
+#                         redis-benchmark anywhere and moves them (the default)
+#                split    redis-benchmark on the last CPU; redis-server(s) and the proxy on
+#                         the others (load generator apart from the system under test)
+#                sidecar  redis-server(s) on the last CPU; the proxy and redis-benchmark on
+#                         the others (the proxy beside its client, as a sidecar runs)
+#                split and sidecar need at least 2 CPUs.
 #   --install    apt-get install the missing Debian packages, then continue
 #
 # Environment:
@@ -69,6 +77,7 @@ OUT_DIR="$ROOT/target/bench"
 ROUNDS=3
 QUICK=0
 INSTALL=0
+PLACEMENT=shared
 
 usage() { sed -n '2,/^$/{s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; }
 
@@ -82,6 +91,10 @@ while [[ $# -gt 0 ]]; do
             ROUNDS="${1#--rounds=}"
             [[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || { echo "bench.sh: --rounds needs a positive integer" >&2; exit 2; }
             shift ;;
+        --placement)
+            [[ $# -ge 2 ]] || { echo "bench.sh: --placement needs shared, split or sidecar" >&2; exit 2; }
+            PLACEMENT="$2"; shift 2 ;;
+        --placement=*) PLACEMENT="${1#--placement=}"; shift ;;
         --install) INSTALL=1; shift ;;
         -h|--help) usage; exit 0 ;;
         *) echo "bench.sh: unknown argument: $1 (see --help)" >&2; exit 2 ;;
@@ -158,6 +171,23 @@ SHADOW_SAMPLE="1.0"
 SHADOW_TARGET_RATIO="0.75"
 # N1: the issue's bound, 1,000 namespaces cost at most 10% of W1's throughput.
 NAMESPACES_TARGET_RATIO="0.90"
+
+# CPU placement: command prefixes for the Redis servers, the proxies and the load generator.
+PIN_REDIS=(); PIN_PROXY=(); PIN_LOAD=()
+case "$PLACEMENT" in
+    shared) ;;
+    split|sidecar)
+        command -v taskset >/dev/null 2>&1 || { echo "bench.sh: --placement $PLACEMENT needs taskset (util-linux)" >&2; exit 2; }
+        NCPU="$(nproc)"
+        (( NCPU >= 2 )) || { echo "bench.sh: --placement $PLACEMENT needs at least 2 CPUs (nproc: $NCPU)" >&2; exit 2; }
+        CPU_LAST="$((NCPU - 1))"; CPU_REST="0-$((NCPU - 2))"; (( NCPU == 2 )) && CPU_REST=0
+        if [[ "$PLACEMENT" == split ]]; then
+            PIN_REDIS=(taskset -c "$CPU_REST"); PIN_PROXY=(taskset -c "$CPU_REST"); PIN_LOAD=(taskset -c "$CPU_LAST")
+        else
+            PIN_REDIS=(taskset -c "$CPU_LAST"); PIN_PROXY=(taskset -c "$CPU_REST"); PIN_LOAD=(taskset -c "$CPU_REST")
+        fi ;;
+    *) echo "bench.sh: --placement must be shared, split or sidecar (got '$PLACEMENT')" >&2; exit 2 ;;
+esac
 
 for v in CLIENTS CLIENTS3 CLIENTS4 KEYSPACE KEYSPACE3 VALUE_SIZE VALUE_SIZE3 NAMESPACES_MANY N1 N2 N3 N4 N5 RUN_TIMEOUT; do
     [[ "${!v}" =~ ^[1-9][0-9]*$ ]] || { echo "bench.sh: $v must be a positive integer (got '${!v}')" >&2; exit 2; }
@@ -541,7 +571,13 @@ def cmd_report(runs_tsv, meta_json, out_json, out_md):
               % (meta["cpu_model"], meta["nproc"], meta["kernel"], meta["loadavg_at_start"]))
     md.append("- versions: %s; %s; %s; turnout %s" % (meta["redis_version"], meta["nutcracker_version"], meta["rustc_version"], meta["turnout_version"]))
     md.append("- rounds: %d, targets interleaved %s; median ops/s per cell" % (meta["rounds"], " ".join(targets)))
-    md.append("- redis-server, the proxy and redis-benchmark all share this machine's CPUs (loopback TCP)")
+    pl = meta["placement"]
+    if pl["name"] == "shared":
+        md.append("- placement `shared`: redis-server, the proxy and redis-benchmark all share this machine's CPUs, "
+                  "placed by the scheduler (loopback TCP)")
+    else:
+        md.append("- placement `%s` (loopback TCP): redis-server `%s`, the proxies `%s`, redis-benchmark `%s`" % (
+            pl["name"], pl["redis_server"] or "any CPU", pl["proxies"] or "any CPU", pl["redis_benchmark"] or "any CPU"))
     shares = sorted(r["other_programs_cpu_share"] for r in runs if r["other_programs_cpu_share"] is not None)
     if shares:
         busy = [r for r in runs if (r["other_programs_cpu_share"] or 0) > 0.05]
@@ -855,7 +891,7 @@ read -r P_LEGACY P_NEW P_TURNOUT P_ADMIN P_TWEM P_TWEM_STATS P_TURNOUT_SH P_ADMI
 start_redis() {  # NAME PORT -> sets REDIS_PID
     local name="$1" port="$2"
     mkdir -p "$TMP/$name"
-    redis-server --bind 127.0.0.1 --port "$port" --save '' --appendonly no --daemonize no \
+    "${PIN_REDIS[@]}" redis-server --bind 127.0.0.1 --port "$port" --save '' --appendonly no --daemonize no \
         --dir "$TMP/$name" --logfile "$TMP/$name.log" --protected-mode yes --maxclients "$REDIS_MAXCLIENTS" &
     REDIS_PID=$!
     CHILD_PIDS+=("$REDIS_PID")
@@ -940,7 +976,7 @@ start_turnout() {
     local name="$1" port="$2" admin="$3" variant="${4:-}"
     write_turnout_config "$TMP/$name.toml" "$port" "$admin" "$TMP/$name-state.json" "$variant"
     log "starting $name on 127.0.0.1:$port (admin 127.0.0.1:$admin)"
-    RUST_LOG="${RUST_LOG:-info}" "$TURNOUT_BIN" run --config "$TMP/$name.toml" 2>"$TMP/$name.log" &
+    RUST_LOG="${RUST_LOG:-info}" "${PIN_PROXY[@]}" "$TURNOUT_BIN" run --config "$TMP/$name.toml" 2>"$TMP/$name.log" &
     TURNOUT_PID=$!
     CHILD_PIDS+=("$TURNOUT_PID")
     wait_ping "$name" "$port" "$TURNOUT_PID" 30 "$TMP/$name.log"
@@ -983,7 +1019,7 @@ EOF
 "$NUTCRACKER" -t -c "$TMP/nutcracker.yml" >"$TMP/nutcracker-test.log" 2>&1 \
     || { cat "$TMP/nutcracker-test.log" >&2; die "nutcracker rejected its generated config"; }
 log "starting twemproxy (nutcracker) on 127.0.0.1:$P_TWEM (stats 127.0.0.1:$P_TWEM_STATS)"
-"$NUTCRACKER" -c "$TMP/nutcracker.yml" -s "$P_TWEM_STATS" -a 127.0.0.1 \
+"${PIN_PROXY[@]}" "$NUTCRACKER" -c "$TMP/nutcracker.yml" -s "$P_TWEM_STATS" -a 127.0.0.1 \
     -o "$TMP/nutcracker.log" -p "$TMP/nutcracker.pid" &
 PID_TWEM=$!
 CHILD_PIDS+=("$PID_TWEM")
@@ -992,7 +1028,7 @@ wait_ping twemproxy "$P_TWEM" "$PID_TWEM" 20 "$TMP/nutcracker.log"
 PID_RELAY=""
 if has_target relay; then
     log "starting the relay on 127.0.0.1:$P_RELAY"
-    "$RELAY_BIN" "127.0.0.1:$P_RELAY" "127.0.0.1:$P_LEGACY" 2>"$TMP/relay.log" &
+    "${PIN_PROXY[@]}" "$RELAY_BIN" "127.0.0.1:$P_RELAY" "127.0.0.1:$P_LEGACY" 2>"$TMP/relay.log" &
     PID_RELAY=$!
     CHILD_PIDS+=("$PID_RELAY")
     wait_ping relay "$P_RELAY" "$PID_RELAY" 20 "$TMP/relay.log"
@@ -1112,7 +1148,7 @@ bench_run() {
             for (( i = 0; i < 10; i++ )); do cmd+=("${wp[i % ${#wp[@]}]}__rand_int__"); done ;;
         *) die "bench_run: unknown command $command" ;;
     esac
-    timeout --kill-after=5 "$RUN_TIMEOUT" "${cmd[@]}" >"$TMP/run.out" 2>"$TMP/run.err" &
+    timeout --kill-after=5 "$RUN_TIMEOUT" "${PIN_LOAD[@]}" "${cmd[@]}" >"$TMP/run.out" 2>"$TMP/run.err" &
     CURRENT_BG=$!
     local rc=0
     wait "$CURRENT_BG" || rc=$?
@@ -1242,6 +1278,7 @@ ROUNDS="$ROUNDS" QUICK="$QUICK" CLK_TCK="$CLK_TCK" TARGETS="${TARGETS[*]}" \
 NAMESPACES_MANY="$NAMESPACES_MANY" NAMESPACES_TARGET_RATIO="$NAMESPACES_TARGET_RATIO" \
 NOFILE="$(ulimit -Sn)" REDIS_MAXCLIENTS="$REDIS_MAXCLIENTS" \
 CPU_MODEL="$(lscpu 2>/dev/null | sed -n 's/^Model name:[[:space:]]*//p' | head -n 1)" \
+PLACEMENT="$PLACEMENT" PIN_REDIS="${PIN_REDIS[*]}" PIN_PROXY="${PIN_PROXY[*]}" PIN_LOAD="${PIN_LOAD[*]}" \
 NPROC="$(nproc)" KERNEL="$(uname -r)" ARCH="$(uname -m)" \
 LOADAVG_START="$LOADAVG_START" SHADOW_SEED="$SHADOW_SEED" \
 REDIS_VERSION="redis-server $(redis-server --version | sed -n 's/.*v=\([^ ]*\).*/\1/p' | head -n 1)" \
@@ -1291,6 +1328,9 @@ meta = {
     "rustc_version": e["RUSTC_VERSION"], "turnout_version": e["TURNOUT_VERSION"], "turnout_rust_log": e["RUST_LOG_USED"],
     "shadow_target_ratio": float(e["SHADOW_TARGET_RATIO"]), "shadow_seeded": e["SHADOW_SEED"] == "1",
     "loadavg_at_start": e["LOADAVG_START"],
+    # Which CPUs each kind of process was allowed (taskset command prefix, "" = any).
+    "placement": {"name": e["PLACEMENT"], "redis_server": e["PIN_REDIS"], "proxies": e["PIN_PROXY"],
+                  "redis_benchmark": e["PIN_LOAD"]},
 }
 if e["SHADOW_MODE_JSON"]:
     # S1: the mode change sent to turnout-shadow, its route table after it, and its

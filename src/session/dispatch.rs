@@ -19,6 +19,9 @@ use std::time::Instant;
 /// Most bytes reserved ahead for a request argument announced but not yet received.
 const RESERVE_AHEAD_MAX: usize = 1024 * 1024;
 
+/// Room reserved past an announced argument, so the read that completes it comes up short.
+const RESERVE_SLACK: usize = 1024;
+
 /// Where a request's keys lead.
 pub(super) enum Destination {
     /// One endpoint.
@@ -154,9 +157,11 @@ impl Session {
                     // A large value whose length is known: room for all of it now, so it
                     // arrives in one read instead of growing the buffer (and copying what
                     // it holds) chunk by chunk. Capped: a length alone costs little to send.
+                    // A little more than the value: a read that fills the room offered
+                    // exactly is taken as "maybe more", costing one read that finds nothing.
                     let wanted = self.resume.wanted().min(RESERVE_AHEAD_MAX);
                     if wanted > cin.len() {
-                        cin.reserve(wanted - cin.len());
+                        cin.reserve(wanted - cin.len() + RESERVE_SLACK);
                     }
                     break;
                 }
