@@ -389,3 +389,75 @@ fn a_transaction_after_shared_writes_runs_after_them() {
         b.join().expect("busy client");
     }
 }
+
+/// Large requests (moved, not copied, out of the client's buffer when their endpoint's buffer
+/// is empty) keep their place among small ones: pipelined with GETs and INCRs, inside a
+/// transaction and after a blocking command's CLIENT ID, on shared and on dedicated
+/// connections, from several clients at once.
+#[test]
+fn large_requests_keep_their_place_among_small_ones() {
+    for env in [
+        shared_env(1),
+        Env::custom(|b| b.proxy_option("multiplex = false"), "legacy"),
+    ] {
+        let addr = env.turnout.proxy_addr();
+        let workers: Vec<_> = (0..4)
+            .map(|i| {
+                let addr = addr.clone();
+                std::thread::spawn(move || {
+                    let mut c = RawClient::connect(&addr);
+                    for round in 0..5 {
+                        // 20, 40 and 70 KiB: each above the size that is moved.
+                        let big: Vec<String> = [20, 40, 70]
+                            .iter()
+                            .map(|kib| {
+                                let fill = char::from(b'a' + ((i + round) % 26) as u8);
+                                format!("{i}:{round}:{}", fill.to_string().repeat(kib * 1024))
+                            })
+                            .collect();
+                        let keys: Vec<String> =
+                            (0..3).map(|k| format!("web:big:{i}:{k}")).collect();
+                        let counter = format!("web:count:{i}");
+                        let mut pipeline = cmd(&["SET", &keys[0], &big[0]]);
+                        pipeline.extend(cmd(&["INCR", &counter]));
+                        pipeline.extend(cmd(&["SET", &keys[1], &big[1]]));
+                        pipeline.extend(cmd(&["GET", &keys[0]]));
+                        pipeline.extend(cmd(&["MULTI"]));
+                        pipeline.extend(cmd(&["SET", &keys[2], &big[2]]));
+                        pipeline.extend(cmd(&["INCR", &counter]));
+                        pipeline.extend(cmd(&["EXEC"]));
+                        pipeline.extend(cmd(&["BLPOP", "web:nothing", "0.01"]));
+                        pipeline.extend(cmd(&["SET", &keys[0], &big[2]]));
+                        pipeline.extend(cmd(&["GET", &keys[1]]));
+                        pipeline.extend(cmd(&["GET", &keys[2]]));
+                        pipeline.extend(cmd(&["GET", &keys[0]]));
+                        c.send(&pipeline);
+                        let replies: Vec<String> =
+                            c.read_frames(13, WITHIN).iter().map(|r| show(r)).collect();
+                        let bulk = |v: &str| show(format!("${}\r\n{v}\r\n", v.len()).as_bytes());
+                        let n = 2 * round + 1;
+                        let expected = vec![
+                            show(b"+OK\r\n"),
+                            show(format!(":{n}\r\n").as_bytes()),
+                            show(b"+OK\r\n"),
+                            bulk(&big[0]),
+                            show(b"+OK\r\n"),
+                            show(b"+QUEUED\r\n"),
+                            show(b"+QUEUED\r\n"),
+                            show(format!("*2\r\n+OK\r\n:{}\r\n", n + 1).as_bytes()),
+                            show(b"*-1\r\n"),
+                            show(b"+OK\r\n"),
+                            bulk(&big[1]),
+                            bulk(&big[2]),
+                            bulk(&big[2]),
+                        ];
+                        assert_eq!(replies, expected, "client {i} round {round}");
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join().expect("client thread");
+        }
+    }
+}

@@ -22,6 +22,11 @@ const RESERVE_AHEAD_MAX: usize = 1024 * 1024;
 /// Room reserved past an announced argument, so the read that completes it comes up short.
 const RESERVE_SLACK: usize = 1024;
 
+/// Requests of at least this many bytes, forwarded whole to an endpoint with nothing else
+/// queued, are moved out of the client buffer instead of copied (a large value's copy was
+/// 7.6% of turnout's CPU under 64 KiB SETs).
+const MOVE_AT_LEAST: usize = 16 * 1024;
+
 /// Where a request's keys lead.
 pub(super) enum Destination {
     /// One endpoint.
@@ -181,8 +186,24 @@ impl Session {
                         break;
                     }
                     let table = snapshot.as_ref().unwrap_or(&*live);
+                    if len >= MOVE_AT_LEAST {
+                        self.movable = Some((cin.as_ptr() as usize, len));
+                    }
                     self.request(&cin[..len], &args, table, now);
-                    cin.advance(len);
+                    self.movable = None;
+                    match self.moved_to.take() {
+                        // `forward` counted it first in the endpoint's empty buffer; whatever
+                        // was queued there after it follows it.
+                        Some(ep) => {
+                            let mut moved = cin.split_to(len);
+                            let link = &mut self.links[ep];
+                            if !link.wbuf.is_empty() {
+                                moved.extend_from_slice(&link.wbuf);
+                            }
+                            link.wbuf = moved;
+                        }
+                        None => cin.advance(len),
+                    }
                 }
                 Ok(Parsed::Inline { len }) => {
                     let mut inline = std::mem::take(&mut self.inline);
@@ -593,7 +614,17 @@ impl Session {
         now: Instant,
     ) {
         self.prepare_link(endpoint);
-        self.links[endpoint].queue(frame);
+        let link = &mut self.links[endpoint];
+        if self.movable == Some((frame.as_ptr() as usize, frame.len()))
+            && self.moved_to.is_none()
+            && link.wbuf.is_empty()
+        {
+            // The whole client request, unchanged: the dispatch loop moves it in.
+            link.queue_moved(frame.len());
+            self.moved_to = Some(endpoint);
+        } else {
+            link.queue(frame);
+        }
         // Inside a transaction every command may concern any namespace (it all runs at EXEC).
         self.tag = if self.tx.is_some() {
             super::NS_ANY

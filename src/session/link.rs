@@ -170,6 +170,14 @@ impl Link {
         self.wbuf_frames += 1;
     }
 
+    /// Counts a request of `len` bytes as queued whose bytes the caller puts into the
+    /// (empty) `wbuf` itself, before anything else is queued or written.
+    pub fn queue_moved(&mut self, len: usize) {
+        self.appended += len as u64;
+        self.owed += 1;
+        self.wbuf_frames += 1;
+    }
+
     /// Queues a connection-state command and holds what follows until it is settled.
     pub fn queue_state(&mut self, frame: &[u8]) {
         self.queue(frame);

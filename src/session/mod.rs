@@ -195,6 +195,12 @@ struct Session {
     held_requests: usize,
     /// Counts `held_requests` incrementally.
     held_count: dispatch::HeldCount,
+    /// Where the request being dispatched starts in the client buffer and its length, when
+    /// it is large enough to be moved rather than copied into an endpoint's buffer.
+    movable: Option<(usize, usize)>,
+    /// The endpoint whose empty buffer takes the request being dispatched whole: the
+    /// dispatch loop moves the bytes there once the request is handled.
+    moved_to: Option<EndpointId>,
     /// The route epoch last recorded in the drain slot while nothing was held.
     drain_reported: u64,
     /// A route snapshot may have changed since the drain was last reported.
@@ -272,6 +278,8 @@ pub async fn serve(client: Stream, shared: Arc<Shared>, mut shutdown: watch::Rec
         holding: false,
         held_requests: 0,
         held_count: Default::default(),
+        movable: None,
+        moved_to: None,
         drain_reported: u64::MAX,
         redispatch: false,
         reissue: Vec::new(),
