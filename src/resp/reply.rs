@@ -48,6 +48,12 @@ impl ReplyScan {
         self.remaining == 0 && self.bulk_left == 0
     }
 
+    /// Bytes of the bulk payload being scanned (its CRLF included) that have not arrived yet;
+    /// 0 between elements. A reader streaming a large value can make room for all of it.
+    pub fn bulk_left(&self) -> u64 {
+        self.bulk_left
+    }
+
     /// Whether the top-level frame is a push frame (known once its first byte was scanned).
     pub fn is_push(&self) -> bool {
         self.push == Some(true)
@@ -193,6 +199,24 @@ mod tests {
         b"!3\r\nERR\r\n",
         b">3\r\n$7\r\nmessage\r\n$1\r\nc\r\n$1\r\nm\r\n",
     ];
+
+    #[test]
+    fn a_partly_scanned_bulk_tells_how_many_bytes_are_still_to_come() {
+        let mut scan = ReplyScan::new();
+        assert_eq!(scan.bulk_left(), 0);
+        assert_eq!(scan.advance(b"$10\r\nabcd").expect("valid"), 9);
+        assert_eq!(scan.bulk_left(), 8, "6 payload bytes and the CRLF");
+        assert_eq!(scan.advance(b"efghij\r").expect("valid"), 7);
+        assert_eq!(scan.bulk_left(), 1);
+        assert_eq!(scan.advance(b"\n").expect("valid"), 1);
+        assert!(scan.is_done());
+        assert_eq!(scan.bulk_left(), 0);
+        let mut array = ReplyScan::new();
+        assert_eq!(array.advance(b"*2\r\n$3\r\nab").expect("valid"), 10);
+        assert_eq!(array.bulk_left(), 3);
+        assert_eq!(array.advance(b"c\r\n$-1\r\n").expect("valid"), 8);
+        assert!(array.is_done());
+    }
 
     #[test]
     fn complete_replies_agree_with_redis_protocol_at_every_split() {

@@ -17,10 +17,10 @@ use std::ops::ControlFlow;
 use std::time::Instant;
 
 /// Most bytes reserved ahead for a request argument announced but not yet received.
-const RESERVE_AHEAD_MAX: usize = 1024 * 1024;
+pub(super) const RESERVE_AHEAD_MAX: usize = 1024 * 1024;
 
 /// Room reserved past an announced argument, so the read that completes it comes up short.
-const RESERVE_SLACK: usize = 1024;
+pub(super) const RESERVE_SLACK: usize = 1024;
 
 /// Requests of at least this many bytes, forwarded whole to an endpoint with nothing else
 /// queued, are moved out of the client buffer instead of copied (a large value's copy was
