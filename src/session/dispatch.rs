@@ -193,8 +193,9 @@ impl Session {
                     self.movable = None;
                     match self.moved_to.take() {
                         // `forward` counted it first in the endpoint's empty buffer; whatever
-                        // was queued there after it follows it.
-                        Some(ep) => {
+                        // was queued there after it follows it. (A link failed meanwhile has
+                        // forgotten what it counted, and fails the request's reply itself.)
+                        Some((ep, counted)) if self.links[ep].appended >= counted => {
                             let mut moved = cin.split_to(len);
                             let link = &mut self.links[ep];
                             if !link.wbuf.is_empty() {
@@ -202,7 +203,7 @@ impl Session {
                             }
                             link.wbuf = moved;
                         }
-                        None => cin.advance(len),
+                        _ => cin.advance(len),
                     }
                 }
                 Ok(Parsed::Inline { len }) => {
@@ -621,7 +622,7 @@ impl Session {
         {
             // The whole client request, unchanged: the dispatch loop moves it in.
             link.queue_moved(frame.len());
-            self.moved_to = Some(endpoint);
+            self.moved_to = Some((endpoint, link.appended));
         } else {
             link.queue(frame);
         }

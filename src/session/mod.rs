@@ -198,9 +198,10 @@ struct Session {
     /// Where the request being dispatched starts in the client buffer and its length, when
     /// it is large enough to be moved rather than copied into an endpoint's buffer.
     movable: Option<(usize, usize)>,
-    /// The endpoint whose empty buffer takes the request being dispatched whole: the
-    /// dispatch loop moves the bytes there once the request is handled.
-    moved_to: Option<EndpointId>,
+    /// The endpoint whose empty buffer takes the request being dispatched whole, and its
+    /// link's `appended` count with it: the dispatch loop moves the bytes there once the
+    /// request is handled.
+    moved_to: Option<(EndpointId, u64)>,
     /// The route epoch last recorded in the drain slot while nothing was held.
     drain_reported: u64,
     /// A route snapshot may have changed since the drain was last reported.
