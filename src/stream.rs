@@ -102,6 +102,23 @@ pub fn poll_flush_tls(stream: &mut Stream, cx: &mut Context<'_>) -> Poll<io::Res
 /// How much a connection's read buffer grows by when it runs out of room.
 pub const READ_CHUNK: usize = 16 * 1024;
 
+/// Most bytes reserved ahead for a value announced but not yet received.
+const RESERVE_AHEAD_MAX: usize = 1024 * 1024;
+
+/// Room reserved past an announced value, so that the read completing it comes up short
+/// (a read that fills the room offered exactly is taken as "maybe more", costing one read
+/// that finds nothing).
+const RESERVE_SLACK: usize = 1024;
+
+/// Makes room in `buf` for `coming` more bytes that a length already announced (capped at
+/// 1 MiB: a length alone costs little to send), so that a large value arrives in one read
+/// instead of growing the buffer, and copying what it holds, chunk by chunk.
+pub fn reserve_ahead(buf: &mut BytesMut, coming: usize) {
+    if coming > 0 {
+        buf.reserve(coming.min(RESERVE_AHEAD_MAX) + RESERVE_SLACK);
+    }
+}
+
 /// Bytes read onto the stack when a TCP read buffer holds no memory at all.
 const PROBE: usize = 512;
 
@@ -184,6 +201,23 @@ mod tests {
     use super::*;
     use std::future::poll_fn;
     use tokio::io::AsyncWriteExt;
+
+    #[test]
+    fn room_is_made_past_an_announced_value_up_to_the_cap() {
+        let mut buf = BytesMut::new();
+        reserve_ahead(&mut buf, 0);
+        assert_eq!(buf.capacity(), 0, "nothing announced, nothing reserved");
+        buf.extend_from_slice(b"$70000\r\n");
+        reserve_ahead(&mut buf, 70_002);
+        assert!(
+            buf.capacity() - buf.len() > 70_002,
+            "room for the value and then some"
+        );
+        let mut huge = BytesMut::new();
+        reserve_ahead(&mut huge, usize::MAX);
+        assert!(huge.capacity() >= RESERVE_AHEAD_MAX + RESERVE_SLACK);
+        assert!(huge.capacity() < 4 * RESERVE_AHEAD_MAX, "capped");
+    }
 
     async fn pair() -> (Stream, TcpStream) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -165,9 +165,7 @@ impl Link {
     /// Queues a request whose reply the session waits for.
     pub fn queue(&mut self, frame: &[u8]) {
         self.wbuf.extend_from_slice(frame);
-        self.appended += frame.len() as u64;
-        self.owed += 1;
-        self.wbuf_frames += 1;
+        self.queue_moved(frame.len());
     }
 
     /// Counts a request of `len` bytes as queued whose bytes the caller puts into the

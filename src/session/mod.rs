@@ -624,12 +624,10 @@ impl Session {
     /// Reads what an endpoint sent.
     fn poll_link_read(&mut self, ep: EndpointId, cx: &mut Context<'_>) -> Result<bool, End> {
         // A large value streaming to the client from this endpoint's own connection: room
-        // for the rest of it (capped), so that it comes in one read and leaves in one write
-        // instead of a 16 KiB chunk (or a 512-byte probe of an emptied buffer) at a time.
-        let streaming = if self.front_started && self.front_endpoint() == Some(ep) {
-            usize::try_from(self.front.bulk_left())
-                .unwrap_or(usize::MAX)
-                .min(dispatch::RESERVE_AHEAD_MAX)
+        // for the rest of it, so that it comes in one read and leaves in one write instead
+        // of a 16 KiB chunk (or a 512-byte probe of an emptied buffer) at a time.
+        let coming = if self.front_started && self.front_endpoint() == Some(ep) {
+            usize::try_from(self.front.bulk_left()).unwrap_or(usize::MAX)
         } else {
             0
         };
@@ -649,9 +647,7 @@ impl Session {
         let Conn::Ready(stream, _) = &mut link.conn else {
             return Ok(false);
         };
-        if streaming > link.rbuf.capacity() - link.rbuf.len() {
-            link.rbuf.reserve(streaming + dispatch::RESERVE_SLACK);
-        }
+        crate::stream::reserve_ahead(&mut link.rbuf, coming);
         match poll_read_some(stream, cx, &mut link.rbuf, READ_CHUNK) {
             Poll::Ready(Ok(0)) => {
                 self.fail_link(ep, UpstreamError::Closed)?;

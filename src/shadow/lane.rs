@@ -228,7 +228,6 @@ impl Lane {
         }
     }
 
-    /// Accepts a batch from the queue.
     /// Takes the batches already queued, while there is room.
     fn take_ready(&mut self, rx: &mut mpsc::Receiver<Vec<Job>>) {
         while self.has_room() {
@@ -239,6 +238,7 @@ impl Lane {
         }
     }
 
+    /// Accepts a batch from the queue.
     fn take(&mut self, batch: Vec<Job>) {
         self.queued_jobs.fetch_sub(batch.len(), Relaxed);
         self.accept_all(batch);
