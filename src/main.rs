@@ -16,16 +16,28 @@ const DIRTY_DECAY_MS: isize = 1000;
 /// 100 of them): RSS back within 1 MiB of its pre-burst level, where mimalloc (the previous
 /// allocator) kept about 150 MiB. Failure only costs that, so it is logged, not fatal.
 fn return_freed_memory() {
-    use tikv_jemalloc_ctl::{Access, AsName};
-    let settings = [
-        tikv_jemalloc_ctl::background_thread::write(true),
-        // Arenas made from now on, then every existing one (4096 = MALLCTL_ARENAS_ALL).
-        b"arenas.dirty_decay_ms\0".name().write(DIRTY_DECAY_MS),
-        b"arena.4096.dirty_decay_ms\0".name().write(DIRTY_DECAY_MS),
-    ];
-    if let Some(Err(e)) = settings.into_iter().find(Result::is_err) {
+    if let Err(e) = purge_promptly() {
         tracing::warn!(cause = %e, "cannot make the allocator return freed memory promptly");
     }
+}
+
+/// Turns on jemalloc's background threads and the short decay, for arenas made from now on
+/// and for those that exist already. At start-up that is arena 0, the main thread's, which
+/// serves every client when the runtime has one thread (the current-thread scheduler).
+/// `arena.<i>` of an arena index not in use fails: those are skipped. This setting takes no
+/// "all arenas" index: the 4096 written here before failed in release builds (a warning at
+/// every start) and left arena 0 at jemalloc's 10 s default, unnoticed while the sessions
+/// ran on a worker thread, whose arena was made after `arenas.dirty_decay_ms` was set.
+fn purge_promptly() -> tikv_jemalloc_ctl::Result<()> {
+    use tikv_jemalloc_ctl::{Access, AsName};
+    tikv_jemalloc_ctl::background_thread::write(true)?;
+    b"arenas.dirty_decay_ms\0".name().write(DIRTY_DECAY_MS)?;
+    b"arena.0.dirty_decay_ms\0".name().write(DIRTY_DECAY_MS)?;
+    for i in 1..tikv_jemalloc_ctl::arenas::narenas::read()? {
+        let name = format!("arena.{i}.dirty_decay_ms\0");
+        let _unused_index = name.as_bytes().name().write(DIRTY_DECAY_MS);
+    }
+    Ok(())
 }
 
 use anyhow::Context as _;
@@ -104,14 +116,15 @@ fn init_tracing() {
 ///
 /// One thread means tokio's current-thread scheduler, not a multi-thread one with one
 /// worker. The multi-thread scheduler keeps at most 256 woken tasks in a worker's own queue
-/// and moves the overflow to a shared queue that it looks at only now and then; when one
-/// shared upstream connection answers a thousand sessions at once, the sessions sent there
-/// wait behind those woken later. Measured on 2 vCPUs (`redis-benchmark -c 1000 -P 1 -t
-/// get`, Redis and turnout pinned to one core, the load generator to the other, 3 rounds):
-/// p99 latency 55–89 ms with the one-worker multi-thread scheduler, 14–17 ms with this one
-/// (direct Redis 12–20, twemproxy 20–22); W1 and W3 SET gained throughput and spent less CPU
-/// per request, W2 stayed level. Its one queue is first in, first out, and waking a task is
-/// no cross-thread hand-off. See docs/benchmarks.md.
+/// and moves the overflow to a shared queue that it looks at only now and then (tokio
+/// 1.54's source), so when one shared upstream connection answers a thousand sessions at
+/// once, those moved there can wait behind sessions woken later. That fits what was
+/// measured on 2 vCPUs (`redis-benchmark -c 1000 -P 1 -t get`, Redis and turnout pinned to
+/// one core, the load generator to the other, 3 rounds): p99 latency 55–89 ms with the
+/// one-worker multi-thread scheduler, 14–17 ms with this one (direct Redis 12–20,
+/// twemproxy 20–22). W1 and W3 SET also gained throughput and spent less CPU per request,
+/// W2 stayed level. The current-thread scheduler's one queue is first in, first out, and
+/// waking a task is no cross-thread hand-off. See docs/benchmarks.md.
 fn runtime(worker_threads: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
     let mut builder = match worker_threads {
         Some(1) => tokio::runtime::Builder::new_current_thread(),
@@ -178,8 +191,33 @@ fn run(path: &std::path::Path) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::runtime;
+    use super::{purge_promptly, runtime, DIRTY_DECAY_MS};
+    use tikv_jemalloc_ctl::{Access, AsName};
     use tokio::runtime::RuntimeFlavor;
+
+    #[test]
+    fn every_arena_in_use_returns_freed_memory_within_the_short_decay() {
+        purge_promptly().expect("jemalloc accepts the settings");
+        let narenas = tikv_jemalloc_ctl::arenas::narenas::read().expect("narenas");
+        // Arena 0 (the main thread's) and this test thread's arena were made before the
+        // settings; an index not in use cannot be read and is skipped.
+        let in_use: Vec<(u32, isize)> = (0..narenas)
+            .filter_map(|i| {
+                let name = format!("arena.{i}.dirty_decay_ms\0");
+                name.as_bytes().name().read().ok().map(|ms| (i, ms))
+            })
+            .collect();
+        assert!(in_use.iter().any(|&(i, _)| i == 0), "{in_use:?}");
+        assert!(
+            in_use.iter().all(|&(_, ms)| ms == DIRTY_DECAY_MS),
+            "{in_use:?}"
+        );
+        let later: isize = b"arenas.dirty_decay_ms\0"
+            .name()
+            .read()
+            .expect("new arenas");
+        assert_eq!(later, DIRTY_DECAY_MS);
+    }
 
     #[test]
     fn one_worker_thread_runs_the_current_thread_scheduler() {
