@@ -121,7 +121,8 @@ pub struct ProxyConfig {
     pub multiplex: bool,
     /// Shared upstream connections per endpoint when multiplexing.
     pub shared_connections: usize,
-    /// Threads of the async runtime that serves clients and endpoints.
+    /// Threads of the async runtime that serves clients and endpoints (one: tokio's
+    /// current-thread scheduler; more: its multi-thread scheduler).
     pub worker_threads: usize,
     /// Bound on opening an upstream connection.
     pub connect_timeout: Duration,
