@@ -13,8 +13,8 @@ const DIRTY_DECAY_MS: isize = 1000;
 /// the proxy then sits idle: jemalloc's background threads purge freed pages on a timer
 /// (without them, purging only happens inside later allocations, which an idle sidecar never
 /// makes). Measured with `scripts/bench-memory.sh` (10,000 idle connections, 1 MiB values on
-/// 100 of them): RSS back within 1 MiB of its pre-burst level, where mimalloc (the previous
-/// allocator) kept about 150 MiB. Failure only costs that, so it is logged, not fatal.
+/// 100 of them): RSS back within 1.0–2.3 MiB of its pre-burst level, where mimalloc (the
+/// previous allocator) kept about 150 MiB. Failure only costs that, so it is logged, not fatal.
 fn return_freed_memory() {
     if let Err(e) = purge_promptly() {
         tracing::warn!(cause = %e, "cannot make the allocator return freed memory promptly");
@@ -22,22 +22,27 @@ fn return_freed_memory() {
 }
 
 /// Turns on jemalloc's background threads and the short decay, for arenas made from now on
-/// and for those that exist already. At start-up that is arena 0, the main thread's, which
-/// serves every client when the runtime has one thread (the current-thread scheduler).
-/// `arena.<i>` of an arena index not in use fails: those are skipped. This setting takes no
-/// "all arenas" index: the 4096 written here before failed in release builds (a warning at
-/// every start) and left arena 0 at jemalloc's 10 s default, unnoticed while the sessions
-/// ran on a worker thread, whose arena was made after `arenas.dirty_decay_ms` was set.
+/// and for those that exist already: at start-up arena 0, the main thread's, which serves
+/// every client when the runtime has one thread (the current-thread scheduler). Every
+/// setting is tried; the first failure is returned. `arena.<i>` of an index no arena uses
+/// yet fails, which is expected past arena 0. This setting takes no "all arenas" index: the
+/// 4096 written here before failed in release builds (a warning at every start) and left
+/// arena 0 at jemalloc's 10 s default, unnoticed while the sessions ran on a worker thread,
+/// whose arena was made after `arenas.dirty_decay_ms` was set.
 fn purge_promptly() -> tikv_jemalloc_ctl::Result<()> {
     use tikv_jemalloc_ctl::{Access, AsName};
-    tikv_jemalloc_ctl::background_thread::write(true)?;
-    b"arenas.dirty_decay_ms\0".name().write(DIRTY_DECAY_MS)?;
-    b"arena.0.dirty_decay_ms\0".name().write(DIRTY_DECAY_MS)?;
-    for i in 1..tikv_jemalloc_ctl::arenas::narenas::read()? {
-        let name = format!("arena.{i}.dirty_decay_ms\0");
-        let _unused_index = name.as_bytes().name().write(DIRTY_DECAY_MS);
+    let mut result = tikv_jemalloc_ctl::background_thread::write(true)
+        .and(b"arenas.dirty_decay_ms\0".name().write(DIRTY_DECAY_MS));
+    for i in 0..tikv_jemalloc_ctl::arenas::narenas::read().unwrap_or(1) {
+        let written = format!("arena.{i}.dirty_decay_ms\0")
+            .as_bytes()
+            .name()
+            .write(DIRTY_DECAY_MS);
+        if i == 0 {
+            result = result.and(written);
+        }
     }
-    Ok(())
+    result
 }
 
 use anyhow::Context as _;
