@@ -461,3 +461,72 @@ fn large_requests_keep_their_place_among_small_ones() {
         }
     }
 }
+
+/// A reply short enough to read in a failure message: its start, length and a hash of all of it.
+fn brief(bytes: &[u8]) -> String {
+    if bytes.len() <= 64 {
+        return show(bytes);
+    }
+    let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!(
+        "{}... ({} bytes, fnv {hash:016x})",
+        show(&bytes[..48]),
+        bytes.len()
+    )
+}
+
+/// Requests of every size from many clients at once, on one shared connection: small ones are
+/// copied together and large ones keep their own buffers, written together in vectored writes
+/// (more buffers than one write takes, at times). Every byte arrives in order: each value
+/// reads back whole and each client's replies come in its own order.
+#[test]
+fn requests_of_every_size_from_many_clients_share_one_connection_intact() {
+    let env = shared_env(1);
+    let addr = env.turnout.proxy_addr();
+    // Around the size that keeps its own buffer (8 KiB), and well past it.
+    let sizes = [10, 8_000, 8_191, 8_192, 8_300, 30_000, 100_000];
+    let workers: Vec<_> = (0..80)
+        .map(|i| {
+            let addr = addr.clone();
+            std::thread::spawn(move || {
+                let mut c = RawClient::connect(&addr);
+                for round in 0..4 {
+                    let size = sizes[(i + round) % sizes.len()];
+                    let fill = char::from(b'a' + ((i * 7 + round) % 26) as u8);
+                    let big = format!("{i}:{round}:{}", fill.to_string().repeat(size));
+                    let key = format!("web:sized:{i}");
+                    let counter = format!("web:sized-count:{i}");
+                    let mut pipeline = cmd(&["SET", &key, &big]);
+                    pipeline.extend(cmd(&["INCR", &counter]));
+                    pipeline.extend(cmd(&["GET", &key]));
+                    pipeline.extend(cmd(&["SET", &key, &big[..big.len() / 2]]));
+                    pipeline.extend(cmd(&["GET", &key]));
+                    pipeline.extend(cmd(&["INCR", &counter]));
+                    c.send(&pipeline);
+                    let replies: Vec<String> =
+                        c.read_frames(6, WITHIN).iter().map(|r| brief(r)).collect();
+                    let half = &big[..big.len() / 2];
+                    let expected = vec![
+                        brief(b"+OK\r\n"),
+                        brief(format!(":{}\r\n", 2 * round + 1).as_bytes()),
+                        brief(format!("${}\r\n{big}\r\n", big.len()).as_bytes()),
+                        brief(b"+OK\r\n"),
+                        brief(format!("${}\r\n{half}\r\n", half.len()).as_bytes()),
+                        brief(format!(":{}\r\n", 2 * round + 2).as_bytes()),
+                    ];
+                    assert_eq!(replies, expected, "client {i} round {round}");
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().expect("client thread");
+    }
+    assert_eq!(
+        data_connections(&env.legacy),
+        1,
+        "every client stayed on the one shared connection"
+    );
+}

@@ -7,6 +7,7 @@
 //! see [`open`], a [`Stream`] and [`UpstreamError`], and the shared connections of [`mux`],
 //! which sessions without connection state use instead of their own.
 
+pub mod chain;
 pub mod cluster;
 pub mod health;
 pub mod mux;
@@ -429,15 +430,65 @@ pub fn write_all_ready(
     buf: &mut BytesMut,
     limit: usize,
 ) -> Result<usize, UpstreamError> {
-    let mut wrote = 0;
-    while wrote < limit && !buf.is_empty() {
-        let end = buf.len().min(limit - wrote);
-        match Pin::new(&mut *stream).poll_write(cx, &buf[..end]) {
-            Poll::Ready(Ok(0)) => return Err(UpstreamError::Closed),
-            Poll::Ready(Ok(n)) => {
-                buf.advance(n);
-                wrote += n;
+    let mut offered = 0;
+    write_while_ready(stream, cx, |stream, cx| {
+        if offered >= limit || buf.is_empty() {
+            return None;
+        }
+        let end = buf.len().min(limit - offered);
+        let polled = Pin::new(stream).poll_write(cx, &buf[..end]);
+        if let Poll::Ready(Ok(n)) = polled {
+            buf.advance(n);
+            offered += n;
+        }
+        Some(polled)
+    })
+}
+
+/// Writes as much of `chain` as the socket takes now, several buffers per system call;
+/// returns how many bytes it wrote. TLS output is flushed after.
+///
+/// # Errors
+/// The connection failed.
+pub fn write_chain_ready(
+    stream: &mut Stream,
+    cx: &mut Context<'_>,
+    chain: &mut chain::Chain,
+) -> Result<usize, UpstreamError> {
+    write_while_ready(stream, cx, |stream, cx| {
+        if chain.is_empty() {
+            return None;
+        }
+        let polled = if stream.is_write_vectored() {
+            let mut slices = [std::io::IoSlice::new(&[]); chain::MAX_SLICES];
+            let mut count = 0;
+            for (slot, slice) in slices.iter_mut().zip(chain.slices()) {
+                *slot = slice;
+                count += 1;
             }
+            Pin::new(stream).poll_write_vectored(cx, &slices[..count])
+        } else {
+            Pin::new(stream).poll_write(cx, chain.first())
+        };
+        if let Poll::Ready(Ok(n)) = polled {
+            chain.advance(n);
+        }
+        Some(polled)
+    })
+}
+
+/// Runs `write` (one write, which consumes what it wrote) until it has nothing left to write
+/// (`None`) or the socket takes no more; returns the bytes written, then flushes TLS output.
+fn write_while_ready(
+    stream: &mut Stream,
+    cx: &mut Context<'_>,
+    mut write: impl FnMut(&mut Stream, &mut Context<'_>) -> Option<Poll<std::io::Result<usize>>>,
+) -> Result<usize, UpstreamError> {
+    let mut wrote = 0;
+    while let Some(polled) = write(stream, cx) {
+        match polled {
+            Poll::Ready(Ok(0)) => return Err(UpstreamError::Closed),
+            Poll::Ready(Ok(n)) => wrote += n,
             Poll::Ready(Err(e)) => return Err(UpstreamError::io(e)),
             Poll::Pending => break,
         }

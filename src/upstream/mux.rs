@@ -5,7 +5,8 @@
 //! requests of every session still in the plain state (database 0, no transaction, no
 //! blocking command, no connection state): each session hands its link's queued requests
 //! over as one batch with the number of replies it expects; the connection's task writes
-//! whatever batches are waiting in one write and splits the replies back by count into each
+//! whatever batches are waiting in one (vectored) write, small ones copied together and large
+//! ones in their own buffers ([`Chain`]), and splits the replies back by count into each
 //! session's [`Inbox`], in order. A session's batches to one endpoint always go to the same
 //! connection, so its replies keep their order.
 //!
@@ -22,6 +23,7 @@
 //! over nothing more and moves to its own connection, where the endpoint buffers what the
 //! client cannot take yet: its inbox only grows by the replies to batches already sent.
 
+use super::chain::Chain;
 use super::UpstreamError;
 use crate::config::{Config, EndpointConfig, EndpointId, EndpointKind};
 use crate::resp::reply::ReplyScan;
@@ -117,13 +119,7 @@ impl Handle {
                 return Poll::Pending;
             }
             let len = requests.len();
-            if queue.buf.is_empty() {
-                // The first batch since the connection took the last ones: no copy.
-                std::mem::swap(&mut queue.buf, requests);
-            } else {
-                queue.buf.extend_from_slice(requests);
-            }
-            requests.clear();
+            queue.buf.append(requests);
             self.inbox.outstanding.fetch_add(replies, Ordering::AcqRel);
             queue.batches.push_back(Batch {
                 inbox: self.inbox.clone(),
@@ -253,7 +249,7 @@ struct Batch {
 /// Batches waiting to be taken by the connection's task.
 #[derive(Default)]
 struct Queue {
-    buf: BytesMut,
+    buf: Chain,
     batches: VecDeque<Batch>,
     /// The connection's task, to wake when a batch arrives.
     task: Option<Waker>,
@@ -315,7 +311,7 @@ impl MuxConn {
     fn take_queued(
         &self,
         cx: &mut Context<'_>,
-        wbuf: &mut BytesMut,
+        wbuf: &mut Chain,
         inflight: &mut VecDeque<Batch>,
     ) -> bool {
         let waiters = {
@@ -334,18 +330,15 @@ impl MuxConn {
                 .any(|b| b.inbox.failed.load(Ordering::Acquire))
             {
                 for batch in queue.batches.drain(..) {
-                    let bytes = queue.buf.split_to(batch.len.min(queue.buf.len()));
-                    if !batch.inbox.failed.load(Ordering::Acquire) {
-                        wbuf.extend_from_slice(&bytes);
+                    if batch.inbox.failed.load(Ordering::Acquire) {
+                        queue.buf.move_front(batch.len, None);
+                    } else {
+                        queue.buf.move_front(batch.len, Some(wbuf));
                         inflight.push_back(batch);
                     }
                 }
             } else {
-                if wbuf.is_empty() {
-                    std::mem::swap(wbuf, &mut queue.buf);
-                } else {
-                    wbuf.extend_from_slice(&queue.buf);
-                }
+                wbuf.append_chain(&mut queue.buf);
                 inflight.extend(queue.batches.drain(..));
             }
             queue.buf.clear();
@@ -397,7 +390,7 @@ async fn run(conn: Arc<MuxConn>) {
         let _gauge = crate::metrics::upstream_connected(&conn.endpoint.name);
         let mut driver = Driver {
             stream,
-            wbuf: BytesMut::new(),
+            wbuf: Chain::default(),
             rbuf: BytesMut::new(),
             inflight: VecDeque::new(),
             scan: ReplyScan::new(),
@@ -438,7 +431,7 @@ enum Step {
 struct Driver {
     stream: Stream,
     /// Requests not yet written.
-    wbuf: BytesMut,
+    wbuf: Chain,
     /// Replies not yet split out.
     rbuf: BytesMut,
     /// Batches written (or being written) whose replies are still owed, oldest first.
@@ -468,7 +461,7 @@ impl Driver {
             if self.wbuf.len() < conn.limit && self.inflight.len() < MAX_INFLIGHT_BATCHES {
                 progressed |= conn.take_queued(cx, &mut self.wbuf, &mut self.inflight);
             }
-            match super::write_all_ready(&mut self.stream, cx, &mut self.wbuf, usize::MAX) {
+            match super::write_chain_ready(&mut self.stream, cx, &mut self.wbuf) {
                 Ok(wrote) => progressed |= wrote > 0,
                 Err(cause) => return Poll::Ready(Step::Failed(cause)),
             }
