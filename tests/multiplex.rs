@@ -530,3 +530,69 @@ fn requests_of_every_size_from_many_clients_share_one_connection_intact() {
         "every client stayed on the one shared connection"
     );
 }
+
+/// Replies of every size on one shared connection: a reply up to 1 MiB is held until whole and
+/// handed over in one piece, a larger one (a 3 MiB value, a 2 MiB list read as one array)
+/// goes over in pieces, and small replies of other clients keep flowing around them.
+/// Each client gets exactly its own replies, whole and in order.
+#[test]
+fn large_replies_held_or_streamed_reach_their_clients_whole() {
+    let env = shared_env(1);
+    let addr = env.turnout.proxy_addr();
+    let mut setup = RawClient::connect(&addr);
+    let huge = "h".repeat(3 * 1024 * 1024);
+    setup.expect_cmd(&["SET", "web:huge", &huge], b"+OK\r\n");
+    let item = "i".repeat(1000);
+    for _ in 0..20 {
+        let mut push = vec!["RPUSH", "web:list"];
+        push.extend(std::iter::repeat_n(item.as_str(), 100));
+        expect_integer(&mut setup, &push);
+    }
+    let mut list_reply = b"*2000\r\n".to_vec();
+    for _ in 0..2000 {
+        list_reply.extend(format!("$1000\r\n{item}\r\n").as_bytes());
+    }
+    let huge_reply = format!("${}\r\n{huge}\r\n", huge.len()).into_bytes();
+    let workers: Vec<_> = (0..12)
+        .map(|i| {
+            let addr = addr.clone();
+            let (huge_reply, list_reply) = (huge_reply.clone(), list_reply.clone());
+            std::thread::spawn(move || {
+                let mut c = RawClient::connect(&addr);
+                for round in 0..3 {
+                    let held = format!("{i}:{round}:{}", "m".repeat(200_000 + i * 1000));
+                    let key = format!("web:held:{i}");
+                    let mut pipeline = cmd(&["SET", &key, &held]);
+                    pipeline.extend(cmd(&["GET", "web:huge"]));
+                    pipeline.extend(cmd(&["INCR", &format!("web:n:{i}")]));
+                    pipeline.extend(cmd(&["GET", &key]));
+                    pipeline.extend(cmd(&["LRANGE", "web:list", "0", "-1"]));
+                    pipeline.extend(cmd(&["ECHO", &format!("end {i} {round}")]));
+                    c.send(&pipeline);
+                    let replies: Vec<String> =
+                        c.read_frames(6, WITHIN).iter().map(|r| brief(r)).collect();
+                    let end = format!("end {i} {round}");
+                    let expected = vec![
+                        brief(b"+OK\r\n"),
+                        brief(&huge_reply),
+                        brief(format!(":{}\r\n", round + 1).as_bytes()),
+                        brief(format!("${}\r\n{held}\r\n", held.len()).as_bytes()),
+                        brief(&list_reply),
+                        brief(format!("${}\r\n{end}\r\n", end.len()).as_bytes()),
+                    ];
+                    assert_eq!(replies, expected, "client {i} round {round}");
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().expect("client thread");
+    }
+}
+
+/// Sends one command and checks that it is answered with an integer.
+fn expect_integer(c: &mut RawClient, args: &[&str]) {
+    c.send(&cmd(args));
+    let reply = c.read_frames(1, WITHIN);
+    assert!(reply[0].starts_with(b":"), "{}", brief(&reply[0]));
+}

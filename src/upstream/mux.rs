@@ -41,6 +41,12 @@ pub const MAX_INFLIGHT_BATCHES: usize = 64 * 1024;
 /// How much a shared connection's read buffer grows by: replies of many sessions arrive
 /// together, and a few such buffers per endpoint cost little.
 const SHARED_READ_CHUNK: usize = 4 * READ_CHUNK;
+/// Replies of one session this large (or larger), read together, are handed over in the
+/// buffer they were read into instead of being copied.
+const OWN_BUFFER_AT: usize = super::chain::OWN_SEGMENT_AT;
+/// Largest reply held back until whole (it then goes over in one piece); a larger one is
+/// handed over as it comes.
+const HOLD_MAX: usize = 1024 * 1024;
 /// Turns of a connection's loop before it yields to other tasks.
 const TURNS_BEFORE_YIELD: usize = 32;
 
@@ -204,8 +210,9 @@ struct InboxState {
 }
 
 impl Inbox {
-    /// Appends reply bytes, `completed` of whose replies end in them, and wakes the session.
-    fn deliver(self: &Arc<Self>, bytes: &[u8], completed: u64) {
+    /// Appends reply bytes (`put` adds them to the inbox's buffer), `completed` of whose
+    /// replies end in them, and wakes the session.
+    fn deliver(self: &Arc<Self>, completed: u64, put: impl FnOnce(&mut BytesMut)) {
         self.outstanding.fetch_sub(completed, Ordering::AcqRel);
         if Arc::strong_count(self) == 1 {
             // The session is gone: nobody reads these replies.
@@ -213,7 +220,7 @@ impl Inbox {
         }
         let waker = {
             let mut state = lock(&self.state);
-            state.buf.extend_from_slice(bytes);
+            put(&mut state.buf);
             self.buffered.store(state.buf.len(), Ordering::Relaxed);
             state.waker.take()
         };
@@ -394,6 +401,7 @@ async fn run(conn: Arc<MuxConn>) {
             rbuf: BytesMut::new(),
             inflight: VecDeque::new(),
             scan: ReplyScan::new(),
+            held: 0,
             opened_under,
             gathered: false,
         };
@@ -438,6 +446,9 @@ struct Driver {
     inflight: VecDeque<Batch>,
     /// Progress through the reply at the start of `rbuf`.
     scan: ReplyScan,
+    /// Bytes at the start of `rbuf` that begin the front reply, scanned and held back until
+    /// it is whole (see [`Driver::split_replies`]).
+    held: usize,
     /// The Sentinel generation the connection was opened under.
     opened_under: Option<u64>,
     /// The driver has let other tasks run since its last write emptied `wbuf`.
@@ -488,17 +499,22 @@ impl Driver {
         Poll::Pending
     }
 
-    /// Hands the replies in `rbuf` to their sessions, a partial last one included (a large
-    /// value streams through without being buffered whole).
+    /// Hands the replies in `rbuf` to their sessions. A reply not yet whole waits in `rbuf`
+    /// while it (with what is still announced) fits in [`HOLD_MAX`], with room made for the
+    /// rest, so that a large value goes over in one piece, uncopied; a larger one goes over
+    /// in pieces as it comes, without being buffered whole (the last MiB of it may wait).
     fn split_replies(&mut self) -> Result<(), UpstreamError> {
-        let mut pos = 0;
+        // `rbuf[..held]` is the start of the front reply, scanned already.
+        let mut pos = std::mem::take(&mut self.held);
+        // Not yet delivered: from `start`; the reply being scanned began at `reply_start`.
+        let mut start = 0;
+        let mut reply_start = 0;
         while pos < self.rbuf.len() {
             let Some(front) = self.inflight.front_mut() else {
                 return Err(UpstreamError::Unsupported(
                     "the endpoint sent a reply nobody asked for on a shared connection".into(),
                 ));
             };
-            let start = pos;
             let mut completed = 0;
             while front.replies > 0 && pos < self.rbuf.len() {
                 pos += self
@@ -511,16 +527,48 @@ impl Driver {
                 self.scan = ReplyScan::new();
                 front.replies -= 1;
                 completed += 1;
+                reply_start = pos;
             }
-            if pos > start {
-                front.inbox.deliver(&self.rbuf[start..pos], completed);
+            let whole = front.replies == 0 || pos == reply_start;
+            let announced = usize::try_from(self.scan.bulk_left()).unwrap_or(usize::MAX);
+            let hold = !whole && (pos - reply_start).saturating_add(announced) <= HOLD_MAX;
+            // What goes now: up to the reply held back, or all that was scanned.
+            let end = if hold { reply_start } else { pos };
+            if end - start >= OWN_BUFFER_AT {
+                // A large piece leaves in the buffer it was read into: what came before it
+                // has been copied out already, and the buffer reads on in a new allocation
+                // (cheaper than copying the value).
+                self.rbuf.advance(start);
+                let mut piece = self.rbuf.split_to(end - start);
+                // A reply too large to hold began in the piece: the rest of it goes later.
+                (pos, reply_start, start) = (pos - end, reply_start.saturating_sub(end), 0);
+                front.inbox.deliver(completed, |buf| {
+                    if buf.is_empty() {
+                        std::mem::swap(buf, &mut piece);
+                    } else {
+                        buf.extend_from_slice(&piece);
+                    }
+                });
+            } else if end > start || completed > 0 {
+                let piece = &self.rbuf[start..end];
+                front
+                    .inbox
+                    .deliver(completed, |buf| buf.extend_from_slice(piece));
+                start = end;
             }
             if front.replies > 0 {
+                if hold {
+                    self.held = pos - reply_start;
+                }
                 break;
             }
             self.inflight.pop_front();
         }
-        self.rbuf.advance(pos);
+        self.rbuf.advance(pos - self.held);
+        if self.held > 0 {
+            let announced = usize::try_from(self.scan.bulk_left()).unwrap_or(usize::MAX);
+            crate::stream::reserve_ahead(&mut self.rbuf, announced);
+        }
         // Batches answered already (or expecting nothing) leave the line too.
         while self.inflight.front().is_some_and(|b| b.replies == 0) {
             self.inflight.pop_front();
