@@ -504,9 +504,10 @@ impl Driver {
     /// rest, so that a large value goes over in one piece, uncopied; a larger one goes over
     /// in pieces as it comes, without being buffered whole (the last MiB of it may wait).
     fn split_replies(&mut self) -> Result<(), UpstreamError> {
-        // `rbuf[..held]` is the start of the front reply, scanned already.
-        let mut pos = std::mem::take(&mut self.held);
-        // Not yet delivered: from `start`; the reply being scanned began at `reply_start`.
+        // Scanned up to `pos` (`rbuf[..held]` is the start of the front reply, scanned
+        // already), handed over up to `start`; the reply being scanned began at `reply_start`.
+        // What lies between `start` and `pos` is held back.
+        let mut pos = self.held;
         let mut start = 0;
         let mut reply_start = 0;
         while pos < self.rbuf.len() {
@@ -557,14 +558,12 @@ impl Driver {
                 start = end;
             }
             if front.replies > 0 {
-                if hold {
-                    self.held = pos - reply_start;
-                }
                 break;
             }
             self.inflight.pop_front();
         }
-        self.rbuf.advance(pos - self.held);
+        self.held = pos - start;
+        self.rbuf.advance(start);
         if self.held > 0 {
             let announced = usize::try_from(self.scan.bulk_left()).unwrap_or(usize::MAX);
             crate::stream::reserve_ahead(&mut self.rbuf, announced);
