@@ -791,21 +791,19 @@ impl Session {
     ///
     /// With no reply owed, every empty buffer goes: the next read allocates anew, a small
     /// thread-local allocation, as HAProxy's buffers come and go with the data. While replies
-    /// are owed, only buffers a burst grew past [`SHRINK_ABOVE`] are released once empty.
+    /// are owed, an empty buffer is kept only if it is its own and no larger than
+    /// [`SHRINK_ABOVE`]. (A buffer read to its end reports no capacity, yet may still hold its
+    /// allocation, or share a larger one it was split from; reclaiming shows which.)
     fn release_idle_buffers(&mut self) {
-        let keep = if self.pending.is_empty() {
-            0
-        } else {
-            SHRINK_ABOVE
-        };
+        let idle = self.pending.is_empty();
         let shrink = |buf: &mut BytesMut| {
-            if buf.is_empty() && buf.capacity() > keep {
+            if buf.is_empty() && (idle || !buf.try_reclaim(1) || buf.capacity() > SHRINK_ABOVE) {
                 *buf = BytesMut::new();
             }
         };
         shrink(&mut self.cin);
         shrink(&mut self.cout);
-        if self.pending.is_empty() && self.reissue.capacity() > SHRINK_ABOVE {
+        if idle && self.reissue.capacity() > SHRINK_ABOVE {
             self.reissue = Vec::new();
         }
         for link in &mut self.links {

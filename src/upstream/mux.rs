@@ -44,6 +44,8 @@ const SHARED_READ_CHUNK: usize = 4 * READ_CHUNK;
 /// Replies of one session this large (or larger), read together, are handed over in the
 /// buffer they were read into instead of being copied.
 const OWN_BUFFER_AT: usize = super::chain::OWN_SEGMENT_AT;
+/// Largest emptied buffer a session hands back to its inbox for the next replies.
+const RECYCLE_MAX: usize = 64 * 1024;
 /// Largest reply held back until whole (it then goes over in one piece); a larger one is
 /// handed over as it comes.
 const HOLD_MAX: usize = 1024 * 1024;
@@ -170,7 +172,14 @@ impl Handle {
         if moved {
             self.inbox.buffered.store(0, Ordering::Relaxed);
             if rbuf.is_empty() {
-                std::mem::swap(rbuf, &mut state.buf);
+                let mut emptied = std::mem::replace(rbuf, std::mem::take(&mut state.buf));
+                // The session's emptied buffer takes the next replies if it is its own and
+                // small: one read to its end reports no capacity yet may hold, or share, a
+                // large allocation; reclaiming shows which.
+                emptied.clear();
+                if emptied.try_reclaim(1) && emptied.capacity() <= RECYCLE_MAX {
+                    state.buf = emptied;
+                }
             } else {
                 rbuf.extend_from_slice(&state.buf);
                 state.buf.clear();
