@@ -46,6 +46,17 @@ fn step(clients: &mut [RawClient], request: impl Fn(usize) -> Vec<u8>, expected:
     }
 }
 
+/// Waits until turnout's RSS is within the limit of `idle`, up to [`SETTLE`]; returns it.
+fn settled_rss(pid: u32, idle: u64) -> u64 {
+    let deadline = Instant::now() + SETTLE;
+    let mut now = rss_kib(pid);
+    while now > idle + LEFT_BEHIND_LIMIT_KIB && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        now = rss_kib(pid);
+    }
+    now
+}
+
 #[test]
 fn buffers_grown_by_a_burst_of_large_values_are_given_back_when_idle() {
     let value = "v".repeat(VALUE_BYTES);
@@ -71,12 +82,7 @@ fn buffers_grown_by_a_burst_of_large_values_are_given_back_when_idle() {
         let peak = rss_kib(pid);
 
         // Every connection stays open and idle; what the burst grew must go.
-        let deadline = Instant::now() + SETTLE;
-        let mut now = rss_kib(pid);
-        while now > idle + LEFT_BEHIND_LIMIT_KIB && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(200));
-            now = rss_kib(pid);
-        }
+        let now = settled_rss(pid, idle);
         eprintln!("{what}: VmRSS idle {idle} KiB, after the burst {peak} KiB, settled {now} KiB");
         assert!(
             now <= idle + LEFT_BEHIND_LIMIT_KIB,
@@ -88,4 +94,51 @@ fn buffers_grown_by_a_burst_of_large_values_are_given_back_when_idle() {
         // The connections were open throughout.
         step(&mut clients, |_| cmd(&["PING"]), b"+PONG\r\n");
     }
+}
+
+/// The same with replies pipelined: each client asks for a 900 KB value 8 times at once, so
+/// its session receives large replies while others are still owed (the path where a spent
+/// reply buffer could be recycled into the session's inbox and kept there).
+#[test]
+fn pipelined_large_replies_leave_nothing_behind_when_idle() {
+    const PIPELINED: usize = 8;
+    let value = "p".repeat(900_000);
+    let value_reply = format!("${}\r\n{value}\r\n", value.len()).into_bytes();
+    let env = Env::standard();
+    let addr = env.turnout.proxy_addr();
+    let pid = env.turnout.pid();
+    let mut clients: Vec<RawClient> = (0..CLIENTS).map(|_| RawClient::connect(&addr)).collect();
+    let mut setup = RawClient::connect(&addr);
+    setup.expect_cmd(&["SET", "web:pipelined", &value], b"+OK\r\n");
+    step(&mut clients, |_| cmd(&["PING"]), b"+PONG\r\n");
+    std::thread::sleep(Duration::from_secs(2));
+    let idle = rss_kib(pid);
+
+    for c in clients.iter_mut() {
+        let mut pipeline = Vec::new();
+        for _ in 0..PIPELINED {
+            pipeline.extend(cmd(&["GET", "web:pipelined"]));
+        }
+        c.send(&pipeline);
+    }
+    for (i, c) in clients.iter_mut().enumerate() {
+        for (n, reply) in c.read_frames(PIPELINED, WITHIN).into_iter().enumerate() {
+            assert!(
+                reply == value_reply,
+                "client {i}, reply {n}: {} bytes",
+                reply.len()
+            );
+        }
+    }
+    let peak = rss_kib(pid);
+    let now = settled_rss(pid, idle);
+    eprintln!("pipelined: VmRSS idle {idle} KiB, after the burst {peak} KiB, settled {now} KiB");
+    assert!(
+        now <= idle + LEFT_BEHIND_LIMIT_KIB,
+        "{CLIENTS} idle connections kept {} KiB after {PIPELINED} pipelined replies of 900 KB \
+         each (idle {idle} KiB, after the burst {peak} KiB, {SETTLE:?} later {now} KiB; limit \
+         {LEFT_BEHIND_LIMIT_KIB} KiB)",
+        now.saturating_sub(idle)
+    );
+    step(&mut clients, |_| cmd(&["PING"]), b"+PONG\r\n");
 }

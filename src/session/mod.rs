@@ -791,13 +791,13 @@ impl Session {
     ///
     /// With no reply owed, every empty buffer goes: the next read allocates anew, a small
     /// thread-local allocation, as HAProxy's buffers come and go with the data. While replies
-    /// are owed, an empty buffer is kept only if it is its own and no larger than
-    /// [`SHRINK_ABOVE`]. (A buffer read to its end reports no capacity, yet may still hold its
-    /// allocation, or share a larger one it was split from; reclaiming shows which.)
+    /// are owed, an empty buffer goes if a burst grew it past [`SHRINK_ABOVE`] or if it was
+    /// read to its end: such a buffer reports no capacity yet may still hold its allocation,
+    /// or share a larger one it was split from.
     fn release_idle_buffers(&mut self) {
         let idle = self.pending.is_empty();
         let shrink = |buf: &mut BytesMut| {
-            if buf.is_empty() && (idle || !buf.try_reclaim(1) || buf.capacity() > SHRINK_ABOVE) {
+            if buf.is_empty() && (idle || buf.capacity() == 0 || buf.capacity() > SHRINK_ABOVE) {
                 *buf = BytesMut::new();
             }
         };

@@ -144,14 +144,12 @@ impl Chain {
         }
     }
 
-    /// Keeps an emptied buffer as the spare, if there is none and it is small enough to keep
-    /// and not shared with another buffer.
+    /// Keeps an emptied buffer as the spare, if there is none and it has room, and not much.
+    /// A buffer written to its end reports no room (a request moved out of a client's buffer
+    /// is cut to its length) and may share a larger allocation: it goes.
     fn keep(&mut self, mut buffer: BytesMut) {
         buffer.clear();
-        if self.spare.capacity() == 0
-            && buffer.try_reclaim(1)
-            && (1..=SPARE_MAX).contains(&buffer.capacity())
-        {
+        if self.spare.capacity() == 0 && (1..=SPARE_MAX).contains(&buffer.capacity()) {
             self.spare = buffer;
         }
     }
@@ -282,7 +280,7 @@ mod tests {
         // ...which hands it to the session whose buffer it takes next.
         let mut next = buf(b'y', 14);
         queue.append(&mut next);
-        assert!(next.capacity() >= 2000, "got {}", next.capacity());
+        assert!(next.capacity() >= 1900, "got {}", next.capacity());
     }
 
     #[test]
@@ -297,7 +295,7 @@ mod tests {
         chain.append(&mut next);
         assert!(next.is_empty());
         assert!(
-            next.capacity() >= 1000,
+            next.capacity() >= 900,
             "the written buffer came back: {}",
             next.capacity()
         );

@@ -44,8 +44,6 @@ const SHARED_READ_CHUNK: usize = 4 * READ_CHUNK;
 /// Replies of one session this large (or larger), read together, are handed over in the
 /// buffer they were read into instead of being copied.
 const OWN_BUFFER_AT: usize = super::chain::OWN_SEGMENT_AT;
-/// Largest emptied buffer a session hands back to its inbox for the next replies.
-const RECYCLE_MAX: usize = 64 * 1024;
 /// Largest reply held back until whole (it then goes over in one piece); a larger one is
 /// handed over as it comes.
 const HOLD_MAX: usize = 1024 * 1024;
@@ -172,17 +170,16 @@ impl Handle {
         if moved {
             self.inbox.buffered.store(0, Ordering::Relaxed);
             if rbuf.is_empty() {
-                let mut emptied = std::mem::replace(rbuf, std::mem::take(&mut state.buf));
-                // The session's emptied buffer takes the next replies if it is its own and
-                // small: one read to its end reports no capacity yet may hold, or share, a
-                // large allocation; reclaiming shows which.
-                emptied.clear();
-                if emptied.try_reclaim(1) && emptied.capacity() <= RECYCLE_MAX {
-                    state.buf = emptied;
-                }
+                // The session's emptied buffer is not kept: one read to its end may still
+                // hold, or share, a large allocation while reporting no room (a reply piece
+                // handed over whole), and nothing here can tell.
+                *rbuf = std::mem::take(&mut state.buf);
             } else {
                 rbuf.extend_from_slice(&state.buf);
                 state.buf.clear();
+                if !recyclable(&state.buf) {
+                    state.buf = BytesMut::new();
+                }
             }
         }
         let failure = state.failure.take();
@@ -194,6 +191,13 @@ impl Handle {
         }
         (moved, failure)
     }
+}
+
+/// Whether the inbox's own emptied buffer may take its next replies: a small one it grew itself
+/// (never read from, so its capacity is all it holds). A reply piece handed over whole is at
+/// least [`OWN_BUFFER_AT`] and may share a larger allocation: it goes.
+fn recyclable(buf: &BytesMut) -> bool {
+    buf.capacity() < OWN_BUFFER_AT
 }
 
 /// Where a shared connection puts one session's replies.
@@ -519,6 +523,7 @@ impl Driver {
         let mut pos = self.held;
         let mut start = 0;
         let mut reply_start = 0;
+        let mut handed_over = false;
         while pos < self.rbuf.len() {
             let Some(front) = self.inflight.front_mut() else {
                 return Err(UpstreamError::Unsupported(
@@ -550,6 +555,7 @@ impl Driver {
                 // (cheaper than copying the value).
                 self.rbuf.advance(start);
                 let mut piece = self.rbuf.split_to(end - start);
+                handed_over = true;
                 // A reply too large to hold began in the piece: the rest of it goes later.
                 (pos, reply_start, start) = (pos - end, reply_start.saturating_sub(end), 0);
                 front.inbox.deliver(completed, |buf| {
@@ -573,6 +579,11 @@ impl Driver {
         }
         self.held = pos - start;
         self.rbuf.advance(start);
+        if handed_over && self.rbuf.is_empty() {
+            // What is left of an allocation whose piece went: the next read starts afresh
+            // rather than keep (and later reclaim) the whole of it for good.
+            self.rbuf = BytesMut::new();
+        }
         if self.held > 0 {
             let announced = usize::try_from(self.scan.bulk_left()).unwrap_or(usize::MAX);
             crate::stream::reserve_ahead(&mut self.rbuf, announced);
