@@ -19,17 +19,6 @@ const LEFT_BEHIND_LIMIT_KIB: u64 = 12 * 1024;
 /// How long the allocator may take to return freed pages (its decay is 1 s).
 const SETTLE: Duration = Duration::from_secs(10);
 
-/// VmRSS of a process, in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_else(|e| panic!("read /proc/{pid}/status: {e}"));
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status:\n{status}"))
-}
-
 /// Sends `request` on every client, then reads one reply from each, which must be `expected`.
 fn step(clients: &mut [RawClient], request: impl Fn(usize) -> Vec<u8>, expected: &[u8]) {
     for (i, c) in clients.iter_mut().enumerate() {
@@ -47,12 +36,12 @@ fn step(clients: &mut [RawClient], request: impl Fn(usize) -> Vec<u8>, expected:
 }
 
 /// Waits until turnout's RSS is within the limit of `idle`, up to [`SETTLE`]; returns it.
-fn settled_rss(pid: u32, idle: u64) -> u64 {
+fn settled_rss(turnout: &support::turnout::Turnout, idle: u64) -> u64 {
     let deadline = Instant::now() + SETTLE;
-    let mut now = rss_kib(pid);
+    let mut now = turnout.rss_kib();
     while now > idle + LEFT_BEHIND_LIMIT_KIB && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(200));
-        now = rss_kib(pid);
+        now = turnout.rss_kib();
     }
     now
 }
@@ -69,20 +58,19 @@ fn buffers_grown_by_a_burst_of_large_values_are_given_back_when_idle() {
         ),
     ] {
         let addr = env.turnout.proxy_addr();
-        let pid = env.turnout.pid();
         let mut clients: Vec<RawClient> = (0..CLIENTS).map(|_| RawClient::connect(&addr)).collect();
         step(&mut clients, |_| cmd(&["PING"]), b"+PONG\r\n");
         std::thread::sleep(Duration::from_secs(2));
-        let idle = rss_kib(pid);
+        let idle = env.turnout.rss_kib();
 
         let key = |i: usize| format!("web:burst:{i}");
         step(&mut clients, |i| cmd(&["SET", &key(i), &value]), b"+OK\r\n");
         step(&mut clients, |i| cmd(&["GET", &key(i)]), &value_reply);
         step(&mut clients, |i| cmd(&["DEL", &key(i)]), b":1\r\n");
-        let peak = rss_kib(pid);
+        let peak = env.turnout.rss_kib();
 
         // Every connection stays open and idle; what the burst grew must go.
-        let now = settled_rss(pid, idle);
+        let now = settled_rss(&env.turnout, idle);
         eprintln!("{what}: VmRSS idle {idle} KiB, after the burst {peak} KiB, settled {now} KiB");
         assert!(
             now <= idle + LEFT_BEHIND_LIMIT_KIB,
@@ -106,13 +94,12 @@ fn pipelined_large_replies_leave_nothing_behind_when_idle() {
     let value_reply = format!("${}\r\n{value}\r\n", value.len()).into_bytes();
     let env = Env::standard();
     let addr = env.turnout.proxy_addr();
-    let pid = env.turnout.pid();
     let mut clients: Vec<RawClient> = (0..CLIENTS).map(|_| RawClient::connect(&addr)).collect();
     let mut setup = RawClient::connect(&addr);
     setup.expect_cmd(&["SET", "web:pipelined", &value], b"+OK\r\n");
     step(&mut clients, |_| cmd(&["PING"]), b"+PONG\r\n");
     std::thread::sleep(Duration::from_secs(2));
-    let idle = rss_kib(pid);
+    let idle = env.turnout.rss_kib();
 
     for c in clients.iter_mut() {
         let mut pipeline = Vec::new();
@@ -130,8 +117,8 @@ fn pipelined_large_replies_leave_nothing_behind_when_idle() {
             );
         }
     }
-    let peak = rss_kib(pid);
-    let now = settled_rss(pid, idle);
+    let peak = env.turnout.rss_kib();
+    let now = settled_rss(&env.turnout, idle);
     eprintln!("pipelined: VmRSS idle {idle} KiB, after the burst {peak} KiB, settled {now} KiB");
     assert!(
         now <= idle + LEFT_BEHIND_LIMIT_KIB,

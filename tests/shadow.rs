@@ -283,17 +283,6 @@ impl Rng {
     }
 }
 
-/// VmRSS of a process, in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_else(|e| panic!("read /proc/{pid}/status: {e}"));
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status:\n{status}"))
-}
-
 /// The pid of a redis-server, from its own INFO.
 fn redis_pid(server: &RedisServer) -> u32 {
     let info = server
@@ -1026,7 +1015,6 @@ fn killed_shadow_endpoint_costs_clients_nothing_and_memory_stays_flat() {
         "web-cache",
         json!({"mode": "shadow", "shadow": "new", "sample": 1.0}),
     );
-    let pid = env.turnout.pid();
     let started = Instant::now();
     let load = Load::start(
         &env.turnout.proxy_addr(),
@@ -1049,14 +1037,14 @@ fn killed_shadow_endpoint_costs_clients_nothing_and_memory_stays_flat() {
         Duration::from_secs(30),
         "after the kill",
     );
-    let rss_before = rss_kib(pid);
+    let rss_before = env.turnout.rss_kib();
     let measured_from = load.done();
     load.wait_for(
         measured_from + RSS_MEASURED_COMMANDS,
         Duration::from_secs(90),
         "measuring memory",
     );
-    let rss_after = rss_kib(pid);
+    let rss_after = env.turnout.rss_kib();
     let (total, errors) = load.finish();
     eprintln!(
         "killed shadow: {total} commands in {:?}, VmRSS {rss_before} KiB -> {rss_after} KiB",
@@ -1119,7 +1107,6 @@ fn frozen_shadow_endpoint_costs_clients_nothing_and_memory_stays_flat() {
         "web-cache",
         json!({"mode": "shadow", "shadow": "new", "sample": 1.0}),
     );
-    let pid = env.turnout.pid();
     let started = Instant::now();
     let load = Load::start(
         &env.turnout.proxy_addr(),
@@ -1138,14 +1125,14 @@ fn frozen_shadow_endpoint_costs_clients_nothing_and_memory_stays_flat() {
         Duration::from_secs(30),
         "after freezing",
     );
-    let rss_before = rss_kib(pid);
+    let rss_before = env.turnout.rss_kib();
     let measured_from = load.done();
     load.wait_for(
         measured_from + RSS_MEASURED_COMMANDS,
         Duration::from_secs(90),
         "measuring memory",
     );
-    let rss_after = rss_kib(pid);
+    let rss_after = env.turnout.rss_kib();
     let during = counts(&env.turnout, "web-cache");
     let (total, errors) = load.finish();
     eprintln!(

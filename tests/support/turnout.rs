@@ -253,6 +253,18 @@ impl Turnout {
         self.child.as_ref().expect("turnout is not running").id()
     }
 
+    /// The running child's resident memory (VmRSS), in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let pid = self.pid();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap_or_else(|e| panic!("read /proc/{pid}/status: {e}"));
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status:\n{status}"))
+    }
+
     fn spawn(&mut self) {
         assert!(self.child.is_none(), "turnout is already running");
         let stderr = File::create(self.log_path(self.generation)).expect("stderr log file");
