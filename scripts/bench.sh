@@ -19,8 +19,13 @@
 #   D  relay      redis-benchmark -> examples/relay.rs -> redis-server: a byte relay with no
 #                 RESP work (tokio copy_bidirectional, 128 KiB buffers, one upstream connection
 #                 per client): the measured ceiling of any user-space hop for large values
+# and, with --control, in W1-W4 a last target:
+#   E  turnout-again  a second turnout process with the same config as B: turnout against
+#                 itself (an A/A control). Its ratio to B is what the machine's noise alone
+#                 makes of two identical programs in this run: a ratio to direct or twemproxy
+#                 that is no further from its target than that is not told apart by the run.
 #
-# Usage: scripts/bench.sh [--quick] [--rounds K] [--placement P] [--install] [--help]
+# Usage: scripts/bench.sh [--quick] [--rounds K] [--placement P] [--control] [--install] [--help]
 #   --quick      small N and 1 round: a smoke test of the script, not a measurement
 #   --rounds K   rounds per (workload, target, command); the median is reported (default 3)
 #   --placement P  which CPUs the processes may run on (taskset), the same for every target:
@@ -31,6 +36,7 @@
 #                sidecar  redis-server(s) on the last CPU; the proxy and redis-benchmark on
 #                         the others (the proxy beside its client, as a sidecar runs)
 #                split and sidecar need at least 2 CPUs.
+#   --control    add turnout-again to W1-W4 (see E above; a fifth more time per round)
 #   --install    apt-get install the missing Debian packages, then continue
 #
 # Environment:
@@ -78,6 +84,7 @@ ROUNDS=3
 QUICK=0
 INSTALL=0
 PLACEMENT=shared
+CONTROL=0
 
 usage() { sed -n '2,/^$/{s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; }
 
@@ -96,6 +103,7 @@ while [[ $# -gt 0 ]]; do
             PLACEMENT="$2"; shift 2 ;;
         --placement=*) PLACEMENT="${1#--placement=}"; shift ;;
         --install) INSTALL=1; shift ;;
+        --control) CONTROL=1; shift ;;
         -h|--help) usage; exit 0 ;;
         *) echo "bench.sh: unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -204,16 +212,18 @@ done
 selected() { [[ " $SELECTED " == *" $1 "* ]]; }
 
 if [[ $SKIP_TURNOUT -eq 1 ]]; then CMP_TARGETS="direct,twemproxy"; else CMP_TARGETS="direct,turnout,twemproxy"; fi
+# --control: turnout-again runs last in each round of W1-W4 (after the relay in W3).
+CONTROL_TARGET=""; [[ $CONTROL -eq 1 && $SKIP_TURNOUT -eq 0 ]] && CONTROL_TARGET=",turnout-again"
 # One line per workload, fields separated by spaces:
 #   name clients pipeline requests keyspace value_size key_prefix(es, "+" between) commands targets
 # commands and targets are comma-separated, in the order they run each round.
 WORKLOADS=()
-selected W1 && WORKLOADS+=("W1 $CLIENTS 16 $N1 $KEYSPACE $VALUE_SIZE web: SET,GET $CMP_TARGETS")
-selected W2 && WORKLOADS+=("W2 $CLIENTS 1 $N2 $KEYSPACE $VALUE_SIZE session: SET,GET $CMP_TARGETS")
+selected W1 && WORKLOADS+=("W1 $CLIENTS 16 $N1 $KEYSPACE $VALUE_SIZE web: SET,GET $CMP_TARGETS$CONTROL_TARGET")
+selected W2 && WORKLOADS+=("W2 $CLIENTS 1 $N2 $KEYSPACE $VALUE_SIZE session: SET,GET $CMP_TARGETS$CONTROL_TARGET")
 # W3 also runs the relay (ceiling of a user-space hop), when turnout is built.
 W3_TARGETS="$CMP_TARGETS"; [[ $SKIP_TURNOUT -eq 0 ]] && W3_TARGETS="$CMP_TARGETS,relay"
-selected W3 && WORKLOADS+=("W3 $CLIENTS3 1 $N3 $KEYSPACE3 $VALUE_SIZE3 impact: SET,GET $W3_TARGETS")
-selected W4 && WORKLOADS+=("W4 $CLIENTS4 1 $N4 $KEYSPACE $VALUE_SIZE tok: GET $CMP_TARGETS")
+selected W3 && WORKLOADS+=("W3 $CLIENTS3 1 $N3 $KEYSPACE3 $VALUE_SIZE3 impact: SET,GET $W3_TARGETS$CONTROL_TARGET")
+selected W4 && WORKLOADS+=("W4 $CLIENTS4 1 $N4 $KEYSPACE $VALUE_SIZE tok: GET $CMP_TARGETS$CONTROL_TARGET")
 if [[ $SKIP_TURNOUT -eq 0 ]]; then
     selected W5 && WORKLOADS+=("W5 $CLIENTS 1 $N5 $KEYSPACE $VALUE_SIZE web:+tok: MGET direct,turnout-split")
     selected N1 && WORKLOADS+=("N1 $CLIENTS 16 $N1 $KEYSPACE $VALUE_SIZE web: SET,GET turnout,turnout-ns1000")
@@ -668,6 +678,50 @@ def cmd_report(runs_tsv, meta_json, out_json, out_md):
                 v["proxy_cpu_seconds_per_million_ops"], 100 * (v.get("machine_busy_share_median") or 0)))
         md.append("")
 
+    # --control: turnout against a second, identical turnout process (A/A). What separates
+    # the two is the machine's noise alone, so its spread is the resolution of this run's ratios.
+    control_rows = []
+    control_workloads = [wl for wl in cmp_workloads if "turnout-again" in wmetas[wl]["targets"]]
+    def per_round(wl, cmd, num, den):
+        out = []
+        for rnd in sorted({r["round"] for r in runs if r["workload"] == wl}):
+            x = [r["rps"] for r in runs if r["workload"] == wl and r["command"] == cmd and r["round"] == rnd and r["target"] == num]
+            y = [r["rps"] for r in runs if r["workload"] == wl and r["command"] == cmd and r["round"] == rnd and r["target"] == den]
+            if x and y:
+                out.append(x[0] / y[0])
+        return out
+    if control_workloads:
+        md.append("### Control: turnout against itself")
+        md.append("")
+        md.append("`turnout-again` is a second turnout process with the same config as `turnout`, run last in every "
+                  "round. Nothing but the machine tells the two apart, so `again/turnout` shows how far a ratio of "
+                  "identical programs strays from 1.00 in this run: a ratio of turnout to direct or twemproxy that lies "
+                  "within that distance of its target is not resolved by the run. Per-round ratios of turnout to "
+                  "twemproxy are given beside it for comparison.")
+        md.append("")
+        md.append("| workload | command | turnout ops/s | turnout-again ops/s | again/turnout | per round | turnout/twemproxy per round |")
+        md.append("|---|---|---:|---:|---:|---|---|")
+        for wl in control_workloads:
+            for cmd in wcmds(wl):
+                a, b = rps(wl, cmd, "turnout"), rps(wl, cmd, "turnout-again")
+                aa = per_round(wl, cmd, "turnout-again", "turnout")
+                tw = per_round(wl, cmd, "turnout", "twemproxy")
+                control_rows.append({"workload": wl, "command": cmd, "turnout_rps": a, "turnout_again_rps": b,
+                                     "again_over_turnout": (b / a) if a and b else None,
+                                     "per_round_again_over_turnout": aa,
+                                     "per_round_turnout_over_twemproxy": tw})
+                md.append("| %s | %s | %s | %s | %s | %s | %s |" % (
+                    wl, cmd, fmt_int(a), fmt_int(b), fmt_ratio(b, a),
+                    " ".join("%.2f" % x for x in aa) or "—", " ".join("%.2f" % x for x in tw) or "—"))
+        medians_aa = [r["again_over_turnout"] for r in control_rows if r["again_over_turnout"]]
+        rounds_aa = [x for r in control_rows for x in r["per_round_again_over_turnout"]]
+        if medians_aa and rounds_aa:
+            md.append("")
+            md.append("Median ratios of turnout-again to turnout: %.2f to %.2f (furthest from 1.00: %.2f); single rounds "
+                      "%.2f to %.2f." % (min(medians_aa), max(medians_aa),
+                                         max(abs(x - 1) for x in medians_aa), min(rounds_aa), max(rounds_aa)))
+        md.append("")
+
     ns_rows = []
     for wl in ns_workloads:
         wmeta = wmetas[wl]
@@ -816,6 +870,7 @@ def cmd_report(runs_tsv, meta_json, out_json, out_md):
             for wl in cmp_workloads for cmd in wcmds(wl)],
         "namespaces": ns_rows,
         "shadow": shadow_rows,
+        "control": control_rows,
         "cpu": [dict(workload=k[0], target=k[1], **v) for k, v in cpu.items()],
         "runs": runs,
     }
@@ -883,10 +938,11 @@ cpu_snapshot() {
 # ---------------------------------------------------------------------------------------------
 # Start the servers
 
-# Fourteen distinct free loopback ports, bound at once by the OS (port 0) then released; the
+# Sixteen distinct free loopback ports, bound at once by the OS (port 0) then released; the
 # servers bind them a moment later (a small race with other programs, never a fixed port).
 read -r P_LEGACY P_NEW P_TURNOUT P_ADMIN P_TWEM P_TWEM_STATS P_TURNOUT_SH P_ADMIN_SH \
-    P_SECOND P_TURNOUT_SPLIT P_ADMIN_SPLIT P_TURNOUT_NS P_ADMIN_NS P_RELAY <<<"$(helper ports 14)"
+    P_SECOND P_TURNOUT_SPLIT P_ADMIN_SPLIT P_TURNOUT_NS P_ADMIN_NS P_RELAY \
+    P_TURNOUT_AGAIN P_ADMIN_AGAIN <<<"$(helper ports 16)"
 
 start_redis() {  # NAME PORT -> sets REDIS_PID
     local name="$1" port="$2"
@@ -986,8 +1042,12 @@ PID_TURNOUT=""
 PID_TURNOUT_SH=""
 PID_TURNOUT_SPLIT=""
 PID_TURNOUT_NS=""
+PID_TURNOUT_AGAIN=""
 if has_target turnout; then
     start_turnout turnout "$P_TURNOUT" "$P_ADMIN"; PID_TURNOUT=$TURNOUT_PID
+fi
+if has_target turnout-again; then
+    start_turnout turnout-again "$P_TURNOUT_AGAIN" "$P_ADMIN_AGAIN"; PID_TURNOUT_AGAIN=$TURNOUT_PID
 fi
 if has_target turnout-split; then
     start_turnout turnout-split "$P_TURNOUT_SPLIT" "$P_ADMIN_SPLIT" split; PID_TURNOUT_SPLIT=$TURNOUT_PID
@@ -1039,7 +1099,7 @@ target_port() {
         direct) echo "$P_LEGACY" ;; turnout) echo "$P_TURNOUT" ;; twemproxy) echo "$P_TWEM" ;;
         relay) echo "$P_RELAY" ;;
         turnout-shadow) echo "$P_TURNOUT_SH" ;; turnout-split) echo "$P_TURNOUT_SPLIT" ;;
-        turnout-ns1000) echo "$P_TURNOUT_NS" ;;
+        turnout-ns1000) echo "$P_TURNOUT_NS" ;; turnout-again) echo "$P_TURNOUT_AGAIN" ;;
     esac
 }
 target_pid() {   # the proxy process whose CPU is recorded ("-" for direct)
@@ -1047,7 +1107,7 @@ target_pid() {   # the proxy process whose CPU is recorded ("-" for direct)
         direct) echo "-" ;; turnout) echo "$PID_TURNOUT" ;; twemproxy) echo "$PID_TWEM" ;;
         relay) echo "$PID_RELAY" ;;
         turnout-shadow) echo "$PID_TURNOUT_SH" ;; turnout-split) echo "$PID_TURNOUT_SPLIT" ;;
-        turnout-ns1000) echo "$PID_TURNOUT_NS" ;;
+        turnout-ns1000) echo "$PID_TURNOUT_NS" ;; turnout-again) echo "$PID_TURNOUT_AGAIN" ;;
     esac
 }
 # home_port TARGET PREFIX: the redis-server that holds PREFIX's keys when reached through TARGET.
