@@ -15,6 +15,8 @@
 //!   endpoint dies (SIGKILL) or stops answering (SIGSTOP) mid-run.
 //! - `dual_write_with_transactions_leaves_identical_datasets`: dual-write of a mixed workload
 //!   with MULTI/EXEC, a WATCH-failed EXEC and DISCARD from several clients.
+//! - `a_flood_of_mismatches_is_counted_whole_and_logged_a_few_per_second`: an empty shadow
+//!   endpoint; every mismatch counted, `mismatch_log` of them per second rendered.
 //! - API validation, persistence across restarts, `log_values`, `/metrics`, reset; TTL
 //!   tolerance and error normalisation; what is never compared (oversized, blocking, keyless,
 //!   nondeterministic); copies run in the session's database and protocol.
@@ -754,6 +756,12 @@ fn seeded_divergence_reports_exactly_the_divergent_keys() {
         .map(|(k, c)| (k, c.to_string()))
         .collect();
     assert_eq!(reported, expected, "reported keys and commands");
+    let r = t.admin_get("/v1/shadow/mismatches?limit=1");
+    assert_eq!(
+        r.json()["unlogged"],
+        0,
+        "50 mismatches, 1000 may be logged per second"
+    );
     // All namespaces together: the same 50. A limit returns the newest first.
     assert_eq!(mismatches(t, "limit=1000").len(), 50);
     let newest = mismatches(t, "namespace=web-cache&limit=5");
@@ -1776,6 +1784,46 @@ fn mismatch_reports_hide_values_unless_log_values() {
     assert!(lp.contains("element-number-0000"), "{long}");
     assert_truncated(lp);
     assert_truncated(long["shadow"].as_str().expect("shadow"));
+}
+
+#[test]
+fn a_flood_of_mismatches_is_counted_whole_and_logged_a_few_per_second() {
+    // An empty shadow endpoint answers every GET differently. Every mismatch is counted, but
+    // only `mismatch_log` of them per second are rendered and kept; the rest show as
+    // `unlogged`.
+    let env = shadow_env(&["mismatch_log = 5"]);
+    let t = &env.turnout;
+    let keys: Vec<Vec<String>> = (0..300)
+        .map(|i| c!("SET", format!("web:flood:{i}"), i))
+        .collect();
+    seed(&[&env.legacy], &keys);
+    set_mode(t, "web-cache", json!({"mode": "shadow", "shadow": "new"}));
+    let reads: Vec<Vec<String>> = (0..300)
+        .map(|i| c!("GET", format!("web:flood:{i}")))
+        .collect();
+    let mut client = t.raw();
+    let replies = pipeline(&mut client, &reads, 300);
+    for (i, reply) in replies.iter().enumerate() {
+        let value = i.to_string();
+        let expected = format!("${}\r\n{value}\r\n", value.len());
+        assert_eq!(reply, expected.as_bytes(), "GET web:flood:{i}");
+    }
+    let settled = wait_counts(t, "web-cache", Duration::from_secs(20), "flood", |c| {
+        c.mismatch == 300
+    });
+    assert_eq!(settled.total(), 300, "{settled:?}");
+    let r = t.admin_get("/v1/shadow/mismatches?limit=100");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let doc = r.json();
+    let logged = doc["mismatches"].as_array().map_or(0, Vec::len);
+    assert_eq!(logged, 5, "{doc}");
+    let unlogged = doc["unlogged"].as_u64().expect("unlogged");
+    // 300 pipelined GETs take well under a second; each further second they might straddle
+    // lets 5 more be logged.
+    assert!(
+        (250..=295).contains(&unlogged),
+        "unlogged {unlogged} of 300 mismatches with mismatch_log = 5"
+    );
 }
 
 #[test]

@@ -4,7 +4,7 @@
 //! |---|---|---|
 //! | GET | `/v1/shadow` | per namespace: mode, counts per outcome and match ratio since the mode was set |
 //! | POST | `/v1/shadow/reset` | restart the counts: `{"namespace": "…"}`, or every namespace without a body |
-//! | GET | `/v1/shadow/mismatches?namespace=…&limit=…` | recent mismatches and secondary failures, newest first |
+//! | GET | `/v1/shadow/mismatches?namespace=…&limit=…` | recent mismatches and secondary failures, newest first, and how many were counted but not logged |
 
 use super::{error, json_reply, AdminState, Reply};
 use crate::route::NsId;
@@ -135,5 +135,8 @@ pub(super) fn mismatches(state: &AdminState, query: Option<&str>) -> Reply {
             })
         })
         .collect();
-    json_reply(StatusCode::OK, &json!({ "mismatches": entries }))
+    json_reply(
+        StatusCode::OK,
+        &json!({ "mismatches": entries, "unlogged": state.shared.shadow.report.unlogged() }),
+    )
 }

@@ -4,7 +4,10 @@
 //! for `GET /v1/shadow`, and monotonic per-command counters for Prometheus
 //! (`turnout_shadow_total{namespace, command, outcome}`). Mismatches and secondary failures
 //! go to a bounded ring with both replies rendered readably, truncated, and with values
-//! replaced by their length and hash unless `[shadow] log_values` is set.
+//! replaced by their length and hash unless `[shadow] log_values` is set. At most as many
+//! entries as the ring holds are rendered per second; the rest are counted, not logged (a
+//! shadow endpoint that answers every request differently, an empty one for instance, would
+//! otherwise have every request rendered, then overwritten unread).
 
 use crate::command::{self, CommandId};
 use crate::route::{Namespaces, NsId};
@@ -13,7 +16,10 @@ use std::fmt::Write as _;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Mutex, OnceLock};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
+
+/// The span within which at most `log_limit` entries are logged.
+const LOG_WINDOW: Duration = Duration::from_secs(1);
 
 /// Longest rendering of one reply in a mismatch report.
 pub const REPLY_SHOWN: usize = 256;
@@ -93,6 +99,10 @@ pub struct Report {
     log: Mutex<VecDeque<Logged>>,
     log_limit: usize,
     log_values: bool,
+    /// Start of the current [`LOG_WINDOW`] and entries logged in it.
+    window: Mutex<(Instant, usize)>,
+    /// Outcomes counted but not logged, their window's share being spent.
+    unlogged: AtomicU64,
 }
 
 impl Report {
@@ -110,7 +120,38 @@ impl Report {
             log: Mutex::new(VecDeque::new()),
             log_limit,
             log_values,
+            window: Mutex::new((Instant::now(), 0)),
+            unlogged: AtomicU64::new(0),
         }
+    }
+
+    /// Whether one more entry may be logged in the current window.
+    fn admit(&self) -> bool {
+        let Ok(mut window) = self.window.lock() else {
+            return false;
+        };
+        let now = Instant::now();
+        if now.duration_since(window.0) >= LOG_WINDOW {
+            *window = (now, 0);
+        }
+        if window.1 < self.log_limit {
+            window.1 += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Counts an outcome that is not logged, its window's share being spent.
+    fn skip(&self, ns: NsId, command: CommandId, outcome: Outcome) {
+        self.record(ns, command, outcome);
+        self.unlogged.fetch_add(1, Relaxed);
+    }
+
+    /// Outcomes counted but not logged since start, because more than the log holds came
+    /// within one second.
+    pub fn unlogged(&self) -> u64 {
+        self.unlogged.load(Relaxed)
     }
 
     /// Counts one outcome.
@@ -133,7 +174,8 @@ impl Report {
         }
     }
 
-    /// Counts an outcome and logs it with both replies.
+    /// Counts an outcome and logs it with both replies (unless the window's share of
+    /// entries is spent).
     pub fn log(
         &self,
         ns: NsId,
@@ -143,6 +185,9 @@ impl Report {
         primary: &[u8],
         shadow: &[u8],
     ) {
+        if !self.admit() {
+            return self.skip(ns, command, outcome);
+        }
         let (primary, shadow) = (
             render(primary, self.log_values),
             render(shadow, self.log_values),
@@ -152,6 +197,9 @@ impl Report {
 
     /// Counts an outcome and logs it with a note in place of the second reply.
     pub fn log_note(&self, ns: NsId, command: CommandId, outcome: Outcome, key: &[u8], note: &str) {
+        if !self.admit() {
+            return self.skip(ns, command, outcome);
+        }
         let note = note.chars().take(REPLY_SHOWN).collect();
         self.push(ns, command, outcome, key, String::new(), note);
     }
@@ -425,10 +473,53 @@ mod tests {
         assert_eq!(report.counts(0).0[Outcome::Mismatch as usize], 5);
         let recent = report.recent(None, 10);
         assert_eq!(recent.len(), 3);
-        assert_eq!(recent[0].key, "k\\x04");
+        assert_eq!(
+            recent[0].key, "k\\x02",
+            "the first three of the second are logged"
+        );
+        assert_eq!(report.unlogged(), 2);
         report.reset(0);
         assert_eq!(report.counts(0).0, [0; 5]);
         assert!(report.recent(Some(0), 10).is_empty());
         assert_eq!(report.counts(1).0[Outcome::Match as usize], 1);
+    }
+
+    #[test]
+    fn at_most_the_log_size_is_rendered_per_second() {
+        // A shadow endpoint that answers everything differently: every outcome counts, but
+        // only the log's size of them per second is rendered and kept.
+        let report = Report::new(1, 4, false);
+        for i in 0..1000u32 {
+            let key = format!("k{i}");
+            if i % 2 == 0 {
+                report.log(
+                    0,
+                    1,
+                    Outcome::Mismatch,
+                    key.as_bytes(),
+                    b"$1\r\nx\r\n",
+                    b"_\r\n",
+                );
+            } else {
+                report.log_note(0, 1, Outcome::ShadowError, key.as_bytes(), "timed out");
+            }
+        }
+        let counts = report.counts(0).0;
+        assert_eq!(counts[Outcome::Mismatch as usize], 500);
+        assert_eq!(counts[Outcome::ShadowError as usize], 500);
+        assert_eq!(report.unlogged(), 996);
+        let keys: Vec<String> = report
+            .recent(None, 100)
+            .into_iter()
+            .map(|e| e.key)
+            .collect();
+        assert_eq!(keys, ["k3", "k2", "k1", "k0"]);
+
+        // The next window logs again.
+        std::thread::sleep(LOG_WINDOW + Duration::from_millis(50));
+        report.log(0, 1, Outcome::Mismatch, b"later", b":1\r\n", b":2\r\n");
+        assert_eq!(report.recent(None, 1)[0].key, "later");
+        assert_eq!(report.unlogged(), 996);
+        assert_eq!(report.counts(0).0[Outcome::Mismatch as usize], 501);
     }
 }
