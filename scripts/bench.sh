@@ -37,7 +37,8 @@
 #                sidecar  redis-server(s) on the last CPU; the proxy and redis-benchmark on
 #                         the others (the proxy beside its client, as a sidecar runs)
 #                split and sidecar need at least 2 CPUs.
-#   --control    add turnout-again to W1-W4 (see E above; a fifth more time per round)
+#   --control    add turnout-again to W1-W4 (see E above; a quarter to a third more time
+#                for those workloads)
 #   --install    apt-get install the missing Debian packages, then continue
 #
 # Environment:
