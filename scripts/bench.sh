@@ -681,11 +681,8 @@ def cmd_report(runs_tsv, meta_json, out_json, out_md):
                 v["proxy_cpu_seconds_per_million_ops"], 100 * (v.get("machine_busy_share_median") or 0)))
         md.append("")
 
-    # --control: turnout against a second, identical turnout process (A/A). What separates
-    # the two is the machine's noise alone, so its spread is the resolution of this run's ratios.
-    control_rows = []
-    control_workloads = [wl for wl in cmp_workloads if "turnout-again" in wmetas[wl]["targets"]]
-    def per_round(wl, cmd, num, den):
+    def ratios_by_round(wl, cmd, num, den):
+        # ops/s of target NUM over target DEN, round by round (rounds where both ran).
         out = []
         for rnd in sorted({r["round"] for r in runs if r["workload"] == wl}):
             x = [r["rps"] for r in runs if r["workload"] == wl and r["command"] == cmd and r["round"] == rnd and r["target"] == num]
@@ -693,6 +690,11 @@ def cmd_report(runs_tsv, meta_json, out_json, out_md):
             if x and y:
                 out.append(x[0] / y[0])
         return out
+
+    # --control: turnout against a second, identical turnout process (A/A). What separates
+    # the two is the machine's noise alone, so its spread is the resolution of this run's ratios.
+    control_rows = []
+    control_workloads = [wl for wl in cmp_workloads if "turnout-again" in wmetas[wl]["targets"]]
     if control_workloads:
         md.append("### Control: turnout against itself")
         md.append("")
@@ -706,8 +708,8 @@ def cmd_report(runs_tsv, meta_json, out_json, out_md):
         for wl in control_workloads:
             for cmd in wcmds(wl):
                 a, b = rps(wl, cmd, "turnout"), rps(wl, cmd, "turnout-again")
-                aa = per_round(wl, cmd, "turnout-again", "turnout")
-                tw = per_round(wl, cmd, "turnout", "twemproxy")
+                aa = ratios_by_round(wl, cmd, "turnout-again", "turnout")
+                tw = ratios_by_round(wl, cmd, "turnout", "twemproxy")
                 control_rows.append({"workload": wl, "command": cmd, "turnout_rps": a, "turnout_again_rps": b,
                                      "again_over_turnout": (b / a) if a and b else None,
                                      "per_round_again_over_turnout": aa,
@@ -741,12 +743,7 @@ def cmd_report(runs_tsv, meta_json, out_json, out_md):
         md.append("|---|---|---:|---:|---:|---|---:|---:|---:|")
         for cmd in wcmds(wl):
             a, b = rps(wl, cmd, "turnout"), rps(wl, cmd, "turnout-ns1000")
-            per_round = []
-            for rnd in sorted({r["round"] for r in runs if r["workload"] == wl}):
-                x = [r["rps"] for r in runs if r["workload"] == wl and r["command"] == cmd and r["round"] == rnd and r["target"] == "turnout"]
-                y = [r["rps"] for r in runs if r["workload"] == wl and r["command"] == cmd and r["round"] == rnd and r["target"] == "turnout-ns1000"]
-                if x and y:
-                    per_round.append(y[0] / x[0])
+            per_round = ratios_by_round(wl, cmd, "turnout-ns1000", "turnout")
             ratio = (b / a) if a and b else None
             lat = []
             for t in ("turnout", "turnout-ns1000"):
@@ -794,12 +791,7 @@ def cmd_report(runs_tsv, meta_json, out_json, out_md):
         md.append("|---|---|---:|---:|---:|---|---:|")
         for cmd in wcmds(wl):
             d, sh = rps(wl, cmd, "turnout"), rps(wl, cmd, "turnout-shadow")
-            per_round = []
-            for rnd in sorted({r["round"] for r in runs if r["workload"] == wl}):
-                a = [r["rps"] for r in runs if r["workload"] == wl and r["command"] == cmd and r["round"] == rnd and r["target"] == "turnout"]
-                b = [r["rps"] for r in runs if r["workload"] == wl and r["command"] == cmd and r["round"] == rnd and r["target"] == "turnout-shadow"]
-                if a and b:
-                    per_round.append(b[0] / a[0])
+            per_round = ratios_by_round(wl, cmd, "turnout-shadow", "turnout")
             ratio = (sh / d) if d and sh else None
             srs = [r for r in runs if r["workload"] == wl and r["command"] == cmd and r["target"] == "turnout-shadow"]
             outcomes = {k: sum(r["shadow_outcomes"][k] for r in srs) for k in SHADOW_KEYS}
