@@ -26,9 +26,17 @@
 #                 makes of two identical programs in this run: a ratio to direct or twemproxy
 #                 that is no further from its target than that is not told apart by the run.
 #
+# Targets: the report judges each of the issue's ratio targets (W1-W4 against direct and
+# twemproxy, N1, S1) from the per-round ratios (one per round, from runs minutes apart): a
+# distribution-free 95% confidence interval for their median (order statistics, as in the
+# sign test; with 5 rounds it is [min, max] at 94%), and the verdict `met` (whole interval at
+# or above the target), `missed` (whole interval below) or `not resolved` by the run. Fewer
+# than 5 rounds give no verdict. The control's intervals should contain 1.00.
+#
 # Usage: scripts/bench.sh [--quick] [--rounds K] [--placement P] [--control] [--install] [--help]
 #   --quick      small N and 1 round: a smoke test of the script, not a measurement
-#   --rounds K   rounds per (workload, target, command); the median is reported (default 3)
+#   --rounds K   rounds per (workload, target, command); the median is reported (default 5,
+#                the fewest that give each target a verdict: see "Targets" below)
 #   --placement P  which CPUs the processes may run on (taskset), the same for every target:
 #                shared   no pinning: the scheduler places redis-server, the proxy and
 #                         redis-benchmark anywhere and moves them (the default)
@@ -82,7 +90,7 @@ OUT_DIR="$ROOT/target/bench"
 # ---------------------------------------------------------------------------------------------
 # Parameters
 
-ROUNDS=3
+ROUNDS=5
 QUICK=0
 INSTALL=0
 PLACEMENT=shared
@@ -141,9 +149,11 @@ done
 #                     run the script waits for the shadow queues to drain (bounded), then reads
 #                     the run's outcomes from GET /v1/shadow and the processes' CPU time.
 # N of W1, W2 and S1 is sized for runs of roughly 2-7 s each on a 2-core machine (twemproxy
-# is the slowest target on W1, turnout on W2); with those three workloads and 3 rounds the
-# script took about 3 minutes there. N of W3, W4 and W5 has not been timed yet.
-# On a noisy machine prefer more rounds (--rounds 5) over larger N: the median absorbs bursts.
+# is the slowest target on W1, turnout on W2); with every workload, 5 rounds and --control
+# the script took about 12 minutes there, the release build included.
+# On a noisy machine prefer more rounds over larger N: the median absorbs bursts, and the
+# interval narrows (9 rounds: [2nd, 8th] of 9 at 96%). Shorter runs did not help: 15 rounds
+# of a third of N gave single-round control ratios of 0.70-1.64 and intervals as wide.
 CLIENTS="${BENCH_CLIENTS:-50}"
 CLIENTS3="${BENCH_CLIENTS3:-10}"
 CLIENTS4="${BENCH_CLIENTS4:-1000}"
@@ -181,6 +191,9 @@ SHADOW_SAMPLE="1.0"
 SHADOW_TARGET_RATIO="0.75"
 # N1: the issue's bound, 1,000 namespaces cost at most 10% of W1's throughput.
 NAMESPACES_TARGET_RATIO="0.90"
+# The issue's targets for W1-W4, turnout's ops/s over direct's and over twemproxy's:
+# WORKLOAD:AGAINST_DIRECT:AGAINST_TWEMPROXY.
+RATIO_TARGETS="W1:0.7:1.3 W2:0.95:1.1 W3:0.7:1.0 W4:0.9:1.0"
 
 # CPU placement: command prefixes for the Redis servers, the proxies and the load generator.
 PIN_REDIS=(); PIN_PROXY=(); PIN_LOAD=()
@@ -320,7 +333,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib/bench-cleanup.sh"
 
 HELPER="$TMP/bench_helper.py"
 cat >"$HELPER" <<'PY'
-import csv, json, os, socket, statistics, sys
+import csv, json, math, os, socket, statistics, sys
 
 def resp(*args):
     out = [b"*%d\r\n" % len(args)]
@@ -500,6 +513,27 @@ def fmt_ratio(a, b):
 
 SHADOW_KEYS = ("match", "mismatch", "shadow_error", "dropped", "mirrored")
 
+# Least coverage of a median's interval for the report to call a target met or missed: 5
+# rounds give 94% ([min, max]); 3 rounds only 75%, reported as "too few rounds".
+VERDICT_COVERAGE = 0.9
+
+def median_interval(xs, level=0.95):
+    # A distribution-free confidence interval for the median of XS (order statistics, as in
+    # the sign test): [x_(k), x_(n+1-k)] for the largest k whose coverage,
+    # 1 - 2 P(Binomial(n, 1/2) < k), is at least LEVEL. With too few values for LEVEL
+    # (n <= 5 for 95%) it is [min, max] with the coverage that has. Returns (lo, hi, coverage).
+    n = len(xs)
+    if n == 0:
+        return None
+    s = sorted(xs)
+    k, coverage = 1, 1 - 2 * 0.5 ** n
+    for j in range(2, n // 2 + 1):
+        c = 1 - 2 * sum(math.comb(n, i) for i in range(j)) / 2 ** n
+        if c < level:
+            break
+        k, coverage = j, c
+    return s[k - 1], s[n - k], coverage
+
 def cmd_report(runs_tsv, meta_json, out_json, out_md):
     meta = json.load(open(meta_json))
     runs = []
@@ -575,6 +609,34 @@ def cmd_report(runs_tsv, meta_json, out_json, out_md):
         m = med.get((wl, cmd, t))
         return m["rps"] if m else None
 
+    def ratios_by_round(wl, cmd, num, den):
+        # ops/s of target NUM over target DEN, round by round (rounds where both ran).
+        out = []
+        for rnd in sorted({r["round"] for r in runs if r["workload"] == wl}):
+            x = [r["rps"] for r in runs if r["workload"] == wl and r["command"] == cmd and r["round"] == rnd and r["target"] == num]
+            y = [r["rps"] for r in runs if r["workload"] == wl and r["command"] == cmd and r["round"] == rnd and r["target"] == den]
+            if x and y:
+                out.append(x[0] / y[0])
+        return out
+
+    def judged(xs, target):
+        # The per-round ratios XS against TARGET: their median, the interval for it, and
+        # whether the run resolves the target (see median_interval).
+        iv = median_interval(xs)
+        if iv is None:
+            return {"per_round_median": None, "interval": None, "coverage": None, "verdict": "no data"}
+        lo, hi, cov = iv
+        if cov < VERDICT_COVERAGE:
+            verdict = "too few rounds"
+        else:
+            verdict = "met" if lo >= target else ("missed" if hi < target else "not resolved")
+        return {"per_round_median": statistics.median(xs), "interval": [lo, hi], "coverage": cov, "verdict": verdict}
+
+    def fmt_interval(j):
+        if j["interval"] is None:
+            return "—"
+        return "%.2f–%.2f (%.0f%%)" % (j["interval"][0], j["interval"][1], 100 * j["coverage"])
+
     md = []
     md.append("## turnout benchmark (scripts/bench.sh)")
     md.append("")
@@ -619,6 +681,36 @@ def cmd_report(runs_tsv, meta_json, out_json, out_md):
             d, t, c = rps(wl, cmd, "direct"), rps(wl, cmd, tt(wl)), rps(wl, cmd, "twemproxy")
             md.append("| %s | %s | %s | %s | %s | %s | %s |" % (wl, cmd, fmt_int(d), fmt_int(t), fmt_int(c), fmt_ratio(t, d), fmt_ratio(t, c)))
     md.append("")
+    target_rows = []
+    ratio_targets = meta.get("ratio_targets") or {}
+    judged_workloads = [wl for wl in cmp_workloads if wl in ratio_targets and tt(wl) == "turnout"]
+    if judged_workloads:
+        md.append("### Targets, and what this run resolves")
+        md.append("")
+        md.append("Each round gives one ratio of turnout to the other target, measured minutes apart at most. "
+                  "The interval is a distribution-free confidence interval for the median of those per-round "
+                  "ratios (order statistics, as in the sign test; its coverage in brackets). A target is `met` "
+                  "when the whole interval lies at or above it, `missed` when the whole interval lies below it, "
+                  "and `not resolved` by this run otherwise; below %.0f%% coverage (fewer than 5 rounds) the run "
+                  "gives no verdict (`too few rounds`)." % (100 * VERDICT_COVERAGE))
+        md.append("")
+        md.append("| workload | command | against | target | ratio of medians | median of per-round ratios | interval | verdict |")
+        md.append("|---|---|---|---:|---:|---:|---|---|")
+        for wl in judged_workloads:
+            for cmd in wcmds(wl):
+                for den in ("direct", "twemproxy"):
+                    goal = ratio_targets[wl].get(den)
+                    if goal is None or rps(wl, cmd, den) is None:
+                        continue
+                    j = judged(ratios_by_round(wl, cmd, "turnout", den), goal)
+                    t, d = rps(wl, cmd, "turnout"), rps(wl, cmd, den)
+                    target_rows.append(dict(workload=wl, command=cmd, against=den, target=goal,
+                                            ratio_of_medians=(t / d) if t and d else None, **j))
+                    md.append("| %s | %s | %s | ≥ %s | %s | %s | %s | %s |" % (
+                        wl, cmd, den, goal, fmt_ratio(t, d),
+                        "%.2f" % j["per_round_median"] if j["per_round_median"] is not None else "—",
+                        fmt_interval(j), j["verdict"]))
+        md.append("")
     md.append("Latency, median over rounds of redis-benchmark's p50 / p99 (ms):")
     md.append("")
     md.append("| workload | command | direct | turnout | twemproxy |")
@@ -681,16 +773,6 @@ def cmd_report(runs_tsv, meta_json, out_json, out_md):
                 v["proxy_cpu_seconds_per_million_ops"], 100 * (v.get("machine_busy_share_median") or 0)))
         md.append("")
 
-    def ratios_by_round(wl, cmd, num, den):
-        # ops/s of target NUM over target DEN, round by round (rounds where both ran).
-        out = []
-        for rnd in sorted({r["round"] for r in runs if r["workload"] == wl}):
-            x = [r["rps"] for r in runs if r["workload"] == wl and r["command"] == cmd and r["round"] == rnd and r["target"] == num]
-            y = [r["rps"] for r in runs if r["workload"] == wl and r["command"] == cmd and r["round"] == rnd and r["target"] == den]
-            if x and y:
-                out.append(x[0] / y[0])
-        return out
-
     # --control: turnout against a second, identical turnout process (A/A). What separates
     # the two is the machine's noise alone, so its spread is the resolution of this run's ratios.
     control_rows = []
@@ -703,27 +785,36 @@ def cmd_report(runs_tsv, meta_json, out_json, out_md):
                   "within that distance of its target is not resolved by the run. Per-round ratios of turnout to "
                   "twemproxy are given beside it for comparison.")
         md.append("")
-        md.append("| workload | command | turnout ops/s | turnout-again ops/s | again/turnout | per round | turnout/twemproxy per round |")
-        md.append("|---|---|---:|---:|---:|---|---|")
+        md.append("| workload | command | turnout ops/s | turnout-again ops/s | again/turnout | interval (per-round median) | per round | turnout/twemproxy per round |")
+        md.append("|---|---|---:|---:|---:|---|---|---|")
         for wl in control_workloads:
             for cmd in wcmds(wl):
                 a, b = rps(wl, cmd, "turnout"), rps(wl, cmd, "turnout-again")
                 aa = ratios_by_round(wl, cmd, "turnout-again", "turnout")
                 tw = ratios_by_round(wl, cmd, "turnout", "twemproxy")
+                iv = median_interval(aa)
                 control_rows.append({"workload": wl, "command": cmd, "turnout_rps": a, "turnout_again_rps": b,
                                      "again_over_turnout": (b / a) if a and b else None,
                                      "per_round_again_over_turnout": aa,
+                                     "interval": [iv[0], iv[1]] if iv else None, "coverage": iv[2] if iv else None,
                                      "per_round_turnout_over_twemproxy": tw})
-                md.append("| %s | %s | %s | %s | %s | %s | %s |" % (
+                md.append("| %s | %s | %s | %s | %s | %s | %s | %s |" % (
                     wl, cmd, fmt_int(a), fmt_int(b), fmt_ratio(b, a),
+                    "%.2f–%.2f (%.0f%%)" % (iv[0], iv[1], 100 * iv[2]) if iv else "—",
                     " ".join("%.2f" % x for x in aa) or "—", " ".join("%.2f" % x for x in tw) or "—"))
         medians_aa = [r["again_over_turnout"] for r in control_rows if r["again_over_turnout"]]
         rounds_aa = [x for r in control_rows for x in r["per_round_again_over_turnout"]]
+        intervals = [r["interval"] for r in control_rows if r["interval"]]
         if medians_aa and rounds_aa:
             md.append("")
             md.append("Median ratios of turnout-again to turnout: %.2f to %.2f (furthest from 1.00: %.2f); single rounds "
                       "%.2f to %.2f." % (min(medians_aa), max(medians_aa),
                                          max(abs(x - 1) for x in medians_aa), min(rounds_aa), max(rounds_aa)))
+        if intervals:
+            md.append("The intervals (as in the targets table) contain 1.00 in %d of %d rows: an interval that "
+                      "excludes it here shows the interval claiming more than the machine resolves (at 95%% "
+                      "coverage, about one row in twenty may by chance)."
+                      % (sum(1 for lo, hi in intervals if lo <= 1.0 <= hi), len(intervals)))
         md.append("")
 
     ns_rows = []
@@ -738,9 +829,9 @@ def cmd_report(runs_tsv, meta_json, out_json, out_md):
                   "`ns0003:` … (%d namespaces, all on the same redis-server); the keys fall in web-cache"
                   % meta["namespaces_many"])
         md.append("")
-        md.append("| workload | command | 3 namespaces ops/s | %d namespaces ops/s | ratio | per-round ratio | p50 / p99 ms, 3 | p50 / p99 ms, %d | target |"
+        md.append("| workload | command | 3 namespaces ops/s | %d namespaces ops/s | ratio | per-round ratio | interval (per-round median) | p50 / p99 ms, 3 | p50 / p99 ms, %d | target | verdict |"
                   % (meta["namespaces_many"], meta["namespaces_many"]))
-        md.append("|---|---|---:|---:|---:|---|---:|---:|---:|")
+        md.append("|---|---|---:|---:|---:|---|---|---:|---:|---:|---|")
         for cmd in wcmds(wl):
             a, b = rps(wl, cmd, "turnout"), rps(wl, cmd, "turnout-ns1000")
             per_round = ratios_by_round(wl, cmd, "turnout-ns1000", "turnout")
@@ -749,13 +840,15 @@ def cmd_report(runs_tsv, meta_json, out_json, out_md):
             for t in ("turnout", "turnout-ns1000"):
                 m = med.get((wl, cmd, t))
                 lat.append("%.3f / %.3f" % (m["p50_latency_ms"], m["p99_latency_ms"]) if m else "—")
+            j = judged(per_round, meta["namespaces_target_ratio"])
             ns_rows.append({"workload": wl, "command": cmd, "namespaces": meta["namespaces_many"],
                             "three_namespaces_rps": a, "many_namespaces_rps": b, "many_over_three": ratio,
                             "per_round_many_over_three": per_round, "target_ratio": meta["namespaces_target_ratio"],
-                            "meets_target": (ratio >= meta["namespaces_target_ratio"]) if ratio is not None else None})
-            md.append("| %s | %s | %s | %s | %s | %s | %s | %s | ≥ %s |" % (
+                            "meets_target": (ratio >= meta["namespaces_target_ratio"]) if ratio is not None else None,
+                            "interval": j["interval"], "coverage": j["coverage"], "verdict": j["verdict"]})
+            md.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | ≥ %s | %s |" % (
                 wl, cmd, fmt_int(a), fmt_int(b), fmt_ratio(b, a), " ".join("%.2f" % x for x in per_round) or "—",
-                lat[0], lat[1], meta["namespaces_target_ratio"]))
+                fmt_interval(j), lat[0], lat[1], meta["namespaces_target_ratio"], j["verdict"]))
         def f3(v):
             return "%.3f" % v if v is not None else "—"
         md.append("")
@@ -787,8 +880,8 @@ def cmd_report(runs_tsv, meta_json, out_json, out_md):
         md.append("- outcomes from `GET /v1/shadow` (summed over namespaces) before each shadow-mode run and after it, "
                   "once the shadow queues had drained; CPU read after the drain too")
         md.append("")
-        md.append("| workload | command | direct-mode ops/s | shadow-mode ops/s | shadow/direct | per-round shadow/direct | target |")
-        md.append("|---|---|---:|---:|---:|---|---:|")
+        md.append("| workload | command | direct-mode ops/s | shadow-mode ops/s | shadow/direct | per-round shadow/direct | interval (per-round median) | target | verdict |")
+        md.append("|---|---|---:|---:|---:|---|---|---:|---|")
         for cmd in wcmds(wl):
             d, sh = rps(wl, cmd, "turnout"), rps(wl, cmd, "turnout-shadow")
             per_round = ratios_by_round(wl, cmd, "turnout-shadow", "turnout")
@@ -806,19 +899,22 @@ def cmd_report(runs_tsv, meta_json, out_json, out_md):
                         "redis_cpu_seconds_per_million_ops": sum(r["redis_cpu_seconds"] for r in rs) / ops * 1e6,
                         "shadow_redis_cpu_seconds_per_million_ops": sum(r["shadow_redis_cpu_seconds"] for r in rs) / ops * 1e6,
                     }
+            j = judged(per_round, meta["shadow_target_ratio"])
             shadow_rows.append({
                 "workload": wl, "command": cmd, "direct_mode_rps": d, "shadow_mode_rps": sh,
                 "shadow_over_direct": ratio, "per_round_shadow_over_direct": per_round,
                 "target_ratio": meta["shadow_target_ratio"],
                 "meets_target": (ratio >= meta["shadow_target_ratio"]) if ratio is not None else None,
+                "interval": j["interval"], "coverage": j["coverage"], "verdict": j["verdict"],
                 "shadow_runs": len(srs), "shadow_requests": requests,
                 "shadow_outcomes": outcomes, "compared": outcomes["match"] + outcomes["mismatch"],
                 "max_drain_seconds": max((r["shadow_drain_seconds"] for r in srs), default=None),
                 "cpu": cpu_cmd,
             })
-            md.append("| %s | %s | %s | %s | %s | %s | %s %s |" % (
+            md.append("| %s | %s | %s | %s | %s | %s | %s | ≥ %s | %s |" % (
                 wl, cmd, fmt_int(d), fmt_int(sh), fmt_ratio(sh, d),
-                " ".join("%.2f" % x for x in per_round) or "—", "≥", meta["shadow_target_ratio"]))
+                " ".join("%.2f" % x for x in per_round) or "—", fmt_interval(j), meta["shadow_target_ratio"],
+                j["verdict"]))
         md.append("")
         md.append("Shadow work during the timed shadow-mode runs (all rounds together):")
         md.append("")
@@ -862,6 +958,7 @@ def cmd_report(runs_tsv, meta_json, out_json, out_md):
              "turnout_over_relay": (rps(wl, cmd, tt(wl)) / rps(wl, cmd, "relay")) if rps(wl, cmd, tt(wl)) and rps(wl, cmd, "relay") else None,
              "relay_over_direct": (rps(wl, cmd, "relay") / rps(wl, cmd, "direct")) if rps(wl, cmd, "relay") and rps(wl, cmd, "direct") else None}
             for wl in cmp_workloads for cmd in wcmds(wl)],
+        "targets": target_rows,
         "namespaces": ns_rows,
         "shadow": shadow_rows,
         "control": control_rows,
@@ -1347,7 +1444,7 @@ NUTCRACKER_VERSION="$("$NUTCRACKER" -V 2>&1 | sed -n 's/.*nutcracker-\([^ ]*\).*
 RUSTC_VERSION="$(rustc --version 2>/dev/null || echo 'rustc n/a')" \
 TURNOUT_VERSION="$turnout_version" RUST_LOG_USED="${RUST_LOG:-info}" \
 SHADOW_MODE_JSON="$SHADOW_MODE_JSON" SHADOW_FINAL_JSON="$TMP/shadow-final.json" \
-SHADOW_TARGET_RATIO="$SHADOW_TARGET_RATIO" \
+SHADOW_TARGET_RATIO="$SHADOW_TARGET_RATIO" RATIO_TARGETS="$RATIO_TARGETS" \
 python3 - "$META" <<'PY'
 import datetime, json, os, sys
 e = os.environ
@@ -1387,6 +1484,8 @@ meta = {
     "redis_benchmark_version": e["BENCH_VERSION"], "nutcracker_version": e["NUTCRACKER_VERSION"],
     "rustc_version": e["RUSTC_VERSION"], "turnout_version": e["TURNOUT_VERSION"], "turnout_rust_log": e["RUST_LOG_USED"],
     "shadow_target_ratio": float(e["SHADOW_TARGET_RATIO"]), "shadow_seeded": e["SHADOW_SEED"] == "1",
+    "ratio_targets": {w: {"direct": float(d), "twemproxy": float(t)}
+                      for w, d, t in (x.split(":") for x in e["RATIO_TARGETS"].split())},
     "loadavg_at_start": e["LOADAVG_START"],
     # Which CPUs each kind of process was allowed (taskset command prefix, "" = any).
     "placement": {"name": e["PLACEMENT"], "redis_server": e["PIN_REDIS"], "proxies": e["PIN_PROXY"],
