@@ -534,6 +534,22 @@ def median_interval(xs, level=0.95):
         k, coverage = j, c
     return s[k - 1], s[n - k], coverage
 
+def cmd_selftest():
+    # The report's statistics against values worked out by hand, so that a broken interval
+    # fails here, before a run of many minutes, not in its verdicts.
+    def close(a, b):
+        return abs(a - b) < 1e-9
+    assert median_interval([]) is None
+    lo, hi, c = median_interval([1.0])
+    assert (lo, hi) == (1.0, 1.0) and close(c, 0.0)
+    lo, hi, c = median_interval([5, 1, 4, 2, 3])
+    assert (lo, hi) == (1, 5) and close(c, 1 - 2 / 32), (lo, hi, c)
+    lo, hi, c = median_interval(list(range(9, 0, -1)))
+    assert (lo, hi) == (2, 8) and close(c, 1 - 2 * 10 / 512), (lo, hi, c)
+    lo, hi, c = median_interval(list(range(15)))
+    assert (lo, hi) == (3, 11) and close(c, 1 - 2 * 576 / 32768), (lo, hi, c)
+    assert median_interval(list(range(9)), level=0.99)[:2] == (0, 8)
+
 def cmd_report(runs_tsv, meta_json, out_json, out_md):
     meta = json.load(open(meta_json))
     runs = []
@@ -975,7 +991,7 @@ def cmd_report(runs_tsv, meta_json, out_json, out_md):
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
     {"ports": cmd_ports, "ping": cmd_ping, "flush": cmd_flush, "prefill": cmd_prefill, "sanity": cmd_sanity,
-     "sanity_mget": cmd_sanity_mget, "report": cmd_report,
+     "sanity_mget": cmd_sanity_mget, "report": cmd_report, "selftest": cmd_selftest,
      "set_shadow": cmd_set_shadow, "shadow_counts": cmd_shadow_counts, "shadow_settle": cmd_shadow_settle,
      "shadow_doc": cmd_shadow_doc}[cmd](*args)
 PY
@@ -1028,6 +1044,8 @@ cpu_snapshot() {
 
 # ---------------------------------------------------------------------------------------------
 # Start the servers
+
+helper selftest || die "the report's own check failed (bench_helper.py selftest)"
 
 # Sixteen distinct free loopback ports, bound at once by the OS (port 0) then released; the
 # servers bind them a moment later (a small race with other programs, never a fixed port).
