@@ -34,6 +34,7 @@
 # than 5 rounds give no verdict. The control's intervals should contain 1.00.
 #
 # Usage: scripts/bench.sh [--quick] [--rounds K] [--placement P] [--control] [--install] [--help]
+#        scripts/bench.sh --report-from RESULTS_JSON
 #   --quick      small N and 1 round: a smoke test of the script, not a measurement
 #   --rounds K   rounds per (workload, target, command); the median is reported (default 5,
 #                the fewest that give each target a verdict: see "Targets" below)
@@ -48,6 +49,9 @@
 #   --control    add turnout-again to W1-W4 (see E above; a quarter to a third more time
 #                for those workloads)
 #   --install    apt-get install the missing Debian packages, then continue
+#   --report-from RESULTS_JSON  benchmark nothing: render the report again from a results.json
+#                that an earlier run wrote (with this script's current report, e.g. verdicts for
+#                a run made before they existed), to stdout and target/bench/results.{md,json}
 #
 # Environment:
 #   BENCH_WORKLOADS="W1 W3"  run only these workloads, in the usual order (default: all of
@@ -95,6 +99,7 @@ QUICK=0
 INSTALL=0
 PLACEMENT=shared
 CONTROL=0
+REPORT_FROM=""
 
 usage() { sed -n '2,/^$/{s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; }
 
@@ -114,6 +119,9 @@ while [[ $# -gt 0 ]]; do
         --placement=*) PLACEMENT="${1#--placement=}"; shift ;;
         --install) INSTALL=1; shift ;;
         --control) CONTROL=1; shift ;;
+        --report-from)
+            [[ $# -ge 2 && -f "$2" ]] || { echo "bench.sh: --report-from needs a results.json file" >&2; exit 2; }
+            REPORT_FROM="$2"; shift 2 ;;
         -h|--help) usage; exit 0 ;;
         *) echo "bench.sh: unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -271,11 +279,16 @@ find_nutcracker() {
 }
 
 missing_pkgs=()
+[[ -z "$REPORT_FROM" ]] || SKIP_TURNOUT=1
+if [[ -n "$REPORT_FROM" ]]; then
+    command -v python3 >/dev/null 2>&1 || missing_pkgs+=(python3)
+else
 command -v redis-server >/dev/null 2>&1 || missing_pkgs+=(redis-server)
 command -v redis-benchmark >/dev/null 2>&1 || missing_pkgs+=(redis-tools)
 find_nutcracker >/dev/null || missing_pkgs+=(nutcracker)
 command -v python3 >/dev/null 2>&1 || missing_pkgs+=(python3)
 command -v timeout >/dev/null 2>&1 || missing_pkgs+=(coreutils)
+fi
 if [[ ${#missing_pkgs[@]} -gt 0 ]]; then
     if [[ $INSTALL -eq 1 ]]; then
         sudo_cmd=()
@@ -296,7 +309,7 @@ if [[ $SKIP_TURNOUT -eq 0 ]] && ! command -v cargo >/dev/null 2>&1; then
     echo "(Debian's own 'cargo' package is too old for turnout), or set BENCH_SKIP_TURNOUT=1." >&2
     exit 1
 fi
-NUTCRACKER="$(find_nutcracker)"
+NUTCRACKER="$(find_nutcracker || true)"
 CLK_TCK="$(getconf CLK_TCK)"
 
 # File descriptors: with -c C through turnout, turnout holds C client sockets plus C upstream
@@ -305,7 +318,7 @@ CLK_TCK="$(getconf CLK_TCK)"
 # (10,000) already allows it, and nutcracker has no limit of its own beyond file descriptors.
 NOFILE_NEED=$(( 2 * MAX_CLIENTS_USED + 1024 ))
 REDIS_MAXCLIENTS=$(( MAX_CLIENTS_USED + 512 > 10000 ? MAX_CLIENTS_USED + 512 : 10000 ))
-raise_nofile "$NOFILE_NEED" || exit 1
+[[ -n "$REPORT_FROM" ]] || raise_nofile "$NOFILE_NEED" || exit 1
 
 # ---------------------------------------------------------------------------------------------
 # Build
@@ -550,6 +563,16 @@ def cmd_selftest():
     assert (lo, hi) == (3, 11) and close(c, 1 - 2 * 576 / 32768), (lo, hi, c)
     assert median_interval(list(range(9)), level=0.99)[:2] == (0, 8)
 
+def cmd_rerender(results_json, out_json, out_md, ratio_targets):
+    # The report again, from what an earlier run wrote to results.json: its runs and metadata
+    # (runs made before the targets table lack the targets; RATIO_TARGETS supplies them).
+    with open(results_json) as f:
+        earlier = json.load(f)
+    meta = earlier["meta"]
+    meta.setdefault("ratio_targets", {w: {"direct": float(d), "twemproxy": float(t)}
+                                      for w, d, t in (x.split(":") for x in ratio_targets.split())})
+    write_report(earlier["runs"], meta, out_json, out_md)
+
 def cmd_report(runs_tsv, meta_json, out_json, out_md):
     meta = json.load(open(meta_json))
     runs = []
@@ -578,6 +601,9 @@ def cmd_report(runs_tsv, meta_json, out_json, out_md):
                 rec["shadow_outcomes"] = dict(zip(SHADOW_KEYS, map(int, shadow.split(":"))))
                 rec["shadow_drain_seconds"] = float(settle)
             runs.append(rec)
+    write_report(runs, meta, out_json, out_md)
+
+def write_report(runs, meta, out_json, out_md):
     targets = meta["targets"]
     workloads = [w["name"] for w in meta["workloads"]]
     # W1-W4: direct vs turnout vs twemproxy; W5: direct vs turnout-split. N1: turnout with 3
@@ -991,7 +1017,7 @@ def cmd_report(runs_tsv, meta_json, out_json, out_md):
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
     {"ports": cmd_ports, "ping": cmd_ping, "flush": cmd_flush, "prefill": cmd_prefill, "sanity": cmd_sanity,
-     "sanity_mget": cmd_sanity_mget, "report": cmd_report, "selftest": cmd_selftest,
+     "sanity_mget": cmd_sanity_mget, "report": cmd_report, "selftest": cmd_selftest, "rerender": cmd_rerender,
      "set_shadow": cmd_set_shadow, "shadow_counts": cmd_shadow_counts, "shadow_settle": cmd_shadow_settle,
      "shadow_doc": cmd_shadow_doc}[cmd](*args)
 PY
@@ -1046,6 +1072,13 @@ cpu_snapshot() {
 # Start the servers
 
 helper selftest || die "the report's own check failed (bench_helper.py selftest)"
+
+if [[ -n "$REPORT_FROM" ]]; then
+    mkdir -p "$OUT_DIR"
+    helper rerender "$REPORT_FROM" "$OUT_DIR/results.json" "$OUT_DIR/results.md" "$RATIO_TARGETS"
+    log "wrote $OUT_DIR/results.md and $OUT_DIR/results.json (from $REPORT_FROM)"
+    exit 0
+fi
 
 # Sixteen distinct free loopback ports, bound at once by the OS (port 0) then released; the
 # servers bind them a moment later (a small race with other programs, never a fixed port).
