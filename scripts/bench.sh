@@ -283,11 +283,11 @@ missing_pkgs=()
 if [[ -n "$REPORT_FROM" ]]; then
     command -v python3 >/dev/null 2>&1 || missing_pkgs+=(python3)
 else
-command -v redis-server >/dev/null 2>&1 || missing_pkgs+=(redis-server)
-command -v redis-benchmark >/dev/null 2>&1 || missing_pkgs+=(redis-tools)
-find_nutcracker >/dev/null || missing_pkgs+=(nutcracker)
-command -v python3 >/dev/null 2>&1 || missing_pkgs+=(python3)
-command -v timeout >/dev/null 2>&1 || missing_pkgs+=(coreutils)
+    command -v redis-server >/dev/null 2>&1 || missing_pkgs+=(redis-server)
+    command -v redis-benchmark >/dev/null 2>&1 || missing_pkgs+=(redis-tools)
+    find_nutcracker >/dev/null || missing_pkgs+=(nutcracker)
+    command -v python3 >/dev/null 2>&1 || missing_pkgs+=(python3)
+    command -v timeout >/dev/null 2>&1 || missing_pkgs+=(coreutils)
 fi
 if [[ ${#missing_pkgs[@]} -gt 0 ]]; then
     if [[ $INSTALL -eq 1 ]]; then
