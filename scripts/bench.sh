@@ -578,8 +578,8 @@ def cmd_report(runs_tsv, meta_json, out_json, out_md):
     runs = []
     with open(runs_tsv) as f:
         for line in f:
-            (rnd, wl, target, command, n, wall, settle, proxy_ticks, redis_ticks, shadow_redis_ticks,
-             shadow, started_at, other_ticks, window_ticks, busy_ticks, csvline) = line.rstrip("\n").split("\t", 15)
+            (rnd, wl, target, command, n, wall, settle, proxy_ticks, proxy_user_ticks, redis_ticks, shadow_redis_ticks,
+             shadow, started_at, other_ticks, window_ticks, busy_ticks, csvline) = line.rstrip("\n").split("\t", 16)
             row = next(csv.reader([csvline]))
             rec = {
                 "round": int(rnd), "workload": wl, "target": target, "command": command,
@@ -587,6 +587,9 @@ def cmd_report(runs_tsv, meta_json, out_json, out_md):
                 "rps": float(row[1]), "avg_latency_ms": float(row[2]), "p50_latency_ms": float(row[4]),
                 "p99_latency_ms": float(row[6]), "max_latency_ms": float(row[7]),
                 "proxy_cpu_seconds": (int(proxy_ticks) / meta["clk_tck"]) if proxy_ticks != "-" else None,
+                # Of which in user space (utime alone): the rest is the kernel's, system calls on
+                # loopback TCP for the most part.
+                "proxy_user_cpu_seconds": (int(proxy_user_ticks) / meta["clk_tck"]) if proxy_user_ticks != "-" else None,
                 "redis_cpu_seconds": int(redis_ticks) / meta["clk_tck"],
                 "shadow_redis_cpu_seconds": int(shadow_redis_ticks) / meta["clk_tck"],
                 "started_at": started_at,
@@ -637,12 +640,15 @@ def write_report(runs, meta, out_json, out_md):
             if not ops:
                 continue
             proxy = [r["proxy_cpu_seconds"] for r in rs]
+            # Runs recorded before the user/system split (results.json of older runs) lack it.
+            proxy_user = [r.get("proxy_user_cpu_seconds") for r in rs]
             busy = sorted(r["machine_busy_share"] for r in rs if r["machine_busy_share"] is not None)
             cpu[(wl, t)] = {
                 "operations": ops,
                 "machine_busy_share_median": statistics.median(busy) if busy else None,
                 "machine_cpu_seconds_per_million_ops": sum(r["machine_cpu_seconds"] for r in rs) / ops * 1e6,
                 "proxy_cpu_seconds_per_million_ops": (sum(proxy) / ops * 1e6) if None not in proxy else None,
+                "proxy_user_cpu_seconds_per_million_ops": (sum(proxy_user) / ops * 1e6) if None not in proxy_user else None,
                 "redis_cpu_seconds_per_million_ops": sum(r["redis_cpu_seconds"] for r in rs) / ops * 1e6,
                 "shadow_redis_cpu_seconds_per_million_ops": sum(r["shadow_redis_cpu_seconds"] for r in rs) / ops * 1e6,
             }
@@ -765,7 +771,8 @@ def write_report(runs, meta, out_json, out_md):
                 cells.append("%.3f / %.3f" % (m["p50_latency_ms"], m["p99_latency_ms"]) if m else "—")
             md.append("| %s | %s | %s |" % (wl, cmd, " | ".join(cells)))
     md.append("")
-    md.append("CPU seconds per million operations (utime+stime from /proc/PID/stat over all runs of the workload):")
+    md.append("CPU seconds per million operations (utime+stime from /proc/PID/stat over all runs of the workload; "
+              "for the proxies, of which in user space (utime) in brackets):")
     md.append("")
     md.append("| workload | turnout process | twemproxy process | redis-server (direct) | redis-server (via turnout) | redis-server (via twemproxy) |")
     md.append("|---|---:|---:|---:|---:|---:|")
@@ -773,8 +780,11 @@ def write_report(runs, meta, out_json, out_md):
         def c(t, k):
             v = cpu.get((wl, t), {}).get(k)
             return "%.3f" % v if v is not None else "—"
+        def p(t):
+            u = cpu.get((wl, t), {}).get("proxy_user_cpu_seconds_per_million_ops")
+            return c(t, "proxy_cpu_seconds_per_million_ops") + (" (%.3f)" % u if u is not None else "")
         md.append("| %s | %s | %s | %s | %s | %s |" % (
-            wl, c(tt(wl), "proxy_cpu_seconds_per_million_ops"), c("twemproxy", "proxy_cpu_seconds_per_million_ops"),
+            wl, p(tt(wl)), p("twemproxy"),
             c("direct", "redis_cpu_seconds_per_million_ops"), c(tt(wl), "redis_cpu_seconds_per_million_ops"),
             c("twemproxy", "redis_cpu_seconds_per_million_ops")))
     md.append("")
@@ -1412,7 +1422,8 @@ for (( round = 1; round <= ROUNDS; round++ )); do
                 ppid_="$(target_pid "$t")"
                 c0=()
                 [[ "$t" == turnout-shadow ]] && read -r -a c0 <<<"$(helper shadow_counts "$P_ADMIN_SH")"
-                p0="-"; [[ "$ppid_" != "-" ]] && p0="$(cpu_ticks "$ppid_")"
+                p0="-"; u0="-"
+                [[ "$ppid_" != "-" ]] && { p0="$(cpu_ticks "$ppid_")"; u0="$(user_ticks "$ppid_")"; }
                 r0="$(redis_ticks "$t")"
                 s0="$(cpu_ticks "$PID_NEW")"
                 started_at="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
@@ -1432,13 +1443,14 @@ for (( round = 1; round <= ROUNDS; round++ )); do
                 fi
                 r1="$(redis_ticks "$t")"
                 s1="$(cpu_ticks "$PID_NEW")"
-                pd="-"; [[ "$ppid_" != "-" ]] && pd=$(( $(cpu_ticks "$ppid_") - p0 ))
+                pd="-"; ud="-"
+                [[ "$ppid_" != "-" ]] && { pd=$(( $(cpu_ticks "$ppid_") - p0 )); ud=$(( $(user_ticks "$ppid_") - u0 )); }
                 cpu_snapshot
                 other=$(( (SNAP_BUSY - b0) - (SNAP_OURS - o0) )); (( other >= 0 )) || other=0
                 window=$(( SNAP_ALL - a0 ))
                 wall="$(python3 -c "print('%.3f' % ($t1 - $t0))")"
-                printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
-                    "$round" "$wname" "$t" "$command" "$n" "$wall" "$settle" "$pd" "$((r1 - r0))" "$((s1 - s0))" \
+                printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
+                    "$round" "$wname" "$t" "$command" "$n" "$wall" "$settle" "$pd" "$ud" "$((r1 - r0))" "$((s1 - s0))" \
                     "$shadow" "$started_at" "$other" "$window" "$(( SNAP_NONIDLE - n0 ))" "$line" >>"$RUNS"
                 rps="$(cut -d, -f2 <<<"$line" | tr -d '"')"
                 extra="  other programs $(( window > 0 ? other * 100 / window : 0 ))% CPU"

@@ -12,6 +12,16 @@ cpu_ticks() {
     echo $(( f[11] + f[12] ))
 }
 
+# user_ticks PID: utime alone (time in user space) of the whole process, in clock ticks.
+user_ticks() {
+    local stat rest
+    stat="$(</proc/"$1"/stat)"
+    rest="${stat##*) }"
+    local -a f
+    read -r -a f <<<"$rest"
+    echo $(( f[11] ))
+}
+
 # raise_nofile N: raises this shell's soft `ulimit -n` to at least N (children inherit it),
 # or says why it cannot and fails.
 raise_nofile() {
