@@ -2,24 +2,28 @@
 # /proc readings and resource limits shared by scripts/bench.sh and scripts/bench-memory.sh
 # (sourced, not run).
 
-# cpu_ticks PID: utime+stime of the whole process (all threads), in clock ticks.
-cpu_ticks() {
+# proc_times PID: "utime stime" of the whole process (all threads), in clock ticks.
+proc_times() {
     local stat rest
     stat="$(</proc/"$1"/stat)"
     rest="${stat##*) }"            # drop "pid (comm) ", comm may contain spaces
     local -a f
     read -r -a f <<<"$rest"        # f[0] is field 3 (state); utime = field 14, stime = field 15
-    echo $(( f[11] + f[12] ))
+    echo "${f[11]} ${f[12]}"
+}
+
+# cpu_ticks PID: utime+stime of the whole process, in clock ticks.
+cpu_ticks() {
+    local u s
+    read -r u s <<<"$(proc_times "$1")"
+    echo $(( u + s ))
 }
 
 # user_ticks PID: utime alone (time in user space) of the whole process, in clock ticks.
 user_ticks() {
-    local stat rest
-    stat="$(</proc/"$1"/stat)"
-    rest="${stat##*) }"
-    local -a f
-    read -r -a f <<<"$rest"
-    echo $(( f[11] ))
+    local u s
+    read -r u s <<<"$(proc_times "$1")"
+    echo "$u"
 }
 
 # raise_nofile N: raises this shell's soft `ulimit -n` to at least N (children inherit it),
