@@ -563,18 +563,21 @@ def cmd_selftest():
     assert (lo, hi) == (3, 11) and close(c, 1 - 2 * 576 / 32768), (lo, hi, c)
     assert median_interval(list(range(9)), level=0.99)[:2] == (0, 8)
 
+def with_ratio_targets(meta, spec):
+    # META with the W1-W4 targets of SPEC ("W1:0.7:1.3 ...": workload, against direct, against
+    # twemproxy) unless it has its own (a results.json written since they are recorded).
+    meta.setdefault("ratio_targets", {w: {"direct": float(d), "twemproxy": float(t)}
+                                      for w, d, t in (x.split(":") for x in spec.split())})
+    return meta
+
 def cmd_rerender(results_json, out_json, out_md, ratio_targets):
-    # The report again, from what an earlier run wrote to results.json: its runs and metadata
-    # (runs made before the targets table lack the targets; RATIO_TARGETS supplies them).
+    # The report again, from what an earlier run wrote to results.json: its runs and metadata.
     with open(results_json) as f:
         earlier = json.load(f)
-    meta = earlier["meta"]
-    meta.setdefault("ratio_targets", {w: {"direct": float(d), "twemproxy": float(t)}
-                                      for w, d, t in (x.split(":") for x in ratio_targets.split())})
-    write_report(earlier["runs"], meta, out_json, out_md)
+    write_report(earlier["runs"], with_ratio_targets(earlier["meta"], ratio_targets), out_json, out_md)
 
-def cmd_report(runs_tsv, meta_json, out_json, out_md):
-    meta = json.load(open(meta_json))
+def cmd_report(runs_tsv, meta_json, out_json, out_md, ratio_targets):
+    meta = with_ratio_targets(json.load(open(meta_json)), ratio_targets)
     runs = []
     with open(runs_tsv) as f:
         for line in f:
@@ -667,18 +670,24 @@ def write_report(runs, meta, out_json, out_md):
                 out.append(x[0] / y[0])
         return out
 
-    def judged(xs, target):
-        # The per-round ratios XS against TARGET: their median, the interval for it, and
-        # whether the run resolves the target (see median_interval).
+    def interval_of(xs):
+        # The per-round ratios XS: their median and the interval for it (see median_interval).
         iv = median_interval(xs)
         if iv is None:
-            return {"per_round_median": None, "interval": None, "coverage": None, "verdict": "no data"}
-        lo, hi, cov = iv
-        if cov < VERDICT_COVERAGE:
+            return {"per_round_median": None, "interval": None, "coverage": None}
+        return {"per_round_median": statistics.median(xs), "interval": [iv[0], iv[1]], "coverage": iv[2]}
+
+    def judged(xs, target):
+        # interval_of(XS), and whether the run resolves TARGET.
+        j = interval_of(xs)
+        if j["interval"] is None:
+            verdict = "no data"
+        elif j["coverage"] < VERDICT_COVERAGE:
             verdict = "too few rounds"
         else:
+            lo, hi = j["interval"]
             verdict = "met" if lo >= target else ("missed" if hi < target else "not resolved")
-        return {"per_round_median": statistics.median(xs), "interval": [lo, hi], "coverage": cov, "verdict": verdict}
+        return dict(j, verdict=verdict)
 
     def fmt_interval(j):
         if j["interval"] is None:
@@ -844,15 +853,14 @@ def write_report(runs, meta, out_json, out_md):
                 a, b = rps(wl, cmd, "turnout"), rps(wl, cmd, "turnout-again")
                 aa = ratios_by_round(wl, cmd, "turnout-again", "turnout")
                 tw = ratios_by_round(wl, cmd, "turnout", "twemproxy")
-                iv = median_interval(aa)
+                j = interval_of(aa)
                 control_rows.append({"workload": wl, "command": cmd, "turnout_rps": a, "turnout_again_rps": b,
                                      "again_over_turnout": (b / a) if a and b else None,
                                      "per_round_again_over_turnout": aa,
-                                     "interval": [iv[0], iv[1]] if iv else None, "coverage": iv[2] if iv else None,
+                                     "interval": j["interval"], "coverage": j["coverage"],
                                      "per_round_turnout_over_twemproxy": tw})
                 md.append("| %s | %s | %s | %s | %s | %s | %s | %s |" % (
-                    wl, cmd, fmt_int(a), fmt_int(b), fmt_ratio(b, a),
-                    "%.2f–%.2f (%.0f%%)" % (iv[0], iv[1], 100 * iv[2]) if iv else "—",
+                    wl, cmd, fmt_int(a), fmt_int(b), fmt_ratio(b, a), fmt_interval(j),
                     " ".join("%.2f" % x for x in aa) or "—", " ".join("%.2f" % x for x in tw) or "—"))
         medians_aa = [r["again_over_turnout"] for r in control_rows if r["again_over_turnout"]]
         rounds_aa = [x for r in control_rows for x in r["per_round_again_over_turnout"]]
@@ -1422,8 +1430,8 @@ for (( round = 1; round <= ROUNDS; round++ )); do
                 ppid_="$(target_pid "$t")"
                 c0=()
                 [[ "$t" == turnout-shadow ]] && read -r -a c0 <<<"$(helper shadow_counts "$P_ADMIN_SH")"
-                p0="-"; u0="-"
-                [[ "$ppid_" != "-" ]] && { p0="$(cpu_ticks "$ppid_")"; u0="$(user_ticks "$ppid_")"; }
+                u0="-"; k0="-"
+                [[ "$ppid_" != "-" ]] && read -r u0 k0 <<<"$(proc_times "$ppid_")"
                 r0="$(redis_ticks "$t")"
                 s0="$(cpu_ticks "$PID_NEW")"
                 started_at="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
@@ -1444,7 +1452,10 @@ for (( round = 1; round <= ROUNDS; round++ )); do
                 r1="$(redis_ticks "$t")"
                 s1="$(cpu_ticks "$PID_NEW")"
                 pd="-"; ud="-"
-                [[ "$ppid_" != "-" ]] && { pd=$(( $(cpu_ticks "$ppid_") - p0 )); ud=$(( $(user_ticks "$ppid_") - u0 )); }
+                if [[ "$ppid_" != "-" ]]; then
+                    read -r u1 k1 <<<"$(proc_times "$ppid_")"
+                    ud=$(( u1 - u0 )); pd=$(( ud + k1 - k0 ))
+                fi
                 cpu_snapshot
                 other=$(( (SNAP_BUSY - b0) - (SNAP_OURS - o0) )); (( other >= 0 )) || other=0
                 window=$(( SNAP_ALL - a0 ))
@@ -1507,7 +1518,7 @@ NUTCRACKER_VERSION="$("$NUTCRACKER" -V 2>&1 | sed -n 's/.*nutcracker-\([^ ]*\).*
 RUSTC_VERSION="$(rustc --version 2>/dev/null || echo 'rustc n/a')" \
 TURNOUT_VERSION="$turnout_version" RUST_LOG_USED="${RUST_LOG:-info}" \
 SHADOW_MODE_JSON="$SHADOW_MODE_JSON" SHADOW_FINAL_JSON="$TMP/shadow-final.json" \
-SHADOW_TARGET_RATIO="$SHADOW_TARGET_RATIO" RATIO_TARGETS="$RATIO_TARGETS" \
+SHADOW_TARGET_RATIO="$SHADOW_TARGET_RATIO" \
 python3 - "$META" <<'PY'
 import datetime, json, os, sys
 e = os.environ
@@ -1547,8 +1558,6 @@ meta = {
     "redis_benchmark_version": e["BENCH_VERSION"], "nutcracker_version": e["NUTCRACKER_VERSION"],
     "rustc_version": e["RUSTC_VERSION"], "turnout_version": e["TURNOUT_VERSION"], "turnout_rust_log": e["RUST_LOG_USED"],
     "shadow_target_ratio": float(e["SHADOW_TARGET_RATIO"]), "shadow_seeded": e["SHADOW_SEED"] == "1",
-    "ratio_targets": {w: {"direct": float(d), "twemproxy": float(t)}
-                      for w, d, t in (x.split(":") for x in e["RATIO_TARGETS"].split())},
     "loadavg_at_start": e["LOADAVG_START"],
     # Which CPUs each kind of process was allowed (taskset command prefix, "" = any).
     "placement": {"name": e["PLACEMENT"], "redis_server": e["PIN_REDIS"], "proxies": e["PIN_PROXY"],
@@ -1564,7 +1573,7 @@ json.dump(meta, open(sys.argv[1], "w"), indent=2)
 PY
 
 mkdir -p "$OUT_DIR"
-helper report "$RUNS" "$META" "$OUT_DIR/results.json" "$OUT_DIR/results.md"
+helper report "$RUNS" "$META" "$OUT_DIR/results.json" "$OUT_DIR/results.md" "$RATIO_TARGETS"
 if [[ $QUICK -eq 1 ]]; then
     echo
     echo "(--quick: smoke-test sizes and a single round; do not publish these numbers)"

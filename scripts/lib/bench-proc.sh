@@ -19,13 +19,6 @@ cpu_ticks() {
     echo $(( u + s ))
 }
 
-# user_ticks PID: utime alone (time in user space) of the whole process, in clock ticks.
-user_ticks() {
-    local u s
-    read -r u s <<<"$(proc_times "$1")"
-    echo "$u"
-}
-
 # raise_nofile N: raises this shell's soft `ulimit -n` to at least N (children inherit it),
 # or says why it cannot and fails.
 raise_nofile() {
