@@ -20,6 +20,12 @@
 #   D  relay      redis-benchmark -> examples/relay.rs -> redis-server: a byte relay with no
 #                 RESP work (tokio copy_bidirectional, 128 KiB buffers, one upstream connection
 #                 per client): the measured ceiling of any user-space hop for large values
+# and, in W2 and W4 only, a fifth:
+#   F  mux-relay  redis-benchmark -> examples/mux_relay.rs -> redis-server: the least a
+#                 multiplexing proxy on tokio does (every client's requests over one shared
+#                 pipelined connection, only counted; replies only split by count and written
+#                 to the client by the task that reads them; one thread): the measured
+#                 ceiling of a multiplexing proxy for unpipelined clients
 # and, with --control, in W1-W4 one more target:
 #   E  turnout-again  a second turnout process with the same config as B: turnout against
 #                 itself (an A/A control). Its ratio to B is what the machine's noise alone
@@ -242,11 +248,13 @@ CONTROL_TARGET=""; [[ $CONTROL -eq 1 && $SKIP_TURNOUT -eq 0 ]] && CONTROL_TARGET
 # commands and targets are comma-separated, in the order they run each round.
 WORKLOADS=()
 selected W1 && WORKLOADS+=("W1 $CLIENTS 16 $N1 $KEYSPACE $VALUE_SIZE web: SET,GET $CMP_TARGETS$CONTROL_TARGET")
-selected W2 && WORKLOADS+=("W2 $CLIENTS 1 $N2 $KEYSPACE $VALUE_SIZE session: SET,GET $CMP_TARGETS$CONTROL_TARGET")
-# W3 also runs the relay (ceiling of a user-space hop), when turnout is built.
+# W2 and W4 also run mux-relay (ceiling of a multiplexing proxy), W3 the relay (ceiling of a
+# user-space hop), when turnout is built.
+MUX_TARGETS="$CMP_TARGETS"; [[ $SKIP_TURNOUT -eq 0 ]] && MUX_TARGETS="$CMP_TARGETS,mux-relay"
 W3_TARGETS="$CMP_TARGETS"; [[ $SKIP_TURNOUT -eq 0 ]] && W3_TARGETS="$CMP_TARGETS,relay"
+selected W2 && WORKLOADS+=("W2 $CLIENTS 1 $N2 $KEYSPACE $VALUE_SIZE session: SET,GET $MUX_TARGETS$CONTROL_TARGET")
 selected W3 && WORKLOADS+=("W3 $CLIENTS3 1 $N3 $KEYSPACE3 $VALUE_SIZE3 impact: SET,GET $W3_TARGETS$CONTROL_TARGET")
-selected W4 && WORKLOADS+=("W4 $CLIENTS4 1 $N4 $KEYSPACE $VALUE_SIZE tok: GET $CMP_TARGETS$CONTROL_TARGET")
+selected W4 && WORKLOADS+=("W4 $CLIENTS4 1 $N4 $KEYSPACE $VALUE_SIZE tok: GET $MUX_TARGETS$CONTROL_TARGET")
 if [[ $SKIP_TURNOUT -eq 0 ]]; then
     selected W5 && WORKLOADS+=("W5 $CLIENTS 1 $N5 $KEYSPACE $VALUE_SIZE web:+tok: MGET direct,turnout-split")
     selected N1 && WORKLOADS+=("N1 $CLIENTS 16 $N1 $KEYSPACE $VALUE_SIZE web: SET,GET turnout,turnout-ns1000")
@@ -325,13 +333,15 @@ REDIS_MAXCLIENTS=$(( MAX_CLIENTS_USED + 512 > 10000 ? MAX_CLIENTS_USED + 512 : 1
 
 TURNOUT_BIN=""
 if [[ $SKIP_TURNOUT -eq 0 ]]; then
-    log "building turnout and the relay: cargo build --release --bins --example relay"
-    (cd "$ROOT" && cargo build --release --bins --example relay) >&2 || die "cargo build --release failed"
+    log "building turnout and the relays: cargo build --release --bins --example relay --example mux_relay"
+    (cd "$ROOT" && cargo build --release --bins --example relay --example mux_relay) >&2 || die "cargo build --release failed"
     TURNOUT_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/turnout"
     [[ "$TURNOUT_BIN" = /* ]] || TURNOUT_BIN="$ROOT/$TURNOUT_BIN"
     [[ -x "$TURNOUT_BIN" ]] || die "built, but $TURNOUT_BIN is missing"
     RELAY_BIN="$(dirname "$TURNOUT_BIN")/examples/relay"
     [[ -x "$RELAY_BIN" ]] || die "built, but $RELAY_BIN is missing"
+    MUX_RELAY_BIN="$(dirname "$TURNOUT_BIN")/examples/mux_relay"
+    [[ -x "$MUX_RELAY_BIN" ]] || die "built, but $MUX_RELAY_BIN is missing"
 fi
 
 # ---------------------------------------------------------------------------------------------
@@ -834,6 +844,54 @@ def write_report(runs, meta, out_json, out_md):
                 v["proxy_cpu_seconds_per_million_ops"], 100 * (v.get("machine_busy_share_median") or 0)))
         md.append("")
 
+    # mux-relay: the least a multiplexing proxy does, judged against the same twemproxy target
+    # as turnout, so a run can say whether the target lies beyond what the design reaches here.
+    mux_rows = []
+    mux_workloads = [wl for wl in cmp_workloads if "mux-relay" in wmetas[wl]["targets"]]
+    if mux_workloads:
+        md.append("### %s: the ceiling of a multiplexing proxy" % "/".join(mux_workloads))
+        md.append("")
+        md.append("`mux-relay` (examples/mux_relay.rs) sends the requests of every client over one shared, pipelined "
+                  "upstream connection, as turnout does for stateless commands, and does nothing else: requests are "
+                  "only counted, replies only split by count and written to their client by the task that reads "
+                  "them, on one thread; no routing, classification, connection state, limits or metrics. What it "
+                  "reaches against twemproxy is about what any multiplexing proxy on tokio reaches on this machine. "
+                  "Intervals and verdicts as for the targets above (the verdict judges mux-relay against the "
+                  "workload's twemproxy target).")
+        md.append("")
+        md.append("| workload | command | twemproxy ops/s | mux-relay ops/s | turnout ops/s | mux-relay/twemproxy per round: median, interval | verdict (target) | turnout/mux-relay per round: median, interval |")
+        md.append("|---|---|---:|---:|---:|---|---|---|")
+        for wl in mux_workloads:
+            goal = ratio_targets.get(wl, {}).get("twemproxy")
+            for cmd in wcmds(wl):
+                c, m, t = rps(wl, cmd, "twemproxy"), rps(wl, cmd, "mux-relay"), rps(wl, cmd, tt(wl))
+                jm = judged(ratios_by_round(wl, cmd, "mux-relay", "twemproxy"), goal) if goal is not None \
+                    else dict(interval_of(ratios_by_round(wl, cmd, "mux-relay", "twemproxy")), verdict="—")
+                jt = interval_of(ratios_by_round(wl, cmd, tt(wl), "mux-relay"))
+                mux_rows.append({"workload": wl, "command": cmd, "twemproxy_rps": c, "mux_relay_rps": m,
+                                 "turnout_rps": t, "twemproxy_target": goal,
+                                 "mux_relay_over_twemproxy": jm, "turnout_over_mux_relay": jt})
+                def cell(j):
+                    if j["per_round_median"] is None:
+                        return "—"
+                    return "%.2f, %s" % (j["per_round_median"], fmt_interval(j))
+                md.append("| %s | %s | %s | %s | %s | %s | %s | %s |" % (
+                    wl, cmd, fmt_int(c), fmt_int(m), fmt_int(t), cell(jm),
+                    "%s (%s)" % (jm["verdict"], goal) if goal is not None else "—", cell(jt)))
+        md.append("")
+        for wl in mux_workloads:
+            v, u = cpu.get((wl, "mux-relay"), {}), cpu.get((wl, tt(wl)), {})
+            if v.get("proxy_cpu_seconds_per_million_ops") is None:
+                continue
+            def us(x):
+                y = x.get("proxy_user_cpu_seconds_per_million_ops")
+                return " (%.3f in user space)" % y if y is not None else ""
+            md.append("- %s: mux-relay process %.3f CPU s per million operations%s, turnout %s%s; machine %.0f%% busy." % (
+                wl, v["proxy_cpu_seconds_per_million_ops"], us(v),
+                "%.3f" % u["proxy_cpu_seconds_per_million_ops"] if u.get("proxy_cpu_seconds_per_million_ops") is not None else "—",
+                us(u), 100 * (v.get("machine_busy_share_median") or 0)))
+        md.append("")
+
     # --control: turnout against a second, identical turnout process (A/A). What separates
     # the two is the machine's noise alone, so its spread is the resolution of this run's ratios.
     control_rows = []
@@ -1022,6 +1080,7 @@ def write_report(runs, meta, out_json, out_md):
         "namespaces": ns_rows,
         "shadow": shadow_rows,
         "control": control_rows,
+        "mux_relay": mux_rows,
         "cpu": [dict(workload=k[0], target=k[1], **v) for k, v in cpu.items()],
         "runs": runs,
     }
@@ -1098,11 +1157,11 @@ if [[ -n "$REPORT_FROM" ]]; then
     exit 0
 fi
 
-# Sixteen distinct free loopback ports, bound at once by the OS (port 0) then released; the
+# Seventeen distinct free loopback ports, bound at once by the OS (port 0) then released; the
 # servers bind them a moment later (a small race with other programs, never a fixed port).
 read -r P_LEGACY P_NEW P_TURNOUT P_ADMIN P_TWEM P_TWEM_STATS P_TURNOUT_SH P_ADMIN_SH \
     P_SECOND P_TURNOUT_SPLIT P_ADMIN_SPLIT P_TURNOUT_NS P_ADMIN_NS P_RELAY \
-    P_TURNOUT_AGAIN P_ADMIN_AGAIN <<<"$(helper ports 16)"
+    P_TURNOUT_AGAIN P_ADMIN_AGAIN P_MUX_RELAY <<<"$(helper ports 17)"
 
 start_redis() {  # NAME PORT -> sets REDIS_PID
     local name="$1" port="$2"
@@ -1253,11 +1312,19 @@ if has_target relay; then
     CHILD_PIDS+=("$PID_RELAY")
     wait_ping relay "$P_RELAY" "$PID_RELAY" 20 "$TMP/relay.log"
 fi
+PID_MUX_RELAY=""
+if has_target mux-relay; then
+    log "starting mux-relay on 127.0.0.1:$P_MUX_RELAY"
+    "${PIN_PROXY[@]}" "$MUX_RELAY_BIN" "127.0.0.1:$P_MUX_RELAY" "127.0.0.1:$P_LEGACY" 2>"$TMP/mux-relay.log" &
+    PID_MUX_RELAY=$!
+    CHILD_PIDS+=("$PID_MUX_RELAY")
+    wait_ping mux-relay "$P_MUX_RELAY" "$PID_MUX_RELAY" 20 "$TMP/mux-relay.log"
+fi
 
 target_port() {
     case "$1" in
         direct) echo "$P_LEGACY" ;; turnout) echo "$P_TURNOUT" ;; twemproxy) echo "$P_TWEM" ;;
-        relay) echo "$P_RELAY" ;;
+        relay) echo "$P_RELAY" ;; mux-relay) echo "$P_MUX_RELAY" ;;
         turnout-shadow) echo "$P_TURNOUT_SH" ;; turnout-split) echo "$P_TURNOUT_SPLIT" ;;
         turnout-ns1000) echo "$P_TURNOUT_NS" ;; turnout-again) echo "$P_TURNOUT_AGAIN" ;;
     esac
@@ -1265,7 +1332,7 @@ target_port() {
 target_pid() {   # the proxy process whose CPU is recorded ("-" for direct)
     case "$1" in
         direct) echo "-" ;; turnout) echo "$PID_TURNOUT" ;; twemproxy) echo "$PID_TWEM" ;;
-        relay) echo "$PID_RELAY" ;;
+        relay) echo "$PID_RELAY" ;; mux-relay) echo "$PID_MUX_RELAY" ;;
         turnout-shadow) echo "$PID_TURNOUT_SH" ;; turnout-split) echo "$PID_TURNOUT_SPLIT" ;;
         turnout-ns1000) echo "$PID_TURNOUT_NS" ;; turnout-again) echo "$PID_TURNOUT_AGAIN" ;;
     esac
@@ -1474,7 +1541,7 @@ for (( round = 1; round <= ROUNDS; round++ )); do
 done
 
 # Each proxy must still be alive: a crash mid-run would otherwise go unnoticed.
-for pid in $PID_TURNOUT $PID_TURNOUT_SH $PID_TURNOUT_SPLIT $PID_TURNOUT_NS $PID_RELAY $PID_SECOND "$PID_TWEM" "$PID_LEGACY" "$PID_NEW"; do
+for pid in $PID_TURNOUT $PID_TURNOUT_SH $PID_TURNOUT_SPLIT $PID_TURNOUT_NS $PID_RELAY $PID_MUX_RELAY $PID_SECOND "$PID_TWEM" "$PID_LEGACY" "$PID_NEW"; do
     kill -0 "$pid" 2>/dev/null || die "process $pid died during the benchmark"
 done
 
