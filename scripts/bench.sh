@@ -16,10 +16,11 @@
 #   S1  turnout against turnout-shadow: a second turnout, same config, the namespaces S1's
 #       keys hit set through the admin API to shadow mode (sample 1.0, writes false): every
 #       GET is also sent to a second, empty redis-server and the replies compared
-# and, in W3 only, a fourth target:
+# and, in W1 and W3 only, a fourth target:
 #   D  relay      redis-benchmark -> examples/relay.rs -> redis-server: a byte relay with no
 #                 RESP work (tokio copy_bidirectional, 128 KiB buffers, one upstream connection
-#                 per client): the measured ceiling of any user-space hop for large values
+#                 per client): the measured ceiling of any user-space hop for pipelined
+#                 requests and for large values
 # and, in W2 and W4 only, a fifth:
 #   F  mux-relay  redis-benchmark -> examples/mux_relay.rs -> redis-server: the least a
 #                 multiplexing proxy on tokio does (every client's requests over one shared
@@ -247,13 +248,13 @@ CONTROL_TARGET=""; [[ $CONTROL -eq 1 && $SKIP_TURNOUT -eq 0 ]] && CONTROL_TARGET
 #   name clients pipeline requests keyspace value_size key_prefix(es, "+" between) commands targets
 # commands and targets are comma-separated, in the order they run each round.
 WORKLOADS=()
-selected W1 && WORKLOADS+=("W1 $CLIENTS 16 $N1 $KEYSPACE $VALUE_SIZE web: SET,GET $CMP_TARGETS$CONTROL_TARGET")
-# W2 and W4 also run mux-relay (ceiling of a multiplexing proxy), W3 the relay (ceiling of a
-# user-space hop), when turnout is built.
+# W2 and W4 also run mux-relay (ceiling of a multiplexing proxy), W1 and W3 the relay (ceiling
+# of a user-space hop), when turnout is built.
 MUX_TARGETS="$CMP_TARGETS"; [[ $SKIP_TURNOUT -eq 0 ]] && MUX_TARGETS="$CMP_TARGETS,mux-relay"
-W3_TARGETS="$CMP_TARGETS"; [[ $SKIP_TURNOUT -eq 0 ]] && W3_TARGETS="$CMP_TARGETS,relay"
+RELAY_TARGETS="$CMP_TARGETS"; [[ $SKIP_TURNOUT -eq 0 ]] && RELAY_TARGETS="$CMP_TARGETS,relay"
+selected W1 && WORKLOADS+=("W1 $CLIENTS 16 $N1 $KEYSPACE $VALUE_SIZE web: SET,GET $RELAY_TARGETS$CONTROL_TARGET")
 selected W2 && WORKLOADS+=("W2 $CLIENTS 1 $N2 $KEYSPACE $VALUE_SIZE session: SET,GET $MUX_TARGETS$CONTROL_TARGET")
-selected W3 && WORKLOADS+=("W3 $CLIENTS3 1 $N3 $KEYSPACE3 $VALUE_SIZE3 impact: SET,GET $W3_TARGETS$CONTROL_TARGET")
+selected W3 && WORKLOADS+=("W3 $CLIENTS3 1 $N3 $KEYSPACE3 $VALUE_SIZE3 impact: SET,GET $RELAY_TARGETS$CONTROL_TARGET")
 selected W4 && WORKLOADS+=("W4 $CLIENTS4 1 $N4 $KEYSPACE $VALUE_SIZE tok: GET $MUX_TARGETS$CONTROL_TARGET")
 if [[ $SKIP_TURNOUT -eq 0 ]]; then
     selected W5 && WORKLOADS+=("W5 $CLIENTS 1 $N5 $KEYSPACE $VALUE_SIZE web:+tok: MGET direct,turnout-split")
@@ -823,73 +824,73 @@ def write_report(runs, meta, out_json, out_md):
             cells.append("%.0f%% busy, %.2f s" % (100 * b, m) if b is not None and m is not None else "—")
         md.append("| %s | %s |" % (wl, " | ".join(cells)))
     md.append("")
-    relay_workloads = [wl for wl in cmp_workloads if "relay" in wmetas[wl]["targets"]]
-    for wl in relay_workloads:
-        md.append("### %s: the ceiling of a user-space hop" % wl)
+    # Ceilings: programs that do less than any real proxy can (relay: bytes only, a connection
+    # per client; mux-relay: one shared connection, requests only counted), judged against the
+    # same targets as turnout, so a run can say whether a target lies beyond what such a hop
+    # reaches on this machine, and how far turnout is from it.
+    CEILINGS = [
+        ("relay", "the ceiling of a user-space hop",
+         "`relay` (examples/relay.rs) forwards bytes between each client and its own upstream connection "
+         "with no RESP work at all (tokio `copy_bidirectional_with_sizes`, 128 KiB buffers, tokio's default "
+         "worker threads): what any proxy pays to move these requests and replies through user space on this machine."),
+        ("mux-relay", "the ceiling of a multiplexing proxy",
+         "`mux-relay` (examples/mux_relay.rs) sends the requests of every client over one shared, pipelined "
+         "upstream connection, as turnout does for stateless commands, and does nothing else: requests are "
+         "only counted, replies only split by count and written to their client by the task that reads "
+         "them, on one thread; no routing, classification, connection state, limits or metrics. What it "
+         "reaches is about what any multiplexing proxy on tokio reaches on this machine."),
+    ]
+    ceiling_rows = []
+    for prog, title, text in CEILINGS:
+        pwls = [wl for wl in cmp_workloads if prog in wmetas[wl]["targets"]]
+        if not pwls:
+            continue
+        md.append("### %s: %s" % ("/".join(pwls), title))
         md.append("")
-        md.append("`relay` (examples/relay.rs) forwards bytes between each client and its own upstream connection "
-                  "with no RESP work at all (tokio `copy_bidirectional_with_sizes`, 128 KiB buffers, tokio's default "
-                  "worker threads): what any proxy pays to move these values through user space on this machine.")
+        md.append(text + " Per-round medians, intervals and verdicts as for the targets above: the verdict "
+                  "judges `%s` itself against turnout's target." % prog)
         md.append("")
-        md.append("| workload | command | direct ops/s | relay ops/s | turnout ops/s | relay/direct | turnout/relay | turnout/direct |")
-        md.append("|---|---|---:|---:|---:|---:|---:|---:|")
-        for cmd in wcmds(wl):
-            d, r, t = rps(wl, cmd, "direct"), rps(wl, cmd, "relay"), rps(wl, cmd, tt(wl))
-            md.append("| %s | %s | %s | %s | %s | %s | %s | %s |" % (
-                wl, cmd, fmt_int(d), fmt_int(r), fmt_int(t), fmt_ratio(r, d), fmt_ratio(t, r), fmt_ratio(t, d)))
-        v = cpu.get((wl, "relay"), {})
-        if v.get("proxy_cpu_seconds_per_million_ops") is not None:
-            md.append("")
-            md.append("relay process: %.3f CPU s per million operations; machine %.0f%% busy." % (
-                v["proxy_cpu_seconds_per_million_ops"], 100 * (v.get("machine_busy_share_median") or 0)))
-        md.append("")
-
-    # mux-relay: the least a multiplexing proxy does, judged against the same twemproxy target
-    # as turnout, so a run can say whether the target lies beyond what the design reaches here.
-    mux_rows = []
-    mux_workloads = [wl for wl in cmp_workloads if "mux-relay" in wmetas[wl]["targets"]]
-    if mux_workloads:
-        md.append("### %s: the ceiling of a multiplexing proxy" % "/".join(mux_workloads))
-        md.append("")
-        md.append("`mux-relay` (examples/mux_relay.rs) sends the requests of every client over one shared, pipelined "
-                  "upstream connection, as turnout does for stateless commands, and does nothing else: requests are "
-                  "only counted, replies only split by count and written to their client by the task that reads "
-                  "them, on one thread; no routing, classification, connection state, limits or metrics. What it "
-                  "reaches against twemproxy is about what any multiplexing proxy on tokio reaches on this machine. "
-                  "Intervals and verdicts as for the targets above (the verdict judges mux-relay against the "
-                  "workload's twemproxy target).")
-        md.append("")
-        md.append("| workload | command | twemproxy ops/s | mux-relay ops/s | turnout ops/s | mux-relay/twemproxy per round: median, interval | verdict (target) | turnout/mux-relay per round: median, interval |")
-        md.append("|---|---|---:|---:|---:|---|---|---|")
-        for wl in mux_workloads:
-            goal = ratio_targets.get(wl, {}).get("twemproxy")
+        md.append("| workload | command | against | %s/against: median, interval | verdict (target) | turnout/%s: median, interval |" % (prog, prog))
+        md.append("|---|---|---|---|---|---|")
+        def cell(j):
+            if j["per_round_median"] is None:
+                return "—"
+            return "%.2f, %s" % (j["per_round_median"], fmt_interval(j))
+        for wl in pwls:
             for cmd in wcmds(wl):
-                c, m, t = rps(wl, cmd, "twemproxy"), rps(wl, cmd, "mux-relay"), rps(wl, cmd, tt(wl))
-                jm = judged(ratios_by_round(wl, cmd, "mux-relay", "twemproxy"), goal) if goal is not None \
-                    else dict(interval_of(ratios_by_round(wl, cmd, "mux-relay", "twemproxy")), verdict="—")
-                jt = interval_of(ratios_by_round(wl, cmd, tt(wl), "mux-relay"))
-                mux_rows.append({"workload": wl, "command": cmd, "twemproxy_rps": c, "mux_relay_rps": m,
-                                 "turnout_rps": t, "twemproxy_target": goal,
-                                 "mux_relay_over_twemproxy": jm, "turnout_over_mux_relay": jt})
-                def cell(j):
-                    if j["per_round_median"] is None:
-                        return "—"
-                    return "%.2f, %s" % (j["per_round_median"], fmt_interval(j))
-                md.append("| %s | %s | %s | %s | %s | %s | %s | %s |" % (
-                    wl, cmd, fmt_int(c), fmt_int(m), fmt_int(t), cell(jm),
-                    "%s (%s)" % (jm["verdict"], goal) if goal is not None else "—", cell(jt)))
+                jt = interval_of(ratios_by_round(wl, cmd, tt(wl), prog))
+                for den in ("direct", "twemproxy"):
+                    goal = ratio_targets.get(wl, {}).get(den)
+                    xs = ratios_by_round(wl, cmd, prog, den)
+                    jp = judged(xs, goal) if goal is not None else dict(interval_of(xs), verdict="—")
+                    ceiling_rows.append({"program": prog, "workload": wl, "command": cmd, "against": den,
+                                         "target": goal, "program_rps": rps(wl, cmd, prog), "against_rps": rps(wl, cmd, den),
+                                         "turnout_rps": rps(wl, cmd, tt(wl)), "program_over_against": jp,
+                                         "turnout_over_program": jt})
+                    md.append("| %s | %s | %s | %s | %s | %s |" % (
+                        wl, cmd, den, cell(jp), "%s (%s)" % (jp["verdict"], goal) if goal is not None else "—", cell(jt)))
         md.append("")
-        for wl in mux_workloads:
-            v, u = cpu.get((wl, "mux-relay"), {}), cpu.get((wl, tt(wl)), {})
+        for wl in pwls:
+            v, u = cpu.get((wl, prog), {}), cpu.get((wl, tt(wl)), {})
             if v.get("proxy_cpu_seconds_per_million_ops") is None:
                 continue
-            def us(x):
+            def proc(x):
+                if x.get("proxy_cpu_seconds_per_million_ops") is None:
+                    return "—"
                 y = x.get("proxy_user_cpu_seconds_per_million_ops")
-                return " (%.3f in user space)" % y if y is not None else ""
-            md.append("- %s: mux-relay process %.3f CPU s per million operations%s, turnout %s%s; machine %.0f%% busy." % (
-                wl, v["proxy_cpu_seconds_per_million_ops"], us(v),
-                "%.3f" % u["proxy_cpu_seconds_per_million_ops"] if u.get("proxy_cpu_seconds_per_million_ops") is not None else "—",
-                us(u), 100 * (v.get("machine_busy_share_median") or 0)))
+                return "%.3f%s" % (x["proxy_cpu_seconds_per_million_ops"], " (%.3f in user space)" % y if y is not None else "")
+            md.append("- %s: %s process %s CPU s per million operations, turnout %s; machine %.0f%% busy." % (
+                wl, prog, proc(v), proc(u), 100 * (v.get("machine_busy_share_median") or 0)))
+            # Near fully busy, ops/s follow the CPU that all programs spend per operation: a
+            # target's over another's is the ratio of ops/s that CPU allows.
+            m = {t: cpu.get((wl, t), {}).get("machine_cpu_seconds_per_million_ops") for t in (prog, tt(wl), "direct", "twemproxy")}
+            if all(m.values()):
+                md.append("  The whole machine per million operations: %.2f CPU s through %s, %.2f through turnout, %.2f "
+                          "direct, %.2f through twemproxy; the ratios that CPU alone allows: %s/direct %.2f, "
+                          "%s/twemproxy %.2f, turnout/direct %.2f, turnout/twemproxy %.2f." % (
+                              m[prog], prog, m[tt(wl)], m["direct"], m["twemproxy"],
+                              prog, m["direct"] / m[prog], prog, m["twemproxy"] / m[prog],
+                              m["direct"] / m[tt(wl)], m["twemproxy"] / m[tt(wl)]))
         md.append("")
 
     # --control: turnout against a second, identical turnout process (A/A). What separates
@@ -1080,7 +1081,7 @@ def write_report(runs, meta, out_json, out_md):
         "namespaces": ns_rows,
         "shadow": shadow_rows,
         "control": control_rows,
-        "mux_relay": mux_rows,
+        "ceilings": ceiling_rows,
         "cpu": [dict(workload=k[0], target=k[1], **v) for k, v in cpu.items()],
         "runs": runs,
     }
