@@ -15,7 +15,7 @@
 //! Usage: `mux_relay LISTEN_ADDR UPSTREAM_ADDR` (both must be loopback addresses).
 
 use bytes::{Buf, BytesMut};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
@@ -32,6 +32,9 @@ const READ: usize = 64 * 1024;
 const MAX_REQUEST: usize = 512 * 1024 * 1024;
 /// Request bytes waiting for the upstream past which clients stop reading.
 const MAX_QUEUED: usize = 64 * 1024 * 1024;
+/// Reply bytes a client has not taken past which it is disconnected (the shared connection
+/// cannot stop reading for one client).
+const MAX_UNSENT: usize = 64 * 1024 * 1024;
 
 /// One client: its socket, shared by its reading task and the upstream task that writes its
 /// replies, and what could not be written at once.
@@ -40,6 +43,8 @@ struct Client {
     /// Replies the socket did not take yet, flushed by the client's task.
     out: RefCell<BytesMut>,
     flush: Notify,
+    /// Past [`MAX_UNSENT`]: its replies are dropped and its task ends.
+    dropped: Cell<bool>,
 }
 
 /// The shared connection's queue: request bytes not yet written, and whose replies come next.
@@ -101,6 +106,7 @@ async fn accept(listener: TcpListener, shared: Rc<Upstream>) -> io::Result<()> {
             stream,
             out: RefCell::new(BytesMut::new()),
             flush: Notify::new(),
+            dropped: Cell::new(false),
         });
         tokio::task::spawn_local(serve(client, shared.clone()));
     }
@@ -147,6 +153,9 @@ async fn serve(client: Rc<Client>, shared: Rc<Upstream>) {
                 }
             }
             () = client.flush.notified() => {
+                if client.dropped.get() {
+                    return;
+                }
                 // The bytes stay in `out` until written, so that replies handed over
                 // meanwhile queue behind them.
                 while !client.out.borrow().is_empty() {
@@ -230,6 +239,9 @@ async fn drive(mut server: TcpStream, shared: Rc<Upstream>) -> io::Result<()> {
 
 /// Writes replies to their client now, or leaves them to the client's task.
 fn hand_over(client: &Client, replies: &[u8]) {
+    if client.dropped.get() {
+        return;
+    }
     let mut out = client.out.borrow_mut();
     let written = if out.is_empty() {
         match client.stream.try_write(replies) {
@@ -242,7 +254,13 @@ fn hand_over(client: &Client, replies: &[u8]) {
         0
     };
     if written < replies.len() {
-        out.extend_from_slice(&replies[written..]);
+        if out.len() + (replies.len() - written) > MAX_UNSENT {
+            // The client is not reading: let it go rather than buffer without bound.
+            client.dropped.set(true);
+            *out = BytesMut::new();
+        } else {
+            out.extend_from_slice(&replies[written..]);
+        }
         client.flush.notify_one();
     }
 }
