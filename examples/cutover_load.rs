@@ -26,6 +26,9 @@
 
 #![forbid(unsafe_code)]
 
+#[path = "support/loopback.rs"]
+mod support;
+
 use bytes::{Buf, BytesMut};
 use clap::Parser;
 use serde_json::{json, Value};
@@ -33,6 +36,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use support::loopback;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use turnout::resp::reply::complete_len;
@@ -154,6 +158,9 @@ fn ms(ns: u64) -> f64 {
 async fn run(args: Args) -> Result<(), String> {
     if args.clients == 0 || args.pipeline == 0 || args.cutovers == 0 {
         return Err("--clients, --pipeline and --cutovers must be positive".into());
+    }
+    for addr in [&args.proxy, &args.admin, &args.legacy, &args.new] {
+        loopback(addr).map_err(|e| e.to_string())?;
     }
     let base = Instant::now();
     let deadline = base + Duration::from_secs(args.max_seconds);

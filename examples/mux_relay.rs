@@ -14,12 +14,15 @@
 //!
 //! Usage: `mux_relay LISTEN_ADDR UPSTREAM_ADDR` (both must be loopback addresses).
 
+#[path = "support/loopback.rs"]
+mod support;
+
 use bytes::{Buf, BytesMut};
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::io;
-use std::net::SocketAddr;
 use std::rc::Rc;
+use support::loopback;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
@@ -83,19 +86,6 @@ fn main() -> io::Result<()> {
             },
         }
     })
-}
-
-fn loopback(s: &str) -> io::Result<SocketAddr> {
-    let addr: SocketAddr = s
-        .parse()
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{s}: {e}")))?;
-    if !addr.ip().is_loopback() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("{s}: only loopback addresses"),
-        ));
-    }
-    Ok(addr)
 }
 
 async fn accept(listener: TcpListener, shared: Rc<Upstream>) -> io::Result<()> {

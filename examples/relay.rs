@@ -6,7 +6,10 @@
 //!
 //! Usage: `relay LISTEN_ADDR UPSTREAM_ADDR` (both must be loopback addresses).
 
-use std::net::SocketAddr;
+#[path = "support/loopback.rs"]
+mod support;
+
+use support::loopback;
 use tokio::net::{TcpListener, TcpStream};
 
 /// Bytes copied per read, each way: a 64 KiB value moves in one piece.
@@ -19,19 +22,7 @@ async fn main() -> std::io::Result<()> {
         eprintln!("usage: relay LISTEN_ADDR UPSTREAM_ADDR");
         std::process::exit(2);
     };
-    let parse = |s: &str| -> std::io::Result<SocketAddr> {
-        let addr: SocketAddr = s.parse().map_err(|e| {
-            std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{s}: {e}"))
-        })?;
-        if !addr.ip().is_loopback() {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                format!("{s}: only loopback addresses"),
-            ));
-        }
-        Ok(addr)
-    };
-    let (listen, upstream) = (parse(&listen)?, parse(&upstream)?);
+    let (listen, upstream) = (loopback(&listen)?, loopback(&upstream)?);
     let listener = TcpListener::bind(listen).await?;
     loop {
         let (mut client, _) = listener.accept().await?;

@@ -689,9 +689,11 @@ def write_report(runs, meta, out_json, out_md):
         return {"per_round_median": statistics.median(xs), "interval": [iv[0], iv[1]], "coverage": iv[2]}
 
     def judged(xs, target):
-        # interval_of(XS), and whether the run resolves TARGET.
+        # interval_of(XS), and whether the run resolves TARGET ("—" when there is none).
         j = interval_of(xs)
-        if j["interval"] is None:
+        if target is None:
+            verdict = "—"
+        elif j["interval"] is None:
             verdict = "no data"
         elif j["coverage"] < VERDICT_COVERAGE:
             verdict = "too few rounds"
@@ -700,10 +702,24 @@ def write_report(runs, meta, out_json, out_md):
             verdict = "met" if lo >= target else ("missed" if hi < target else "not resolved")
         return dict(j, verdict=verdict)
 
+    def fmt_proxy_cpu(wl, t, user_label=""):
+        # CPU s per million operations of target T's proxy process in WL, its user-space share
+        # in brackets when recorded.
+        v = cpu.get((wl, t), {})
+        total, user = v.get("proxy_cpu_seconds_per_million_ops"), v.get("proxy_user_cpu_seconds_per_million_ops")
+        if total is None:
+            return "—"
+        return "%.3f" % total + (" (%.3f%s)" % (user, user_label) if user is not None else "")
+
     def fmt_interval(j):
         if j["interval"] is None:
             return "—"
         return "%.2f–%.2f (%.0f%%)" % (j["interval"][0], j["interval"][1], 100 * j["coverage"])
+
+    def fmt_median_interval(j):
+        if j["per_round_median"] is None:
+            return "—"
+        return "%.2f, %s" % (j["per_round_median"], fmt_interval(j))
 
     md = []
     md.append("## turnout benchmark (scripts/bench.sh)")
@@ -800,11 +816,8 @@ def write_report(runs, meta, out_json, out_md):
         def c(t, k):
             v = cpu.get((wl, t), {}).get(k)
             return "%.3f" % v if v is not None else "—"
-        def p(t):
-            u = cpu.get((wl, t), {}).get("proxy_user_cpu_seconds_per_million_ops")
-            return c(t, "proxy_cpu_seconds_per_million_ops") + (" (%.3f)" % u if u is not None else "")
         md.append("| %s | %s | %s | %s | %s | %s |" % (
-            wl, p(tt(wl)), p("twemproxy"),
+            wl, fmt_proxy_cpu(wl, tt(wl)), fmt_proxy_cpu(wl, "twemproxy"),
             c("direct", "redis_cpu_seconds_per_million_ops"), c(tt(wl), "redis_cpu_seconds_per_million_ops"),
             c("twemproxy", "redis_cpu_seconds_per_million_ops")))
     md.append("")
@@ -852,35 +865,28 @@ def write_report(runs, meta, out_json, out_md):
         md.append("")
         md.append("| workload | command | against | %s/against: median, interval | verdict (target) | turnout/%s: median, interval |" % (prog, prog))
         md.append("|---|---|---|---|---|---|")
-        def cell(j):
-            if j["per_round_median"] is None:
-                return "—"
-            return "%.2f, %s" % (j["per_round_median"], fmt_interval(j))
         for wl in pwls:
             for cmd in wcmds(wl):
                 jt = interval_of(ratios_by_round(wl, cmd, tt(wl), prog))
                 for den in ("direct", "twemproxy"):
                     goal = ratio_targets.get(wl, {}).get(den)
                     xs = ratios_by_round(wl, cmd, prog, den)
-                    jp = judged(xs, goal) if goal is not None else dict(interval_of(xs), verdict="—")
+                    jp = judged(xs, goal)
                     ceiling_rows.append({"program": prog, "workload": wl, "command": cmd, "against": den,
                                          "target": goal, "program_rps": rps(wl, cmd, prog), "against_rps": rps(wl, cmd, den),
                                          "turnout_rps": rps(wl, cmd, tt(wl)), "program_over_against": jp,
                                          "turnout_over_program": jt})
                     md.append("| %s | %s | %s | %s | %s | %s |" % (
-                        wl, cmd, den, cell(jp), "%s (%s)" % (jp["verdict"], goal) if goal is not None else "—", cell(jt)))
+                        wl, cmd, den, fmt_median_interval(jp),
+                        "%s (%s)" % (jp["verdict"], goal) if goal is not None else "—", fmt_median_interval(jt)))
         md.append("")
         for wl in pwls:
-            v, u = cpu.get((wl, prog), {}), cpu.get((wl, tt(wl)), {})
+            v = cpu.get((wl, prog), {})
             if v.get("proxy_cpu_seconds_per_million_ops") is None:
                 continue
-            def proc(x):
-                if x.get("proxy_cpu_seconds_per_million_ops") is None:
-                    return "—"
-                y = x.get("proxy_user_cpu_seconds_per_million_ops")
-                return "%.3f%s" % (x["proxy_cpu_seconds_per_million_ops"], " (%.3f in user space)" % y if y is not None else "")
             md.append("- %s: %s process %s CPU s per million operations, turnout %s; machine %.0f%% busy." % (
-                wl, prog, proc(v), proc(u), 100 * (v.get("machine_busy_share_median") or 0)))
+                wl, prog, fmt_proxy_cpu(wl, prog, " in user space"), fmt_proxy_cpu(wl, tt(wl), " in user space"),
+                100 * (v.get("machine_busy_share_median") or 0)))
             # Near fully busy, ops/s follow the CPU that all programs spend per operation: a
             # target's over another's is the ratio of ops/s that CPU allows.
             m = {t: cpu.get((wl, t), {}).get("machine_cpu_seconds_per_million_ops") for t in (prog, tt(wl), "direct", "twemproxy")}
